@@ -1,0 +1,99 @@
+"""Architecture configs the format knows (llama, mpt): required keys and the tensors they imply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zoo.errors import FormatError
+
+_COMMON = {"arch": str, "dim": int, "n_layers": int, "n_heads": int, "vocab_size": int,
+           "max_seq_len": int, "norm_eps": float, "tied_embeddings": bool}
+REQUIRED: dict[str, dict[str, type]] = {
+    "llama": {**_COMMON, "n_kv_heads": int, "head_dim": int, "rope_theta": float, "rope_layout": str},
+    "mpt": {**_COMMON, "alibi_bias_max": float},
+}
+ROPE_LAYOUTS = ("half", "interleaved")
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def hidden_dims(config: dict) -> list[int]:
+    """Per-layer MLP width: `hidden_dim` is an int, or a list after neuron pruning."""
+    hidden = config.get("hidden_dim")
+    n = config["n_layers"]
+    if _is(hidden, int) and hidden > 0:
+        return [hidden] * n
+    if isinstance(hidden, list) and len(hidden) == n and all(_is(h, int) and h > 0 for h in hidden):
+        return list(hidden)
+    raise FormatError(f"config: hidden_dim must be a positive int or a list of {n} positive ints")
+
+
+def check_config(config: Any) -> None:
+    """Raise FormatError unless `config` is a valid config of a known architecture."""
+    if not isinstance(config, dict):
+        raise FormatError("config: not a JSON object")
+    arch = config.get("arch")
+    if arch not in REQUIRED:
+        raise FormatError(f"config: unknown architecture {arch!r} (known: {', '.join(REQUIRED)})")
+    for key, kind in REQUIRED[arch].items():
+        if key not in config:
+            raise FormatError(f"config: missing key {key!r} for arch {arch}")
+        if not _is(config[key], kind):
+            raise FormatError(f"config: {key!r} must be {kind.__name__}, got {config[key]!r}")
+        if kind is int and config[key] <= 0:
+            raise FormatError(f"config: {key!r} must be positive, got {config[key]}")
+    hidden_dims(config)
+    if arch == "llama":
+        if config["n_heads"] % config["n_kv_heads"]:
+            raise FormatError("config: n_heads must be a multiple of n_kv_heads")
+        if config["head_dim"] % 2:
+            raise FormatError("config: head_dim must be even for RoPE")
+        if config["rope_layout"] not in ROPE_LAYOUTS:
+            raise FormatError(f"config: rope_layout must be one of {ROPE_LAYOUTS}")
+        scaling = config.get("rope_scaling")
+        if scaling is not None and (not isinstance(scaling, dict) or scaling.get("type") not in ("llama3", "linear")):
+            raise FormatError("config: rope_scaling must be null or an object with type llama3 or linear")
+    if arch == "mpt":
+        if config["dim"] % config["n_heads"]:
+            raise FormatError("config: dim must be a multiple of n_heads")
+        clip = config.get("clip_qkv")
+        if clip is not None and not _is(clip, float):
+            raise FormatError("config: clip_qkv must be null or a number")
+
+
+def expected_tensors(config: dict) -> dict[str, tuple[int, ...]]:
+    """Every logical tensor name the config implies, with its dense shape (SPEC.md section 5)."""
+    check_config(config)
+    dim, vocab = config["dim"], config["vocab_size"]
+    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (vocab, dim), "output_norm.weight": (dim,)}
+    if not config["tied_embeddings"]:
+        shapes["output.weight"] = (vocab, dim)
+    for i, hidden in enumerate(hidden_dims(config)):
+        b = f"blk.{i}."
+        shapes[b + "attn_norm.weight"] = (dim,)
+        shapes[b + "ffn_norm.weight"] = (dim,)
+        if config["arch"] == "llama":
+            q_dim = config["n_heads"] * config["head_dim"]
+            kv_dim = config["n_kv_heads"] * config["head_dim"]
+            shapes[b + "attn_q.weight"] = (q_dim, dim)
+            shapes[b + "attn_k.weight"] = (kv_dim, dim)
+            shapes[b + "attn_v.weight"] = (kv_dim, dim)
+            shapes[b + "attn_output.weight"] = (dim, q_dim)
+            shapes[b + "ffn_gate.weight"] = (hidden, dim)
+        else:
+            shapes[b + "attn_qkv.weight"] = (3 * dim, dim)
+            shapes[b + "attn_output.weight"] = (dim, dim)
+        shapes[b + "ffn_up.weight"] = (hidden, dim)
+        shapes[b + "ffn_down.weight"] = (dim, hidden)
+    return shapes
+
+
+def is_shared(name: str, shape: tuple[int, ...], encoding: str) -> bool:
+    """Whether the writer puts this tensor in a shared-* file: dense 1-D tensors and the embedding."""
+    return encoding == "dense" and (len(shape) == 1 or name == "token_embd.weight")

@@ -1,0 +1,1 @@
+"""zoo.kernels: numba CPU kernels that compute on zoo-format encoded weights."""

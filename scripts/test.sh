@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up (./.venv, test dependencies) and run the default test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+exec .venv/bin/python -m pytest -q "$@"

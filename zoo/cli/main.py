@@ -1,0 +1,82 @@
+"""The `zoo` command: assembles the verb modules into one typer app and maps errors to exit codes.
+
+Exit codes: 0 success, 1 a ZooError (one line on stderr), 2 usage, 130 interrupted.
+Tracebacks are shown only with ZOO_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from zoo import __version__
+from zoo.errors import ZooError
+
+app = typer.Typer(
+    name="zoo",
+    help="Pull, push, compress and run sparse, quantized LLMs on the CPU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"zoo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """zoo: sparse, quantized LLMs on the CPU."""
+
+
+def _register() -> None:
+    """Attach every verb module; each exposes `register(app)`."""
+    from zoo.cli import inspect_cmd
+
+    for module in (inspect_cmd,):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point: run the app, turning ZooErrors into one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except ZooError as err:
+        if os.environ.get("ZOO_DEBUG") == "1":
+            raise
+        print(f"zoo: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("zoo: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as err:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if os.environ.get("ZOO_DEBUG") == "1":
+            raise
+        print(f"zoo: internal error: {type(err).__name__}: {err} (ZOO_DEBUG=1 for a traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Typed errors. Every failure a user can cause is a ZooError; the CLI prints it on one line.
+
+This module imports nothing, so the leaf packages (zoo.format, zoo.kernels) can raise these
+errors without depending on the rest of zoo.
+"""
+
+
+class ZooError(Exception):
+    """Base of every error zoo reports to a user as one line."""
+
+    exit_code = 1
+
+
+class FormatError(ZooError):
+    """An artifact breaks the zoo format: names the tensor (or file) and the broken check."""
+
+
+class VersionError(FormatError):
+    """An artifact was written by a newer, incompatible major format version."""
+
+
+class CardError(ZooError):
+    """A model card (zoo.yaml) is missing, malformed or fails the schema."""
+
+
+class ChecksumError(ZooError):
+    """A file's sha256 or size does not match what its manifest or card promises."""
+
+
+class KernelError(ZooError):
+    """A kernel was called with arrays of the wrong dtype, shape or layout."""
+
+
+class RegistryError(ZooError):
+    """A registry or the local store cannot do what was asked (missing name, bad URL, I/O)."""
+
+
+class NotFoundError(RegistryError):
+    """A model name or tag does not exist where it was looked up."""
+
+
+class ConvertError(ZooError):
+    """A checkpoint cannot be imported: unknown architecture, missing tensor, bad shape."""
+
+
+class RuntimeModelError(ZooError):
+    """The runtime cannot run this model or request (e.g. the context length is exceeded)."""
+
+
+class CompressError(ZooError):
+    """Compression cannot proceed with the given model and options."""
