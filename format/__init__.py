@@ -1,10 +1,14 @@
 """zoo.format: the zoo container (SPEC.md) — encodings, reader, writer and validation.
 
-Public API: `encode`, `decode`, `EncodedTensor`, `open_artifact`, `ArtifactWriter`, `validate`.
+Public API: `encode`, `decode`, `EncodedTensor`, `open_artifact`, `ArtifactWriter`; pack helpers
+for compressors that choose their own codes and scales.
 """
 
+from .architectures import expected_tensors
 from .constants import DEFAULT_GROUP_SIZE, ENCODINGS, FORMAT_VERSION
 from .encode import EncodedTensor, decode, encode, pack_q4, pack_q8, pack_sparse
+from .reader import Artifact, open_artifact
+from .writer import ArtifactWriter
 
-__all__ = ["DEFAULT_GROUP_SIZE", "ENCODINGS", "FORMAT_VERSION", "EncodedTensor", "decode", "encode",
-           "pack_q4", "pack_q8", "pack_sparse"]
+__all__ = ["DEFAULT_GROUP_SIZE", "ENCODINGS", "FORMAT_VERSION", "Artifact", "ArtifactWriter", "EncodedTensor",
+           "decode", "encode", "expected_tensors", "open_artifact", "pack_q4", "pack_q8", "pack_sparse"]

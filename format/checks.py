@@ -1,0 +1,113 @@
+"""Data invariants of SPEC.md section 4, run before any kernel reads an artifact's tensors.
+
+The sparse checks are numba kernels (parallel popcount over the mask) so a 7B artifact validates
+in about the time it takes to read its masks.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange, types
+from numba.extending import intrinsic
+
+from zoo.errors import FormatError
+
+from .encode import EncodedTensor
+
+OK, BAD_START, DECREASING, BAD_LENGTH, BAD_END, MASK_PADDING, NIBBLE_PADDING = range(7)
+_MESSAGES = {
+    BAD_START: "row_offsets[0] is not 0",
+    DECREASING: "row_offsets decrease at row {row}",
+    BAD_LENGTH: "row {row}: mask popcount does not match its value count (row_offsets)",
+    BAD_END: "row_offsets[-1] does not equal the length of values",
+    MASK_PADDING: "row {row}: mask bits set beyond the last column",
+    NIBBLE_PADDING: "row {row}: padding nibble is not 0",
+}
+
+
+@intrinsic
+def _popcount(typingctx, word):
+    """llvm.ctpop on a uint64 (one popcnt instruction)."""
+    if word != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [args[0].type])
+        return builder.call(fn, args)
+
+    return types.uint64(types.uint64), codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def _check_offsets(row_offsets, n_values):
+    """Serial pass: start at 0, never decrease, end at n_values. Returns (code, row)."""
+    if row_offsets[0] != 0:
+        return BAD_START, 0
+    for r in range(row_offsets.shape[0] - 1):
+        if row_offsets[r + 1] < row_offsets[r]:
+            return DECREASING, r
+    if row_offsets[row_offsets.shape[0] - 1] != n_values:
+        return BAD_END, 0
+    return OK, 0
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _check_rows(bitmask, row_offsets, cols, q4, values_u8):
+    """Parallel pass over rows: popcount == row length, mask padding 0, q4 padding nibble 0.
+
+    bitmask: uint64 [rows, words]; row_offsets: int64 [rows + 1], already checked to lie in
+    [0, len(values)]; values_u8: uint8 values (sparse-q4) or an empty array. Returns per-row codes.
+    """
+    rows, words = bitmask.shape
+    codes = np.zeros(rows, np.int8)
+    tail = cols - (words - 1) * 64  # valid bits in the last word, 1..64
+    tail_mask = np.uint64(0xFFFFFFFFFFFFFFFF) if tail == 64 else (np.uint64(1) << np.uint64(tail)) - np.uint64(1)
+    for r in prange(rows):
+        count = np.uint64(0)
+        for w in range(words):
+            count += _popcount(bitmask[r, w])
+        if words > 0 and (bitmask[r, words - 1] & ~tail_mask) != 0:
+            codes[r] = MASK_PADDING
+            continue
+        length = row_offsets[r + 1] - row_offsets[r]
+        units = (count + np.uint64(1)) // np.uint64(2) if q4 else count
+        if length != np.int64(units):
+            codes[r] = BAD_LENGTH
+            continue
+        if q4 and count % np.uint64(2) == np.uint64(1) and (values_u8[row_offsets[r + 1] - 1] >> np.uint8(4)) != 0:
+            codes[r] = NIBBLE_PADDING
+    return codes
+
+
+def _fail(name: str, code: int, row: int) -> None:
+    raise FormatError(f"{name}: {_MESSAGES[code].format(row=row)}")
+
+
+def check_sparse(name: str, t: EncodedTensor) -> None:
+    """Mask/offset/value consistency of a sparse-* tensor."""
+    offsets, values = t.parts["row_offsets"], t.parts["values"]
+    code, row = _check_offsets(offsets, np.int64(values.shape[0]))
+    if code != OK:
+        _fail(name, code, row)
+    q4 = t.encoding == "sparse-q4"
+    codes = _check_rows(t.parts["bitmask"], offsets, t.shape[1], q4, values if q4 else np.empty(0, np.uint8))
+    bad = np.flatnonzero(codes)
+    if bad.size:
+        _fail(name, int(codes[bad[0]]), int(bad[0]))
+
+
+def check_tensor(name: str, t: EncodedTensor) -> None:
+    """Every data check for one logical tensor (headers were checked on open)."""
+    spec_sparse = t.encoding.startswith("sparse-")
+    if spec_sparse:
+        check_sparse(name, t)
+    if t.encoding == "q4":
+        cols = t.shape[1]
+        if cols % 2 and np.any(t.parts["qweight"][:, -1] >> 4):
+            row = int(np.flatnonzero(t.parts["qweight"][:, -1] >> 4)[0])
+            raise FormatError(f"{name}: row {row}: padding nibble is not 0")
+        if "zeros" in t.parts and t.parts["zeros"].size and t.parts["zeros"].max() > 15:
+            raise FormatError(f"{name}: zero point above 15")
+    if "scales" in t.parts and not np.isfinite(t.parts["scales"]).all():
+        raise FormatError(f"{name}: scales not finite")

@@ -1,0 +1,50 @@
+"""Random-weight models of a known architecture, written as artifacts (tests and benchmarks).
+
+Weights are N(0, 0.02); a `sparsity` fraction of each linear weight is zeroed at random positions
+(random weights have no structure for a pruning criterion to find). Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zoo.format import ArtifactWriter, encode, expected_tensors
+
+LLAMA_7B = dict(arch="llama", dim=4096, hidden_dim=11008, n_layers=32, n_heads=32, n_kv_heads=32, head_dim=128,
+                vocab_size=32000, max_seq_len=4096, norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
+                rope_layout="half", tied_embeddings=False)
+TINY_LLAMA = dict(arch="llama", dim=40, hidden_dim=136, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=20,
+                  vocab_size=24, max_seq_len=64, norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
+                  rope_layout="half", tied_embeddings=True)
+TINY_MPT = dict(arch="mpt", dim=48, hidden_dim=192, n_layers=2, n_heads=4, vocab_size=32, max_seq_len=64,
+                norm_eps=1e-5, alibi_bias_max=8.0, clip_qkv=None, tied_embeddings=True)
+
+
+def random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...], sparsity: float) -> np.ndarray:
+    """float32 weights for `name`: norms near 1, matrices N(0, 0.02) with `sparsity` zeroed at random."""
+    if len(shape) == 1:
+        return (1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
+    w = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+    if sparsity > 0 and name != "token_embd.weight":
+        w[rng.random(shape, dtype=np.float32) < sparsity] = 0.0
+    return w
+
+
+def write_random_model(out_dir: str | Path, config: dict, encoding: str = "q4", sparsity: float = 0.0,
+                       group_size: int = 128, seed: int = 0, dense_dtype: str = "F16",
+                       overwrite: bool = False, card: dict | None = None) -> Path:
+    """Write a random model: linear weights in `encoding`, embeddings and norms dense."""
+    rng = np.random.default_rng(seed)
+    with ArtifactWriter(out_dir, config, overwrite=overwrite) as writer:
+        for name, shape in expected_tensors(config).items():
+            w = random_tensor(rng, name, shape, sparsity)
+            linear = len(shape) == 2 and name != "token_embd.weight"
+            if linear and encoding != "dense":
+                writer.add(name, encode(w, encoding, group_size=group_size))
+            else:
+                writer.add(name, encode(w, "dense", dtype=dense_dtype))
+        base = {"card_version": 1, "name": Path(out_dir).name, "architecture": config["arch"],
+                "description": f"random weights, {encoding}, sparsity {sparsity}, seed {seed}"}
+        return writer.finish({**base, **(card or {})})
