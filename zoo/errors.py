@@ -49,3 +49,7 @@ class RuntimeModelError(ZooError):
 
 class CompressError(ZooError):
     """Compression cannot proceed with the given model and options."""
+
+
+class ConfigError(ZooError):
+    """The user config file (~/.config/zoo/config.yaml or ZOO_CONFIG) is unreadable or malformed."""
