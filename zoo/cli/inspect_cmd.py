@@ -1,5 +1,50 @@
-"""`zoo inspect`: placeholder until the format reader lands."""
+"""`zoo inspect`: validate an artifact and summarize its card, tensors and sizes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zoo.inspect import inspect_artifact
 
 
-def register(app) -> None:
-    pass
+def inspect(
+    path: Path = typer.Argument(..., help="Artifact directory (or one .safetensors file)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    tensors: bool = typer.Option(True, "--tensors/--no-tensors", help="List every tensor (table output)."),
+) -> None:
+    """Validate an artifact and show its card, per-tensor encodings and totals.
+
+    Examples:
+      zoo inspect ./smollm2-sparse50-int4
+      zoo inspect ./model --json | jq .totals
+    """
+    report = inspect_artifact(path)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    out = Console()
+    card = report["card"] or {}
+    out.print(f"[bold]{card.get('name', report['path'])}[/bold]  "
+              f"arch={report['config']['arch']}  format={report['format_version']}")
+    for key in ("description", "base_model", "compression", "metrics"):
+        if card.get(key) not in (None, {}, ""):
+            out.print(f"  {key}: {card[key]}")
+    if tensors:
+        table = Table("tensor", "encoding", "shape", "sparsity", "bits/w", "bytes", box=None)
+        for t in report["tensors"]:
+            table.add_row(t["name"], t["encoding"], "x".join(map(str, t["shape"])), f"{t['sparsity']:.1%}",
+                          f"{t['bits_per_weight']:.2f}", f"{t['bytes']:,}")
+        out.print(table)
+    tot = report["totals"]
+    out.print(f"parameters {tot['parameters']:,}  stored {tot['stored']:,}  sparsity {tot['sparsity']:.1%}  "
+              f"bytes {tot['bytes']:,}  bits/w {tot['bits_per_weight']:.3f}  "
+              f"linear bits/w {tot['linear_bits_per_weight']:.3f}  linear sparsity {tot['linear_sparsity']:.1%}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect)
