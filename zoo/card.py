@@ -1,0 +1,300 @@
+"""The model card (zoo.yaml): schema, validation, search fields, rendering and HF README export.
+
+The card is what `zoo search`/`zoo show` read and what a manifest carries, so its shape is fixed
+here, in one JSON Schema (docs/registry.md explains each field). Known keys are typed strictly;
+unknown keys are accepted (a newer zoo may add fields, like a format MINOR) but reported as
+warnings, and `strict=True` (used for the built-in catalog) turns them into errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from zoo.errors import CardError
+
+CARD_VERSION = 1
+ARCHITECTURES = ("llama", "mpt")
+
+_NULL_NUM = {"type": ["number", "null"]}
+_NULL_INT = {"type": ["integer", "null"], "minimum": 0}
+_NULL_STR = {"type": ["string", "null"]}
+_FRACTION = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_MEASURE = {  # a measured number with how it was measured; null = not measured
+    "type": ["object", "null"],
+    "properties": {"value": _NULL_NUM, "machine": _NULL_STR, "threads": _NULL_INT, "prompt_tokens": _NULL_INT,
+                   "gen_tokens": _NULL_INT, "protocol": _NULL_STR, "peer": {"type": ["object", "null"]}},
+}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "zoo model card, card_version 1",
+    "type": "object",
+    "required": ["card_version", "architecture"],
+    "properties": {
+        "card_version": {"const": CARD_VERSION},
+        "name": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{0,127}$"},
+        "description": {"type": "string"},
+        "license": {"type": "string"},
+        "architecture": {"enum": list(ARCHITECTURES)},
+        "parameters": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "zoo_version": {"type": "string"},
+        "base_model": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string"}, "source": _NULL_STR,
+                           "sha256": {"anyOf": [_SHA256, {"type": "null"}]}},
+        },
+        "compression": {
+            "type": ["object", "null"],
+            "properties": {
+                "method": {"type": "string"},  # none | magnitude | wanda | sparsegpt | ...
+                "sparsity": _FRACTION,
+                "pattern": _NULL_STR,  # unstructured | "2:4" | neurons | ...
+                "profile": _NULL_STR,  # uniform | owl | ...
+                "bits": {"type": ["integer", "null"], "enum": [4, 8, 16, 32, None]},
+                "group_size": _NULL_INT,
+                "quantizer": _NULL_STR,  # rtn | gptq | null
+                "calibration": {"type": ["object", "null"]},
+                "seed": {"type": ["integer", "null"]},
+            },
+        },
+        "metrics": {
+            "type": ["object", "null"],
+            "properties": {
+                "size_bytes": _NULL_INT,
+                "bits_per_weight": _NULL_NUM,
+                "sparsity": _FRACTION,
+                "sparsity_per_layer": {"type": ["array", "object", "null"]},
+                "perplexity": {"type": ["object", "null"],
+                               "properties": {"base": _NULL_NUM, "value": _NULL_NUM,
+                                              "protocol": {"type": ["string", "object", "null"]}}},
+                "decode_tps": _MEASURE,
+                "prefill_tps": _MEASURE,
+            },
+        },
+        "files": {
+            "type": "array",
+            "items": {"type": "object", "required": ["path", "size", "sha256"],
+                      "properties": {"path": {"type": "string"}, "size": {"type": "integer", "minimum": 0},
+                                     "sha256": _SHA256}},
+        },
+        "recipe": {"type": ["object", "null"]},  # free-form until the recipe issue defines it
+    },
+}
+_FREE_FORM = {("compression", "calibration"), ("metrics", "sparsity_per_layer"), ("recipe",),
+              ("metrics", "decode_tps", "peer"), ("metrics", "prefill_tps", "peer"), ("base_model",)}
+
+
+def _close(schema: dict, path: tuple = ()) -> dict:
+    """A copy of the schema where every object with listed properties refuses unknown keys."""
+    out = copy.deepcopy(schema)
+    if "properties" in out and path not in _FREE_FORM:
+        out["additionalProperties"] = False
+        out["properties"] = {k: _close(v, path + (k,)) for k, v in out["properties"].items()}
+    if "items" in out:
+        out["items"] = _close(out["items"], path)
+    return out
+
+
+_OPEN = jsonschema.Draft202012Validator(SCHEMA)
+_STRICT = jsonschema.Draft202012Validator(_close(SCHEMA))
+
+
+def _where(err: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in err.absolute_path) or "(top level)"
+
+
+def validate(card: Any, *, strict: bool = False, source: str = "card") -> list[str]:
+    """Check a parsed card against SCHEMA; raise CardError on the first error, return warnings.
+
+    Warnings name unknown keys (tolerated for forward compatibility); with strict=True they are errors.
+    """
+    if not isinstance(card, dict):
+        raise CardError(f"{source}: a card must be a YAML mapping, got {type(card).__name__}")
+    errors = sorted(_OPEN.iter_errors(card), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        err = errors[0]
+        raise CardError(f"{source}: {_where(err)}: {err.message}")
+    warnings = [f"{source}: {_where(e)}: {e.message}" for e in _STRICT.iter_errors(card)]
+    if strict and warnings:
+        raise CardError(warnings[0])
+    return warnings
+
+
+def parse(text: str | bytes, *, source: str = "card") -> dict:
+    """Parse card YAML with yaml.safe_load (never a loader that can build objects) and validate it."""
+    try:
+        card = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise CardError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    validate(card, source=source)
+    return card
+
+
+def load(path: str | os.PathLike, *, strict: bool = False) -> dict:
+    """Read and validate a card file (a zoo.yaml or a catalog card)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as err:
+        raise CardError(f"{path}: cannot read card ({err.strerror})") from None
+    card = parse(text, source=str(path))
+    validate(card, strict=strict, source=str(path))
+    return card
+
+
+def _get(card: dict, *keys: str) -> Any:
+    node: Any = card
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def search_fields(card: dict) -> dict[str, Any]:
+    """The flat fields search filters on; None where the card does not say (not measured)."""
+    sparsity = _get(card, "metrics", "sparsity")
+    if sparsity is None:
+        sparsity = _get(card, "compression", "sparsity")
+    size = _get(card, "metrics", "size_bytes")
+    if size is None and isinstance(card.get("files"), list):
+        size = sum(f.get("size", 0) for f in card["files"] if isinstance(f, dict))
+    return {
+        "name": card.get("name"),
+        "architecture": card.get("architecture"),
+        "parameters": card.get("parameters"),
+        "sparsity": sparsity,
+        "bits": _get(card, "compression", "bits"),
+        "size_bytes": size,
+        "perplexity": _get(card, "metrics", "perplexity", "value"),
+        "decode_tps": _get(card, "metrics", "decode_tps", "value"),
+        "method": _get(card, "compression", "method"),
+        "description": card.get("description") or "",
+        "tags": list(card.get("tags") or []),
+    }
+
+
+_SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'2GB' -> 2e9, '1.5GiB' -> 1.5*2**30, '123' -> 123 bytes."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise CardError(f"{text!r}: not a size (examples: 500MB, 2GB, 1.5GiB)")
+    unit = (match.group(2) or "").lower().rstrip("b")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def matches(card: dict, query: str | None = None, *, arch: str | None = None, min_sparsity: float | None = None,
+            bits: int | None = None, max_size: int | None = None, max_params: int | None = None,
+            max_perplexity: float | None = None, min_decode_tps: float | None = None) -> bool:
+    """Whether a card passes the search filters; a filter on an unmeasured field excludes the card."""
+    f = search_fields(card)
+    if query:
+        hay = " ".join(str(x) for x in (f["name"], f["description"], f["method"], " ".join(f["tags"]),
+                                        _get(card, "base_model", "name")) if x).lower()
+        if not all(word in hay for word in query.lower().split()):
+            return False
+    checks = [
+        (arch, lambda: f["architecture"] == arch),
+        (min_sparsity, lambda: f["sparsity"] is not None and f["sparsity"] >= min_sparsity),
+        (bits, lambda: f["bits"] == bits),
+        (max_size, lambda: f["size_bytes"] is not None and f["size_bytes"] <= max_size),
+        (max_params, lambda: f["parameters"] is not None and f["parameters"] <= max_params),
+        (max_perplexity, lambda: f["perplexity"] is not None and f["perplexity"] <= max_perplexity),
+        (min_decode_tps, lambda: f["decode_tps"] is not None and f["decode_tps"] >= min_decode_tps),
+    ]
+    return all(test() for wanted, test in checks if wanted is not None)
+
+
+def render(card: dict, title: str | None = None):
+    """A rich renderable of the card for `zoo show` (the CLI prints it)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    f = search_fields(card)
+    head = Text(title or f["name"] or "(unnamed)", style="bold")
+    parts: list = [head]
+    if f["description"]:
+        parts.append(Text(f["description"]))
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="cyan")
+    table.add_column()
+
+    def row(label: str, value: Any) -> None:
+        table.add_row(label, "not measured" if value is None else str(value))
+
+    row("architecture", f["architecture"])
+    row("parameters", f"{f['parameters']:,}" if f["parameters"] is not None else None)
+    row("license", card.get("license"))
+    row("base model", _get(card, "base_model", "name"))
+    comp = card.get("compression") or {}
+    row("compression", ", ".join(f"{k}={v}" for k, v in comp.items() if v is not None and k != "calibration") or None)
+    row("sparsity", f"{f['sparsity']:.1%}" if f["sparsity"] is not None else None)
+    row("size", human_size(f["size_bytes"]) if f["size_bytes"] is not None else None)
+    row("bits/weight", _get(card, "metrics", "bits_per_weight"))
+    ppl = _get(card, "metrics", "perplexity") or {}
+    row("perplexity", None if ppl.get("value") is None else
+        f"{ppl['value']} (base {ppl.get('base', '-')}; {ppl.get('protocol') or 'protocol not stated'})")
+    tps = _get(card, "metrics", "decode_tps") or {}
+    row("decode tok/s", None if tps.get("value") is None else
+        f"{tps['value']} ({tps.get('machine') or 'machine not stated'}, {tps.get('threads') or '?'} threads)")
+    if f["tags"]:
+        row("tags", ", ".join(f["tags"]))
+    files = card.get("files") or []
+    if files:
+        row("files", f"{len(files)} ({human_size(sum(x.get('size', 0) for x in files))})")
+    parts.append(table)
+    return Group(*parts)
+
+
+def to_hf_readme(card: dict, body: str | None = None) -> str:
+    """The card as a Hugging Face README.md: model-card front matter, then a short body.
+
+    Front matter keys are the Hub's (base_model, base_model_relation, library_name, tags, license);
+    the full zoo card travels in zoo.yaml next to it.
+    """
+    front: dict[str, Any] = {"library_name": "zoo", "license": card.get("license") or "other"}
+    base = _get(card, "base_model", "name")
+    if base:
+        front["base_model"] = base
+        front["base_model_relation"] = "quantized"  # the Hub's relation for compressed derivatives
+    tags = ["zoo", card.get("architecture")] + list(card.get("tags") or [])
+    comp = card.get("compression") or {}
+    if comp.get("sparsity"):
+        tags.append("sparse")
+    if comp.get("bits") in (4, 8):
+        tags.append(f"int{comp['bits']}")
+    front["tags"] = [t for i, t in enumerate(tags) if t and t not in tags[:i]]
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", ""]
+    name = card.get("name") or base or "zoo model"
+    lines.append(f"# {name}\n")
+    if card.get("description"):
+        lines.append(card["description"] + "\n")
+    lines.append(body or "A sparse, quantized model in the zoo format. Pull it with `zoo pull hf://<repo>`; "
+                 "the full card is in `zoo.yaml`.\n")
+    return "\n".join(lines)

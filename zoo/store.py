@@ -1,0 +1,312 @@
+"""The local store under ZOO_HOME: content-addressed blobs, manifests, and ready-to-open snapshots.
+
+    blobs/sha256/<hex>             verified, read-only; `<hex>.partial` while downloading (resumable)
+    manifests/<name>/<tag>.json    written last, by atomic rename: a manifest never names a missing blob
+    snapshots/<manifest-digest>/   the artifact directory, files hard-linked to their blobs
+    inflight/<pid>-<n>.json        digests a running pull needs (gc keeps them)
+    locks/                         one lock file per blob being downloaded, gc.lock
+
+A blob becomes visible only after its sha256 is verified; locks (filelock) make concurrent pulls
+of one model download each blob once. `resolve(name_or_path)` is what `zoo run` calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from zoo.errors import ChecksumError, NotFoundError, RegistryError
+
+from .registry.base import CHUNK, FileEntry, Registry, check_manifest, check_name, check_tag, manifest_bytes, \
+    manifest_digest, parse_manifest
+from .registry.local import atomic_write
+
+Progress = Callable[[int], None]  # called with the number of bytes just transferred
+
+
+@dataclass
+class PullResult:
+    """What a pull did: where the artifact is, how many bytes came over the wire, how many were reused."""
+
+    name: str
+    tag: str
+    path: Path
+    digest: str
+    downloaded_bytes: int = 0
+    reused_bytes: int = 0
+    files: list[FileEntry] = field(default_factory=list)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """The local store at `root` (default: config.zoo_home())."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        from zoo.config import zoo_home
+
+        self.root = Path(root).expanduser() if root is not None else zoo_home()
+        self.blobs = self.root / "blobs" / "sha256"
+        self.manifests = self.root / "manifests"
+        self.snapshots = self.root / "snapshots"
+        self.inflight = self.root / "inflight"
+
+    # ---- reading ---------------------------------------------------------------------------
+    def _manifest_path(self, name: str, tag: str) -> Path:
+        return self.manifests / check_name(name) / f"{check_tag(tag)}.json"
+
+    def get_manifest(self, name: str, tag: str) -> dict:
+        path = self._manifest_path(name, tag)
+        try:
+            return parse_manifest(path.read_bytes(), f"{name}:{tag}")
+        except FileNotFoundError:
+            raise NotFoundError(f"{name}:{tag}: not in the local store ({self.root}); pull it first") from None
+
+    def has(self, name: str, tag: str) -> bool:
+        return self._manifest_path(name, tag).is_file()
+
+    def list(self) -> list[dict]:
+        """Every stored model: name, tag, digest, size in bytes, card."""
+        out = []
+        if not self.manifests.is_dir():
+            return out
+        for path in sorted(self.manifests.rglob("*.json")):
+            rel = path.relative_to(self.manifests)
+            name, tag = "/".join(rel.parts[:-1]), rel.name[:-5]
+            try:
+                manifest = self.get_manifest(name, tag)
+            except RegistryError:
+                continue
+            out.append({"name": name, "tag": tag, "digest": manifest_digest(manifest),
+                        "size": sum(f["size"] for f in manifest["files"]), "card": manifest["card"]})
+        return out
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest
+
+    def path(self, name: str, tag: str) -> Path:
+        """The artifact directory of a stored model (rebuilt from blobs if its snapshot was removed)."""
+        manifest = self.get_manifest(name, tag)
+        return self._snapshot(manifest, check_manifest(manifest))
+
+    # ---- pulling ---------------------------------------------------------------------------
+    def pull(self, registry: Registry, name: str, tag: str, *, store_name: str | None = None,
+             progress: Progress | None = None, on_total: Callable[[int], None] | None = None) -> PullResult:
+        """Download name:tag from `registry` into the store: missing blobs only, resuming partial ones.
+
+        `store_name` stores it under another name (full references keep their short name).
+        """
+        manifest = registry.get_manifest(name, tag)
+        entries = check_manifest(manifest, f"{name}:{tag}")
+        local_name = store_name or name
+        result = PullResult(local_name, tag, Path(), manifest_digest(manifest), files=entries)
+        if on_total:
+            on_total(sum(e.size for e in entries))
+        marker = self._register_inflight(entries)
+        try:
+            for entry in entries:
+                got = self._fetch_blob(registry, entry, progress)
+                if got:
+                    result.downloaded_bytes += got
+                else:
+                    result.reused_bytes += entry.size
+                    if progress:
+                        progress(entry.size)
+            result.path = self._snapshot(manifest, entries)
+            atomic_write(self._manifest_path(local_name, tag), manifest_bytes(manifest))
+        finally:
+            marker.unlink(missing_ok=True)
+        return result
+
+    def _register_inflight(self, entries: list[FileEntry]) -> Path:
+        """Record the digests this pull needs, under the gc lock, so a concurrent gc keeps them."""
+        self.inflight.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / "gc.lock")):
+            fd, tmp = tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".json", dir=self.inflight)
+            with os.fdopen(fd, "w") as f:
+                json.dump([e.sha256 for e in entries], f)
+        return Path(tmp)
+
+    def _fetch_blob(self, registry: Registry, entry: FileEntry, progress: Progress | None) -> int:
+        """Make blob `entry` present and verified; return bytes downloaded (0 if it was already there)."""
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        final = self.blob_path(entry.sha256)
+        if final.is_file():
+            return 0
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / "locks" / f"{entry.sha256}.lock")):
+            if final.is_file():  # another process finished it while we waited
+                return 0
+            return self._download(registry, entry, final, progress)
+
+    def _download(self, registry: Registry, entry: FileEntry, final: Path, progress: Progress | None) -> int:
+        partial = final.with_name(final.name + ".partial")
+        digest = hashlib.sha256()
+        have = partial.stat().st_size if partial.is_file() else 0
+        if have > entry.size:
+            have = 0
+        if have:  # resume: rehash what is already on disk
+            with open(partial, "rb") as f:
+                for chunk in iter(lambda: f.read(CHUNK), b""):
+                    digest.update(chunk)
+            if progress:
+                progress(have)
+        start, chunks = registry.read_blob(entry, have) if have < entry.size else (have, iter(()))
+        if start != have:  # the backend could not seek: start over
+            digest, have = hashlib.sha256(), 0
+        written = 0
+        with open(partial, "r+b" if partial.exists() else "wb") as out:
+            out.seek(start)
+            out.truncate()
+            for chunk in chunks:  # a network error raises here and leaves the partial for resume
+                if start + written + len(chunk) > entry.size:
+                    break  # longer than promised: the check below fails
+                out.write(chunk)
+                digest.update(chunk)
+                written += len(chunk)
+                if progress:
+                    progress(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        total = start + written
+        if total != entry.size or digest.hexdigest() != entry.sha256:
+            partial.unlink(missing_ok=True)
+            what = f"{total} bytes, expected {entry.size}" if total != entry.size else \
+                f"sha256 {digest.hexdigest()[:16]}…, expected {entry.sha256[:16]}…"
+            raise ChecksumError(f"{entry.path}: downloaded blob does not match the manifest ({what}); "
+                                f"nothing was stored")
+        os.chmod(partial, 0o444)
+        os.replace(partial, final)
+        return written
+
+    def _snapshot(self, manifest: dict, entries: list[FileEntry]) -> Path:
+        """snapshots/<digest>/: every file hard-linked to its blob (copied if links are impossible)."""
+        target = self.snapshots / manifest_digest(manifest)
+        if target.is_dir():
+            return target
+        self.snapshots.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.snapshots))
+        try:
+            for entry in entries:
+                blob = self.blob_path(entry.sha256)
+                if not blob.is_file():
+                    raise RegistryError(f"{entry.path}: blob sha256:{entry.sha256[:12]} missing from the store; "
+                                        f"pull again")
+                dest = tmp / entry.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(blob, dest)
+                except OSError:
+                    shutil.copyfile(blob, dest)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # a concurrent pull built it first
+                if not target.is_dir():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    # ---- removing --------------------------------------------------------------------------
+    def remove(self, name: str, tag: str) -> None:
+        """Forget name:tag (its blobs stay until `gc`)."""
+        path = self._manifest_path(name, tag)
+        if not path.is_file():
+            raise NotFoundError(f"{name}:{tag}: not in the local store ({self.root})")
+        path.unlink()
+        parent = path.parent
+        while parent != self.manifests and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+    def gc(self) -> dict:
+        """Delete blobs, partial downloads and snapshots no manifest or running pull refers to."""
+        freed, blobs_removed, snaps_removed = 0, 0, 0
+        if not self.root.is_dir():
+            return {"blobs_removed": 0, "snapshots_removed": 0, "bytes_freed": 0}
+        self.inflight.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / "gc.lock")):
+            keep_blobs: set[str] = set()
+            keep_snaps: set[str] = set()
+            for item in self.list():
+                manifest = self.get_manifest(item["name"], item["tag"])
+                keep_blobs.update(f["sha256"] for f in manifest["files"])
+                keep_snaps.add(item["digest"])
+            for marker in self.inflight.glob("*.json"):
+                pid = int(marker.name.split("-", 1)[0]) if marker.name.split("-", 1)[0].isdigit() else -1
+                if pid > 0 and _pid_alive(pid):
+                    try:
+                        keep_blobs.update(json.loads(marker.read_text()))
+                    except (OSError, ValueError):
+                        pass
+                else:
+                    marker.unlink(missing_ok=True)
+            for path in _entries(self.blobs):
+                digest = path.name.split(".", 1)[0]
+                if digest in keep_blobs:
+                    continue
+                freed += path.stat().st_size
+                path.unlink(missing_ok=True)
+                blobs_removed += not path.name.endswith(".partial")
+            for path in _entries(self.snapshots):
+                if path.name not in keep_snaps:
+                    shutil.rmtree(path, ignore_errors=True)
+                    snaps_removed += 1
+        return {"blobs_removed": blobs_removed, "snapshots_removed": snaps_removed, "bytes_freed": freed}
+
+
+def _entries(directory: Path) -> Iterator[Path]:
+    if directory.is_dir():
+        yield from sorted(directory.iterdir())
+
+
+def resolve(name_or_path: str | os.PathLike, *, registry: str | None = None, progress: Progress | None = None,
+            on_total: Callable[[int], None] | None = None) -> Path:
+    """The artifact directory for a path, a stored name, or a name to pull (pulled when missing).
+
+    This is what `zoo run NAME` calls: a directory is returned as is; `name[:tag]` (or a full
+    s3://, hf://, http(s):// reference) is looked up in the store and pulled from its registry
+    (or `registry`, else the default one) only when absent.
+    """
+    from zoo.registry import parse_ref
+    from zoo.registry.transfer import pull
+
+    text = os.fspath(name_or_path)
+    candidate = Path(text).expanduser()
+    if candidate.is_dir():
+        return candidate
+    if text.startswith((".", "/", "~")) or (os.sep in text and "://" not in text and not _looks_namespaced(text)):
+        raise NotFoundError(f"{text}: no such artifact directory")
+    ref = parse_ref(text)
+    store = Store()
+    if store.has(ref.store_name, ref.tag):
+        return store.path(ref.store_name, ref.tag)
+    return pull(text, registry=registry, store=store, progress=progress, on_total=on_total).path
+
+
+def _looks_namespaced(text: str) -> bool:
+    """'org/name[:tag]' is a name, not a path, when no such directory exists."""
+    try:
+        from zoo.registry import parse_ref
+
+        parse_ref(text)
+        return True
+    except RegistryError:
+        return False
