@@ -237,7 +237,8 @@ def render(card: dict, title: str | None = None):
     from rich.text import Text
 
     f = search_fields(card)
-    head = Text(title or f["name"] or "(unnamed)", style="bold")
+    head = Text.from_markup(title) if title else Text(f["name"] or "(unnamed)")
+    head.stylize("bold", 0, len(head.plain.split("  ")[0]))
     parts: list = [head]
     if f["description"]:
         parts.append(Text(f["description"]))
@@ -245,8 +246,8 @@ def render(card: dict, title: str | None = None):
     table.add_column(style="cyan")
     table.add_column()
 
-    def row(label: str, value: Any) -> None:
-        table.add_row(label, "not measured" if value is None else str(value))
+    def row(label: str, value: Any, measured: bool = False) -> None:
+        table.add_row(label, ("not measured" if measured else "-") if value is None else str(value))
 
     row("architecture", f["architecture"])
     row("parameters", f"{f['parameters']:,}" if f["parameters"] is not None else None)
@@ -255,14 +256,14 @@ def render(card: dict, title: str | None = None):
     comp = card.get("compression") or {}
     row("compression", ", ".join(f"{k}={v}" for k, v in comp.items() if v is not None and k != "calibration") or None)
     row("sparsity", f"{f['sparsity']:.1%}" if f["sparsity"] is not None else None)
-    row("size", human_size(f["size_bytes"]) if f["size_bytes"] is not None else None)
-    row("bits/weight", _get(card, "metrics", "bits_per_weight"))
+    row("size", human_size(f["size_bytes"]) if f["size_bytes"] is not None else None, True)
+    row("bits/weight", _get(card, "metrics", "bits_per_weight"), True)
     ppl = _get(card, "metrics", "perplexity") or {}
     row("perplexity", None if ppl.get("value") is None else
-        f"{ppl['value']} (base {ppl.get('base', '-')}; {ppl.get('protocol') or 'protocol not stated'})")
+        f"{ppl['value']} (base {ppl.get('base', '-')}; {ppl.get('protocol') or 'protocol not stated'})", True)
     tps = _get(card, "metrics", "decode_tps") or {}
     row("decode tok/s", None if tps.get("value") is None else
-        f"{tps['value']} ({tps.get('machine') or 'machine not stated'}, {tps.get('threads') or '?'} threads)")
+        f"{tps['value']} ({tps.get('machine') or 'machine not stated'}, {tps.get('threads') or '?'} threads)", True)
     if f["tags"]:
         row("tags", ", ".join(f["tags"]))
     files = card.get("files") or []

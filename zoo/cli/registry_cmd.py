@@ -1,0 +1,224 @@
+"""`zoo push / pull / list / show / search / rm / gc`: the package-manager verbs.
+
+Progress (bytes, speed, ETA) goes to stderr; `--json` prints one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from zoo import card as cards
+
+REGISTRY_HELP = "Registry URL or path (default: ZOO_REGISTRY, then ~/.config/zoo/config.yaml, then ZOO_HOME/registry)."
+JSON_HELP = "Print one JSON document on stdout."
+
+
+def _emit(doc) -> None:
+    typer.echo(json.dumps(doc, indent=2, default=str))
+
+
+@contextmanager
+def _bar(label: str, quiet: bool):
+    """A rich byte progress bar on stderr; yields (advance, set_total) callbacks."""
+    if quiet or not sys.stderr.isatty():
+        yield None, None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as prog:
+        task = prog.add_task(label, total=None)
+        yield (lambda n: prog.advance(task, n)), (lambda total: prog.update(task, total=total))
+
+
+def push(
+    artifact: Path = typer.Argument(..., help="Artifact directory (written by zoo.format)."),
+    name: str = typer.Argument(..., help="NAME[:TAG], or a full s3://, hf:// reference."),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace an existing tag."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Validate an artifact and its card, upload its blobs, then its manifest.
+
+    Examples:
+      zoo push ./smollm2-sparse50 smollm2-sparse50:v1
+      zoo push ./smollm2-sparse50 s3://models/zoo/smollm2-sparse50:v1
+      zoo push ./smollm2-sparse50 hf://me/smollm2-sparse50
+    """
+    from zoo.registry.transfer import push as do_push
+
+    with _bar(f"push {name}", as_json) as (advance, total):
+        summary = do_push(artifact, name, registry=registry, force=force, progress=advance, on_total=total)
+    for warning in summary["warnings"]:
+        print(f"zoo: warning: {warning}", file=sys.stderr)
+    if as_json:
+        _emit(summary)
+    else:
+        print(f"pushed {summary['name']}:{summary['tag']} to {summary['registry']} "
+              f"({summary['files']} files, {cards.human_size(summary['size'])})", file=sys.stderr)
+
+
+def pull(
+    name: str = typer.Argument(..., help="NAME[:TAG], or s3://…/NAME[:TAG], http(s)://…/NAME[:TAG], hf://org/repo[@rev]."),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Download a model into the local store: missing blobs only, resuming partial ones, sha256-verified.
+
+    Examples:
+      zoo pull smollm2-sparse50:v1
+      zoo pull s3://models/zoo/smollm2-sparse50:v1
+      zoo pull hf://me/smollm2-sparse50@main --json
+    """
+    from zoo.registry.transfer import pull as do_pull
+
+    with _bar(f"pull {name}", as_json) as (advance, total):
+        result = do_pull(name, registry=registry, progress=advance, on_total=total)
+    doc = {"name": result.name, "tag": result.tag, "path": str(result.path), "digest": result.digest,
+           "downloaded_bytes": result.downloaded_bytes, "reused_bytes": result.reused_bytes}
+    if as_json:
+        _emit(doc)
+    else:
+        print(f"pulled {result.name}:{result.tag} -> {result.path} ({cards.human_size(result.downloaded_bytes)} "
+              f"downloaded, {cards.human_size(result.reused_bytes)} already present)", file=sys.stderr)
+
+
+def list_models(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """List the models in the local store.
+
+    Examples:
+      zoo list
+      zoo list --json
+    """
+    from zoo.store import Store
+
+    items = Store().list()
+    if as_json:
+        _emit([{k: v for k, v in item.items()} for item in items])
+        return
+    table = Table("name", "tag", "arch", "sparsity", "bits", "size", "digest", box=None)
+    table.columns[0].no_wrap = True
+    for item in items:
+        f = cards.search_fields(item["card"])
+        table.add_row(item["name"], item["tag"], f["architecture"] or "-", _pct(f["sparsity"]),
+                      str(f["bits"] or "-"), cards.human_size(item["size"]), item["digest"][:12])
+    Console().print(table)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def show(
+    name: str = typer.Argument(..., help="NAME[:TAG] (store, then registry, then the built-in catalog)."),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show a model's card.
+
+    Examples:
+      zoo show llama-7b-sparse90-int4
+      zoo show smollm2-sparse50:v1 --json
+    """
+    from zoo.registry.transfer import show as do_show
+
+    doc = do_show(name, registry=registry)
+    if as_json:
+        _emit(doc)
+        return
+    title = f"{doc['name']}:{doc['tag']}" if doc["tag"] else doc["name"]
+    Console().print(cards.render(doc["card"], title=f"{title}  [dim]({doc['source']})[/dim]"))
+
+
+def search(
+    query: Optional[str] = typer.Argument(None, help="Words to match in name, description, method, tags."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="llama or mpt."),
+    min_sparsity: Optional[float] = typer.Option(None, "--min-sparsity", help="e.g. 0.5"),
+    bits: Optional[int] = typer.Option(None, "--bits", help="4, 8 or 16."),
+    max_size: Optional[str] = typer.Option(None, "--max-size", help="e.g. 500MB, 2GB."),
+    max_params: Optional[str] = typer.Option(None, "--max-params", help="e.g. 1e9."),
+    max_perplexity: Optional[float] = typer.Option(None, "--max-perplexity", help="Measured perplexity at most."),
+    min_decode_tps: Optional[float] = typer.Option(None, "--min-tps", help="Measured decode tokens/s at least."),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Search the registry's cards and the built-in catalog. Unmeasured metrics never pass a filter on them.
+
+    Examples:
+      zoo search llama --min-sparsity 0.5 --bits 4
+      zoo search --arch mpt --max-size 2GB --json
+    """
+    from zoo.registry.transfer import search as do_search
+
+    results = do_search(query, registry=registry, arch=arch, min_sparsity=min_sparsity, bits=bits,
+                        max_size=cards.parse_size(max_size) if max_size else None,
+                        max_params=int(float(max_params)) if max_params else None,
+                        max_perplexity=max_perplexity, min_decode_tps=min_decode_tps)
+    if as_json:
+        _emit([{k: v for k, v in r.items() if k != "card"} for r in results])
+        return
+    table = Table("name", "arch", "params", "sparsity", "bits", "size", "ppl", "tok/s", "source", box=None)
+    table.columns[0].no_wrap = True
+    for r in results:
+        name = f"{r['name']}:{r['tag']}" if r["tag"] else r["name"]
+        params = "-" if r["parameters"] is None else f"{r['parameters'] / 1e9:.2f}B"
+        table.add_row(name, r["architecture"] or "-", params, _pct(r["sparsity"]), str(r["bits"] or "-"),
+                      cards.human_size(r["size_bytes"]), str(r["perplexity"] or "-"), str(r["decode_tps"] or "-"),
+                      r["source"])
+    Console().print(table)
+    if not results:
+        print("no model matches", file=sys.stderr)
+
+
+def rm(
+    name: str = typer.Argument(..., help="NAME[:TAG] in the local store."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Remove a model from the local store (run `zoo gc` to free its blobs).
+
+    Examples:
+      zoo rm smollm2-sparse50:v1 && zoo gc
+    """
+    from zoo.registry import parse_ref
+    from zoo.store import Store
+
+    ref = parse_ref(name)
+    Store().remove(ref.store_name, ref.tag)
+    if as_json:
+        _emit({"removed": f"{ref.store_name}:{ref.tag}"})
+    else:
+        print(f"removed {ref.store_name}:{ref.tag}", file=sys.stderr)
+
+
+def gc(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """Delete blobs and snapshots that no stored model refers to.
+
+    Examples:
+      zoo gc
+    """
+    from zoo.store import Store
+
+    result = Store().gc()
+    if as_json:
+        _emit(result)
+    else:
+        print(f"removed {result['blobs_removed']} blobs, {result['snapshots_removed']} snapshots, "
+              f"freed {cards.human_size(result['bytes_freed'])}", file=sys.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("push")(push)
+    app.command("pull")(pull)
+    app.command("list")(list_models)
+    app.command("show")(show)
+    app.command("search")(search)
+    app.command("rm")(rm)
+    app.command("gc")(gc)
