@@ -13,6 +13,7 @@ REQUIRED: dict[str, dict[str, type]] = {
     "mpt": {**_COMMON, "alibi_bias_max": float},
 }
 ROPE_LAYOUTS = ("half", "interleaved")
+_LIMITS = {"n_layers": 4096, "n_heads": 4096, "n_kv_heads": 4096}  # other ints: at most 2**32
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -26,10 +27,12 @@ def _is(value: Any, kind: type) -> bool:
 def hidden_dims(config: dict) -> list[int]:
     """Per-layer MLP width: `hidden_dim` is an int, or a list after neuron pruning."""
     hidden = config.get("hidden_dim")
-    n = config["n_layers"]
-    if _is(hidden, int) and hidden > 0:
+    n = config.get("n_layers")
+    if not _is(n, int) or not 0 < n <= _LIMITS["n_layers"]:
+        raise FormatError(f"config: n_layers out of range, got {n!r}")
+    if _is(hidden, int) and 0 < hidden <= 1 << 32:
         return [hidden] * n
-    if isinstance(hidden, list) and len(hidden) == n and all(_is(h, int) and h > 0 for h in hidden):
+    if isinstance(hidden, list) and len(hidden) == n and all(_is(h, int) and 0 < h <= 1 << 32 for h in hidden):
         return list(hidden)
     raise FormatError(f"config: hidden_dim must be a positive int or a list of {n} positive ints")
 
@@ -39,15 +42,15 @@ def check_config(config: Any) -> None:
     if not isinstance(config, dict):
         raise FormatError("config: not a JSON object")
     arch = config.get("arch")
-    if arch not in REQUIRED:
+    if not isinstance(arch, str) or arch not in REQUIRED:
         raise FormatError(f"config: unknown architecture {arch!r} (known: {', '.join(REQUIRED)})")
     for key, kind in REQUIRED[arch].items():
         if key not in config:
             raise FormatError(f"config: missing key {key!r} for arch {arch}")
         if not _is(config[key], kind):
             raise FormatError(f"config: {key!r} must be {kind.__name__}, got {config[key]!r}")
-        if kind is int and config[key] <= 0:
-            raise FormatError(f"config: {key!r} must be positive, got {config[key]}")
+        if kind is int and not 0 < config[key] <= _LIMITS.get(key, 1 << 32):
+            raise FormatError(f"config: {key!r} out of range, got {config[key]}")
     hidden_dims(config)
     if arch == "llama":
         if config["n_heads"] % config["n_kv_heads"]:

@@ -69,7 +69,7 @@ def _entry(name: str, info: object, data_start: int, where: str) -> TensorEntry:
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         raise FormatError(f"{where}: tensor {name}: entry must have exactly dtype, shape, data_offsets")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise FormatError(f"{where}: tensor {name}: unsupported dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
         raise FormatError(f"{where}: tensor {name}: bad shape {shape!r}")
