@@ -42,8 +42,8 @@ def check_tag(tag: str) -> str:
 
 def split_name(ref: str) -> tuple[str, str]:
     """'name[:tag]' -> (name, tag), tag defaulting to 'latest'; both validated."""
-    name, _, tag = ref.partition(":")
-    return check_name(name), check_tag(tag or DEFAULT_TAG)
+    name, colon, tag = ref.partition(":")
+    return check_name(name), check_tag(tag if colon else DEFAULT_TAG)
 
 
 @dataclass(frozen=True)

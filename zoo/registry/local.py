@@ -130,12 +130,18 @@ class LocalRegistry(Registry):
                                     f"expected {entry.sha256[:12]})")
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            raise RegistryError(f"{entry.path}: cannot store blob in {self.url} ({err.strerror or err})") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
     def put_manifest(self, name: str, tag: str, manifest: dict) -> None:
-        atomic_write(self._manifest_path(name, tag), manifest_bytes(manifest))
+        try:
+            atomic_write(self._manifest_path(name, tag), manifest_bytes(manifest))
+        except OSError as err:
+            raise RegistryError(f"{name}:{tag}: cannot write manifest in {self.url} ({err.strerror or err})") from None
         self.write_index()
 
     def delete_manifest(self, name: str, tag: str) -> None:
