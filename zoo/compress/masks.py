@@ -1,0 +1,103 @@
+"""Pruning masks from importance scores: per row, per layer, N:M; magnitude and Wanda scores.
+
+A mask is bool [rows, cols] with True = keep. Selection sorts with a stable sort so ties break by
+position and the same scores always give the same mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.errors import CompressError
+
+PATTERNS = ("unstructured", "2:4", "4:8", "neurons")
+
+
+def parse_nm(pattern: str) -> tuple[int, int] | None:
+    """'2:4' -> (2, 4) (keep N of every M); None for 'unstructured' and 'neurons'."""
+    if pattern in ("unstructured", "neurons"):
+        return None
+    try:
+        n, m = (int(p) for p in pattern.split(":"))
+    except ValueError:
+        raise CompressError(f"pattern {pattern!r}: expected unstructured, neurons or N:M such as 2:4") from None
+    if not 0 < n < m:
+        raise CompressError(f"pattern {pattern!r}: need 0 < N < M")
+    return n, m
+
+
+def n_pruned(total: int, sparsity: float) -> int:
+    """How many of `total` weights a sparsity prunes (round half to even, as numpy.rint)."""
+    return int(np.rint(total * sparsity))
+
+
+def prune_lowest_per_row(scores: np.ndarray, sparsity: float) -> np.ndarray:
+    """Keep-mask pruning the round(sparsity*cols) lowest scores of every row."""
+    rows, cols = scores.shape
+    k = n_pruned(cols, sparsity)
+    mask = np.ones((rows, cols), dtype=bool)
+    if k:
+        order = np.argsort(scores, axis=1, kind="stable")[:, :k]  # [rows, k] column indices
+        np.put_along_axis(mask, order, False, axis=1)
+    return mask
+
+
+def prune_lowest_global(scores: np.ndarray, k: int) -> np.ndarray:
+    """Keep-mask pruning the k lowest scores of the whole matrix."""
+    mask = np.ones(scores.size, dtype=bool)
+    if k:
+        mask[np.argsort(scores, axis=None, kind="stable")[:k]] = False
+    return mask.reshape(scores.shape)
+
+
+def prune_nm(scores: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Keep-mask keeping the n highest scores in every group of m consecutive columns of a row.
+
+    A trailing partial group (cols % m) keeps its top round(len*n/m).
+    """
+    rows, cols = scores.shape
+    mask = np.zeros((rows, cols), dtype=bool)
+    full = cols - cols % m
+    if full:
+        groups = scores[:, :full].reshape(rows, full // m, m)
+        keep = np.argsort(-groups, axis=2, kind="stable")[:, :, :n]  # [rows, groups, n]
+        gmask = np.zeros(groups.shape, dtype=bool)
+        np.put_along_axis(gmask, keep, True, axis=2)
+        mask[:, :full] = gmask.reshape(rows, full)
+    if full < cols:
+        tail = scores[:, full:]
+        mask[:, full:] = prune_lowest_per_row(tail, 1.0 - n / m)
+    return mask
+
+
+def select(scores: np.ndarray, sparsity: float, pattern: str = "unstructured", scope: str = "row") -> np.ndarray:
+    """Keep-mask from scores (higher = more important) for a pattern; scope 'row' or 'layer'."""
+    nm = parse_nm(pattern)
+    if nm is not None:
+        return prune_nm(scores, *nm)
+    if scope == "layer":
+        return prune_lowest_global(scores, n_pruned(scores.size, sparsity))
+    return prune_lowest_per_row(scores, sparsity)
+
+
+def magnitude_scores(w: np.ndarray) -> np.ndarray:
+    """|W|."""
+    return np.abs(w)
+
+
+def wanda_scores(w: np.ndarray, col_norms: np.ndarray) -> np.ndarray:
+    """Wanda's |W| * ||x_col||_2: weight size times the L2 norm of its input feature over the calibration tokens."""
+    return np.abs(w) * col_norms[None, :].astype(w.dtype)
+
+
+def pattern_sparsity(pattern: str, sparsity: float | None) -> float:
+    """The sparsity a pattern implies: N:M fixes it to 1 - N/M, otherwise the requested value."""
+    nm = parse_nm(pattern)
+    if nm is None:
+        if sparsity is None:
+            raise CompressError("--sparsity is required for unstructured and neuron pruning")
+        return float(sparsity)
+    implied = 1.0 - nm[0] / nm[1]
+    if sparsity is not None and sparsity not in (0.0, implied) and abs(sparsity - implied) > 1e-9:
+        raise CompressError(f"pattern {pattern} implies sparsity {implied:g}, not {sparsity:g}")
+    return implied

@@ -1,0 +1,123 @@
+"""The optimal-brain-surgeon column sweep shared by SparseGPT and GPTQ.
+
+Columns are processed left to right in lazy blocks; each column is pruned (SparseGPT picks the mask
+from w² / [H⁻¹]²_cc at the start of each block, or every M columns for N:M) and/or quantized (GPTQ),
+and its error is spread over the not-yet-processed columns through the upper Cholesky factor of the
+inverse Hessian H = XᵀX of the layer input. Pruned weights end exactly zero; quantized weights end
+on the group grid. float64 throughout: the matrices are small next to the forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoo.errors import CompressError
+
+from .masks import n_pruned, parse_nm, prune_lowest_global, prune_nm
+from .quant import codes_for, f16_scale, qmax_of
+
+
+@dataclass
+class ObsResult:
+    """Final weights float32 [rows, cols], keep-mask, and codes int8 / scales f16 when quantized."""
+
+    weight: np.ndarray
+    mask: np.ndarray
+    codes: np.ndarray | None
+    scales: np.ndarray | None
+
+
+def inverse_hessian_factor(h: np.ndarray, percdamp: float) -> tuple[np.ndarray, np.ndarray]:
+    """(upper Cholesky factor U of (H + λI)⁻¹ with λ = percdamp·mean(diag H), dead-column mask).
+
+    Columns never active in the calibration data (diag 0) get H_cc = 1 so the factorization exists;
+    the caller zeroes their weights.
+    """
+    h = np.array(h, dtype=np.float64)  # [cols, cols]
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    damp = percdamp * float(np.mean(np.diag(h)))
+    h[np.diag_indices_from(h)] += damp
+    try:
+        lower = np.linalg.cholesky(h)
+        inv = np.linalg.inv(lower)
+        hinv = inv.T @ inv  # H⁻¹
+        u = np.linalg.cholesky(hinv).T  # upper: H⁻¹ = Uᵀ U
+    except np.linalg.LinAlgError:
+        raise CompressError("layer Hessian is not positive definite even after dampening; "
+                            "use more calibration samples or a larger dampening") from None
+    return u, dead
+
+
+def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern: str = "unstructured",
+                 fixed_mask: np.ndarray | None = None, bits: int | None = None, group_size: int = 128,
+                 blocksize: int = 128, percdamp: float = 0.01) -> ObsResult:
+    """Prune (adaptive mask, or `fixed_mask`) and/or quantize `w` [rows, cols] given H [cols, cols].
+
+    - SparseGPT: sparsity > 0 or an N:M pattern, no fixed mask.
+    - GPTQ: bits set; with `fixed_mask` the pruned weights are held at zero (joint with Wanda/magnitude).
+    Unstructured masks prune exactly round(sparsity · rows · cols) weights, spread over the blocks.
+    """
+    rows, cols = w.shape
+    nm = parse_nm(pattern)
+    adaptive = fixed_mask is None and (nm is not None or sparsity > 0)
+    qmax = qmax_of(bits) if bits is not None else None
+    if qmax is not None:
+        blocksize = group_size  # a group's scale is fixed at its first column, from the current weights
+    u, dead = inverse_hessian_factor(h, percdamp)
+    wk = np.array(w, dtype=np.float64)  # [rows, cols], updated in place
+    wk[:, dead] = 0.0
+    mask = np.ones((rows, cols), bool) if fixed_mask is None else fixed_mask.copy()
+    codes = np.zeros((rows, cols), np.int8) if qmax is not None else None
+    n_groups = -(-cols // group_size)
+    scales = np.zeros((rows, n_groups), np.float16) if qmax is not None else None
+    total = rows * cols
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        count = i2 - i1
+        w1 = wk[:, i1:i2].copy()  # [rows, count]
+        err1 = np.zeros((rows, count))
+        u1 = u[i1:i2, i1:i2]
+        d1 = np.diag(u1)
+        if adaptive and nm is None:
+            k = n_pruned(total, sparsity * (i2 / cols)) - n_pruned(total, sparsity * (i1 / cols))
+            mask[:, i1:i2] = prune_lowest_global(w1 ** 2 / d1[None, :] ** 2, k)
+        if adaptive and nm is not None and qmax is not None:
+            mask[:, i1:i2] = prune_nm(w1 ** 2 / d1[None, :] ** 2, *nm)
+        if qmax is not None:
+            kept = np.where(mask[:, i1:i2], np.abs(w1), 0.0)
+            s = f16_scale(kept.max(axis=1), qmax)  # [rows] f16
+            scales[:, i1 // group_size] = s
+            s32 = s.astype(np.float64)
+        for i in range(count):
+            c = i1 + i
+            if adaptive and nm is not None and qmax is None and i % nm[1] == 0:
+                span = min(nm[1], count - i)
+                mask[:, c:c + span] = prune_nm(w1[:, i:i + span] ** 2 / d1[None, i:i + span] ** 2, *nm)
+            col = w1[:, i]
+            q = np.where(mask[:, c], col, 0.0)
+            if qmax is not None:
+                cq = codes_for(q, s32, qmax)
+                cq[~mask[:, c]] = 0
+                codes[:, c] = cq
+                q = cq.astype(np.float64) * s32
+            e = (col - q) / d1[i]
+            w1[:, i:] -= np.outer(e, u1[i, i:])
+            w1[:, i] = q
+            err1[:, i] = e
+        wk[:, i1:i2] = w1
+        wk[:, i2:] -= err1 @ u[i1:i2, i2:]
+    wk[~mask] = 0.0
+    return ObsResult(wk.astype(np.float32), mask, codes, scales)
+
+
+def hessian(x: np.ndarray) -> np.ndarray:
+    """XᵀX [cols, cols] of inputs x [tokens, cols]: float32 product (the expensive part), float64 result.
+
+    The caller sums batches in float64; one BLAS call per batch with a fixed thread count is
+    deterministic (see docs/compress.md).
+    """
+    x32 = np.ascontiguousarray(x, np.float32)
+    return (x32.T @ x32).astype(np.float64)

@@ -1,0 +1,297 @@
+"""Stream a model through compression one decoder layer at a time and write the artifact + card.
+
+For layer i: the calibration activations entering it run through the dense layer with a hook that
+accumulates each linear's input statistics (Σx² per column; XᵀX when SparseGPT/GPTQ need it); every
+linear is then pruned/quantized; the compressed layer (decoded exactly as stored) recomputes the
+activations that enter layer i+1. Peak memory is one layer's weights and statistics plus the
+activations [samples, seq_len, dim]. The artifact is assembled in a hidden staging directory beside
+the target, evaluated there, and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import yaml
+
+from zoo.errors import CompressError
+from zoo.format import ArtifactWriter, decode, encode
+
+from .calibration import Calibration, calibration_windows
+from .linear import InputStats, compress_linear
+from .neurons import channel_scores, keep_channels, kept_hidden
+from .profile import outlier_ratio, owl_sparsities, uniform
+from .recipe import Recipe
+
+Progress = Callable[[str], None]
+_FOLLOWERS = {"attn_k": "attn_q", "attn_v": "attn_q", "ffn_up": "ffn_gate"}  # llama: linears sharing an input
+
+
+def _short(name: str) -> str:
+    return name.split(".")[2]  # "blk.3.attn_q.weight" -> "attn_q"
+
+
+@dataclass
+class LayerReport:
+    """What happened to one decoder layer: weights kept / total over its linears, stored bytes."""
+
+    kept: int = 0
+    total: int = 0
+    nbytes: int = 0
+    sparsity_target: float = 0.0
+    hidden: int | None = None
+
+
+@dataclass
+class _Stream:
+    """The state carried from layer to layer."""
+
+    x: np.ndarray  # [samples, seq_len, dim] float32: activations entering the current layer
+    reports: list[LayerReport] = field(default_factory=list)
+
+
+def _collect(config: dict, weights: dict[str, np.ndarray], x: np.ndarray, layer: int,
+             need_hessian: Callable[[str], bool]) -> dict[str, InputStats]:
+    """Run every calibration window through the dense layer, accumulating each linear's input statistics."""
+    from zoo.runtime.reference import block_forward
+
+    stats: dict[str, InputStats] = {}
+    shares = config["arch"] == "llama"
+
+    def hook(name: str, inp: np.ndarray) -> None:
+        short = _short(name)
+        if shares and short in _FOLLOWERS:
+            return
+        if short not in stats:
+            stats[short] = InputStats(inp.shape[-1], need_hessian(short))
+        stats[short].add(inp)
+
+    for s in range(x.shape[0]):
+        block_forward(config, weights, x[s], layer, hook)
+    if shares:
+        for follower, leader in _FOLLOWERS.items():
+            if leader in stats:
+                stats[follower] = stats[leader]
+    return stats
+
+
+def _eta(start: float, done: int, total: int) -> str:
+    if not done:
+        return "eta ?"
+    left = (time.monotonic() - start) / done * (total - done)
+    return f"eta {int(left // 60)}m{int(left % 60):02d}s"
+
+
+def owl_profile(source, calib: Calibration, recipe: Recipe, progress: Progress | None = None) -> tuple[list[float], list[float]]:
+    """(per-layer sparsities, per-layer outlier ratios) from a dense pass over the calibration windows."""
+    from zoo.runtime.reference import block_forward, embed, layer_names
+
+    config = source.config
+    token_embd = source.tensor("token_embd.weight")
+    x = np.stack([embed(token_embd, t) for t in calib.tokens])
+    del token_embd
+    ratios = []
+    start = time.monotonic()
+    for i in range(config["n_layers"]):
+        weights = {n: source.tensor(n) for n in layer_names(config, i)}
+        stats = _collect(config, weights, x, i, lambda _: False)
+        scores = [np.abs(w) * stats[_short(n)].col_norms[None, :].astype(np.float32)
+                  for n, w in weights.items() if w.ndim == 2]
+        ratios.append(outlier_ratio(scores, recipe.owl_m))
+        for s in range(x.shape[0]):
+            x[s] = block_forward(config, weights, x[s], i)
+        if progress:
+            progress(f"owl: layer {i + 1}/{config['n_layers']} outliers {100 * ratios[-1]:.2f}% ({_eta(start, i + 1, config['n_layers'])})")
+    return owl_sparsities(ratios, recipe.sparsity, recipe.owl_lambda), ratios
+
+
+def _compress_layer(config: dict, i: int, weights: dict[str, np.ndarray], stats: dict[str, InputStats],
+                    recipe: Recipe, sparsity: float) -> tuple[dict, dict[str, np.ndarray], LayerReport]:
+    """Encode the layer's tensors; returns (encoded by name, decoded weights for the forward, report)."""
+    b = f"blk.{i}."
+    report = LayerReport(sparsity_target=sparsity)
+    lin = recipe.for_layer(sparsity)
+    if recipe.pattern == "neurons" and sparsity > 0:
+        up, down = weights[b + "ffn_up.weight"], weights[b + "ffn_down.weight"]
+        norms = stats["ffn_down"].col_norms if "ffn_down" in stats and recipe.method != "magnitude" else None
+        keep = keep_channels(channel_scores(down, up, norms), sparsity)
+        report.hidden = int(keep.size)
+        weights = dict(weights)
+        for short in ("ffn_gate", "ffn_up"):
+            if b + short + ".weight" in weights:
+                weights[b + short + ".weight"] = np.ascontiguousarray(weights[b + short + ".weight"][keep])
+        weights[b + "ffn_down.weight"] = np.ascontiguousarray(down[:, keep])
+        if "ffn_down" in stats:
+            old = stats["ffn_down"]
+            new = InputStats(int(keep.size), old.xtx is not None)
+            new.sq_sum, new.tokens = old.sq_sum[keep], old.tokens
+            if old.xtx is not None:
+                new.xtx = old.xtx[np.ix_(keep, keep)]
+            stats = {**stats, "ffn_down": new}
+    encoded, decoded = {}, {}
+    for name, w in weights.items():
+        if w.ndim == 1:
+            enc = encode(w, "dense", dtype="F32")
+            encoded[name], decoded[name] = enc, w
+            continue
+        enc, mask = compress_linear(w, stats.get(_short(name)), lin)
+        encoded[name] = enc
+        decoded[name] = decode(enc)
+        report.kept += int(w.size if mask is None else mask.sum())
+        report.nbytes += enc.nbytes
+    return encoded, decoded, report
+
+
+def _out_config(config: dict, recipe: Recipe, layer_sparsity: list[float]) -> dict:
+    from zoo.format.architectures import hidden_dims
+
+    out = dict(config)
+    if recipe.pattern == "neurons" and recipe.sparsity > 0:
+        out["hidden_dim"] = [kept_hidden(h, s) for h, s in zip(hidden_dims(config), layer_sparsity)]
+    return out
+
+
+def _dense_linear_count(config: dict, i: int) -> int:
+    from zoo.format import expected_tensors
+
+    b = f"blk.{i}."
+    return sum(int(np.prod(s)) for n, s in expected_tensors(config).items() if n.startswith(b) and len(s) == 2)
+
+
+def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calibration | None,
+                    layer_sparsity: list[float], progress: Progress | None = None) -> list[LayerReport]:
+    """Compress every decoder layer of `source` into `writer`, one layer in memory at a time."""
+    from zoo.runtime.reference import block_forward, embed, layer_names
+
+    config = source.config
+    n_layers = config["n_layers"]
+    token_embd = source.tensor("token_embd.weight")
+    writer.add("token_embd.weight", encode(token_embd, "dense", dtype="F16"))
+    x = np.stack([embed(token_embd, t) for t in calib.tokens]) if calib is not None else None
+    del token_embd
+    reports = []
+    start = time.monotonic()
+    for i in range(n_layers):
+        weights = {n: source.tensor(n) for n in layer_names(config, i)}
+        need = recipe.for_layer(layer_sparsity[i]).needs_hessian
+        stats = _collect(config, weights, x, i, lambda _: need) if x is not None else {}
+        encoded, decoded, report = _compress_layer(config, i, weights, stats, recipe, layer_sparsity[i])
+        del weights, stats
+        report.total = _dense_linear_count(config, i)
+        for name in sorted(encoded):
+            writer.add(name, encoded[name])
+        del encoded
+        if x is not None:
+            for s in range(x.shape[0]):
+                x[s] = block_forward(config, decoded, x[s], i)
+        del decoded
+        reports.append(report)
+        if progress:
+            progress(f"layer {i + 1}/{n_layers}: sparsity {1 - report.kept / report.total:.3f}, "
+                     f"{8 * report.nbytes / report.total:.2f} bits/weight ({_eta(start, i + 1, n_layers)})")
+    writer.add("output_norm.weight", encode(source.tensor("output_norm.weight"), "dense", dtype="F32"))
+    if not config["tied_embeddings"]:
+        writer.add("output.weight", encode(source.tensor("output.weight"), "dense", dtype="F16"))
+    return reports
+
+
+def _metrics(reports: list[LayerReport], files: list[dict]) -> dict:
+    kept = sum(r.kept for r in reports)
+    total = sum(r.total for r in reports)
+    nbytes = sum(r.nbytes for r in reports)
+    return {"size_bytes": int(sum(f["size"] for f in files)),
+            "bits_per_weight": round(8 * nbytes / total, 4),
+            "sparsity": round(1 - kept / total, 6),
+            "sparsity_per_layer": [round(1 - r.kept / r.total, 6) for r in reports]}
+
+
+def _write_card(path: Path, card: dict) -> None:
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True))
+    os.replace(tmp, path)
+
+
+def compress(src, out_dir: str | Path, recipe: Recipe, *, calib_text: str | Path | None = None,
+             eval_text: str | Path | None = None, eval_ctx: int = 512, eval_windows: int | None = 64,
+             evaluate: bool = True, base_perplexity: dict | None = None, overwrite: bool = False,
+             name: str | None = None, progress: Progress | None = None) -> dict:
+    """Compress `src` (path or Source) into the artifact `out_dir`; returns the card written.
+
+    With `evaluate`, the card's metrics include the perplexity of the base model (or the given
+    `base_perplexity` result) and of the result on the evaluation text under one protocol.
+    """
+    from zoo import __version__
+    from zoo.convert.source import Source, open_source
+    from zoo.evaluate import perplexity
+
+    recipe = recipe.validated()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise CompressError(f"{out_dir}: already exists (choose another -o or pass --overwrite)")
+    source = src if isinstance(src, Source) else open_source(src)
+    config = source.config
+    calib = None
+    if recipe.uses_calibration:
+        calib = calibration_windows(source.tokenizer_json, recipe.samples, recipe.seq_len, recipe.seed,
+                                    calib_text, config["vocab_size"])
+    ratios = None
+    if recipe.profile == "owl" and recipe.sparsity > 0:
+        layer_sparsity, ratios = owl_profile(source, calib, recipe, progress)
+    else:
+        layer_sparsity = uniform(config["n_layers"], recipe.sparsity)
+    staging = out_dir.parent / f".{out_dir.name}.compress-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with ArtifactWriter(staging, _out_config(config, recipe, layer_sparsity)) as writer:
+            reports = stream_compress(source, writer, recipe, calib, layer_sparsity, progress)
+            if source.tokenizer_json:
+                writer.add_file("tokenizer.json", source.tokenizer_json)
+            compression = recipe.card()
+            compression["calibration"] = calib.card() if calib is not None else None
+            if ratios is not None:
+                compression["owl"]["outlier_ratios"] = [round(r, 6) for r in ratios]
+            base_name = name or Path(str(getattr(source, "files", [src])[0])).stem
+            card = {"card_version": 1, "name": _card_name(out_dir.name), "architecture": config["arch"],
+                    "description": f"{base_name} compressed by zoo: {_summary(recipe)}",
+                    "zoo_version": __version__,
+                    "base_model": {"name": base_name, "source": Path(str(src if not isinstance(src, Source) else source.files[0])).name,
+                                   "sha256": source.sha256},
+                    "compression": compression}
+            writer.finish(card)
+        card = yaml.safe_load((staging / "zoo.yaml").read_text())
+        metrics = _metrics(reports, card.get("files", []))
+        if evaluate:
+            base = base_perplexity or perplexity(source, eval_text, eval_ctx, eval_windows, progress)
+            result = perplexity(staging, eval_text, eval_ctx, eval_windows, progress)
+            metrics["perplexity"] = {"base": round(base["perplexity"], 4), "value": round(result["perplexity"], 4),
+                                     "protocol": result["protocol"]}
+        card["metrics"] = metrics
+        _write_card(staging / "zoo.yaml", card)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return card
+
+
+def _card_name(text: str) -> str:
+    import re
+
+    name = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return (name or "model")[:128]
+
+
+def _summary(r: Recipe) -> str:
+    parts = []
+    if r.sparsity:
+        parts.append(f"{r.method} {r.sparsity:g} {r.pattern}" + (" owl" if r.profile == "owl" else ""))
+    parts.append(f"int{r.bits} g{r.group_size} {r.quantizer}" if r.bits < 16 else "f16")
+    return ", ".join(parts)

@@ -1,0 +1,93 @@
+"""Symmetric group quantization on the zoo format's grid (SPEC.md 3.5) and packing into encodings.
+
+Codes are signed integers q with w ≈ q · scale[r, c // group_size]; scales are f16 and computed over
+the kept (mask = True) weights of a group only, so pruned weights stay exactly zero and do not widen
+the grid. 3 bits is stored in the 4-bit containers with codes limited to [-3, 3].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from zoo.errors import CompressError
+from zoo.format import EncodedTensor, encode, pack_q4, pack_q8, pack_sparse
+
+QMAX = {8: 127, 4: 7, 3: 3}
+
+
+def qmax_of(bits: int) -> int:
+    if bits not in QMAX:
+        raise CompressError(f"bits must be one of 16, {', '.join(str(b) for b in QMAX)}; got {bits}")
+    return QMAX[bits]
+
+
+def f16_scale(absmax: np.ndarray, qmax: int) -> np.ndarray:
+    """f16(absmax / qmax) as float16, refusing values f16 cannot hold."""
+    s = (np.asarray(absmax, np.float32) / np.float32(qmax)).astype(np.float16)
+    if not np.all(np.isfinite(s)):
+        raise CompressError("weights too large or not finite for f16 scales")
+    return s
+
+
+def group_scales(w: np.ndarray, mask: np.ndarray | None, group_size: int, qmax: int) -> np.ndarray:
+    """Per-group scales float16 [rows, ceil(cols/group_size)] from the absmax of kept weights."""
+    rows, cols = w.shape
+    g = -(-cols // group_size)
+    padded = np.zeros((rows, g * group_size), np.float32)
+    padded[:, :cols] = np.abs(w) if mask is None else np.where(mask, np.abs(w), 0)
+    return f16_scale(padded.reshape(rows, g, group_size).max(axis=2), qmax)
+
+
+def codes_for(w: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
+    """clip(rint(w / s), -qmax, qmax), 0 where s = 0; scale broadcasts against w (float32 per column)."""
+    s = np.asarray(scale, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(s > 0, np.rint(w / np.where(s > 0, s, 1)), 0)
+    return np.clip(q, -qmax, qmax).astype(np.int8)
+
+
+def per_column(scales: np.ndarray, group_size: int, cols: int) -> np.ndarray:
+    """Scales [rows, groups] expanded to float32 [rows, cols]."""
+    return np.repeat(scales.astype(np.float32), group_size, axis=1)[:, :cols]
+
+
+def rtn(w: np.ndarray, mask: np.ndarray | None, bits: int, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Round-to-nearest: (codes int8 [rows, cols], scales f16 [rows, groups]); pruned codes are 0."""
+    qmax = qmax_of(bits)
+    scales = group_scales(w, mask, group_size, qmax)
+    codes = codes_for(w, per_column(scales, group_size, w.shape[1]), qmax)
+    if mask is not None:
+        codes[~mask] = 0
+    return codes, scales
+
+
+def dequantize(codes: np.ndarray, scales: np.ndarray, group_size: int) -> np.ndarray:
+    """float32 [rows, cols] = codes · scales."""
+    return codes.astype(np.float32) * per_column(scales, group_size, codes.shape[1])
+
+
+def pack(w: np.ndarray, mask: np.ndarray | None, bits: int, group_size: int,
+         codes: np.ndarray | None = None, scales: np.ndarray | None = None) -> EncodedTensor:
+    """Encode one linear weight: dense/q8/q4, or sparse-* when a mask prunes anything.
+
+    With bits 16 the values are stored as f16 (`w` already holds the final weights, zeros pruned).
+    With bits 8/4/3 give `codes`/`scales` (GPTQ) or let RTN pick them from `w`.
+    """
+    sparse = mask is not None and not bool(mask.all())
+    if bits == 16:
+        if not sparse:
+            return encode(w, "dense", dtype="F16")
+        return pack_sparse("sparse-f16", mask, np.where(mask, w, 0).astype(np.float16), None, None)
+    if codes is None:
+        codes, scales = rtn(w, mask, bits, group_size)
+    if sparse:
+        if group_size % 64:
+            raise CompressError(f"sparse quantized tensors need a group size that is a multiple of 64, got {group_size}")
+        if bits == 8:
+            return pack_sparse("sparse-q8", mask, codes, scales, group_size)
+        return pack_sparse("sparse-q4", mask, (codes + 8).astype(np.uint8), scales, group_size)
+    if group_size % 32:
+        raise CompressError(f"quantized tensors need a group size that is a multiple of 32, got {group_size}")
+    if bits == 8:
+        return pack_q8(codes, scales, group_size)
+    return pack_q4((codes + 8).astype(np.uint8), scales, group_size)

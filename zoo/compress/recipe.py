@@ -1,0 +1,90 @@
+"""The compression recipe: every option of `zoo compress`, validated once, recorded in the card."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from zoo.errors import CompressError
+
+from .linear import METHODS, QUANTIZERS, LinearRecipe
+from .masks import PATTERNS, parse_nm, pattern_sparsity
+from .profile import PROFILES
+
+BITS = (16, 8, 4, 3)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What `zoo compress` does; `sparsity` is the model-wide target (per layer after the profile)."""
+
+    method: str = "sparsegpt"
+    sparsity: float | None = 0.0
+    pattern: str = "unstructured"
+    profile: str = "uniform"
+    bits: int = 16
+    group_size: int = 128
+    quantizer: str = "rtn"
+    samples: int = 128
+    seq_len: int = 512
+    seed: int = 0
+    scope: str = "row"  # magnitude: compare weights within a row or across the layer
+    owl_lambda: float = 0.08
+    owl_m: float = 5.0
+    percdamp: float = 0.01
+    blocksize: int = 128
+
+    def validated(self) -> "Recipe":
+        """A copy with the sparsity implied by the pattern filled in; CompressError on bad options."""
+        if self.method not in METHODS:
+            raise CompressError(f"unknown method {self.method!r} (known: {', '.join(METHODS)})")
+        if self.pattern not in PATTERNS:
+            parse_nm(self.pattern)  # accepts other N:M patterns such as 1:4
+        if self.profile not in PROFILES:
+            raise CompressError(f"unknown profile {self.profile!r} (known: {', '.join(PROFILES)})")
+        if self.bits not in BITS:
+            raise CompressError(f"bits must be one of {', '.join(map(str, BITS))}, got {self.bits}")
+        if self.quantizer not in QUANTIZERS:
+            raise CompressError(f"unknown quantizer {self.quantizer!r} (known: {', '.join(QUANTIZERS)})")
+        if self.scope not in ("row", "layer"):
+            raise CompressError(f"scope must be row or layer, got {self.scope!r}")
+        if self.group_size <= 0 or self.group_size % 32:
+            raise CompressError(f"group size must be a positive multiple of 32, got {self.group_size}")
+        sparsity = pattern_sparsity(self.pattern, self.sparsity)
+        if not 0.0 <= sparsity < 1.0:
+            raise CompressError(f"sparsity must be in [0, 1), got {sparsity}")
+        if sparsity > 0 and self.bits < 16 and self.pattern != "neurons" and self.group_size % 64:
+            raise CompressError(f"sparse quantized weights need a group size that is a multiple of 64, got {self.group_size}")
+        if self.profile == "owl" and parse_nm(self.pattern) is not None:
+            raise CompressError("the OWL profile varies sparsity per layer; it does not apply to N:M patterns")
+        if self.samples < 1 or self.seq_len < 2:
+            raise CompressError("need --samples >= 1 and --seq-len >= 2")
+        if not 0 < self.percdamp < 1:
+            raise CompressError("dampening must be in (0, 1)")
+        return Recipe(**{**asdict(self), "sparsity": sparsity})
+
+    @property
+    def uses_calibration(self) -> bool:
+        """Whether any statistic of the calibration activations is needed."""
+        prunes = self.sparsity and self.sparsity > 0
+        return bool(prunes and (self.method != "magnitude" or self.profile == "owl")) or \
+            (self.bits < 16 and self.quantizer == "gptq")
+
+    def for_layer(self, sparsity: float) -> LinearRecipe:
+        """The per-linear recipe of a layer whose sparsity the profile fixed."""
+        return LinearRecipe(method=self.method, sparsity=sparsity, pattern=self.pattern, scope=self.scope,
+                            bits=self.bits, group_size=self.group_size, quantizer=self.quantizer,
+                            blocksize=self.blocksize, percdamp=self.percdamp)
+
+    def card(self) -> dict:
+        """The recipe as the card's `compression` mapping (calibration added by the pipeline)."""
+        quantized = self.bits < 16
+        out = {"method": self.method if self.sparsity else "none", "sparsity": self.sparsity,
+               "pattern": self.pattern, "profile": self.profile, "bits": self.bits,
+               "group_size": self.group_size if quantized else None,
+               "quantizer": self.quantizer if quantized else None, "seed": self.seed,
+               "dampening": self.percdamp, "blocksize": self.blocksize}
+        if self.method == "magnitude":
+            out["scope"] = self.scope
+        if self.profile == "owl":
+            out["owl"] = {"lambda": self.owl_lambda, "m": self.owl_m}
+        return out
