@@ -53,3 +53,7 @@ class CompressError(ZooError):
 
 class ConfigError(ZooError):
     """The user config file (~/.config/zoo/config.yaml or ZOO_CONFIG) is unreadable or malformed."""
+
+
+class EvaluationError(ZooError):
+    """A model cannot be evaluated as asked: text too short or unreadable, no tokenizer, bad protocol options."""
