@@ -1,0 +1,92 @@
+"""Target-independent LLVM helpers for numba: f16/bf16 loads, popcount, count-trailing-zeros.
+
+numba has no float16 type and no popcount builtin; these intrinsics emit plain LLVM IR that every
+backend lowers (F16C / NEON conversions, POPCNT / CNT), so the portable path stays portable.
+`link_ir` adds hand-written IR text (the SIMD row kernels) to the calling function's library;
+numba's cache stores the linked object code, so a warm start does not rebuild it.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_F32 = ir.FloatType()
+_I64 = ir.IntType(64)
+
+
+@intrinsic
+def f16_to_f32(typingctx, bits):
+    """IEEE binary16 raw bits (uint16) -> float32."""
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), _F32)
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def bf16_to_f32(typingctx, bits):
+    """bfloat16 raw bits (uint16) -> float32 (exact: the top half of an f32)."""
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(wide, _F32)
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def popcount(typingctx, word):
+    """Number of set bits of a uint64, as intp."""
+    if word != types.uint64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.ctpop(args[0])
+
+    return types.intp(word), codegen
+
+
+@intrinsic
+def trailing_zeros(typingctx, word):
+    """Index of the lowest set bit of a nonzero uint64, as intp (undefined for 0)."""
+    if word != types.uint64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return types.intp(word), codegen
+
+
+_libraries: dict[str, object] = {}
+
+
+def link_ir(context, name: str, text: str) -> None:
+    """Parse IR `text` once per process and link it into the library being compiled."""
+    lib = _libraries.get(name)
+    if lib is None:
+        lib = context.codegen().create_library(name)
+        lib.add_llvm_module(llvm.parse_assembly(text))
+        lib.finalize()
+        _libraries[name] = lib
+    context.active_code_library.add_linking_library(lib)
+
+
+def data_ptr(context, builder, arrty, arr, index):
+    """Pointer to element `index` of a numba array value (no bounds check)."""
+    ary = context.make_array(arrty)(context, builder, arr)
+    return cgutils.gep(builder, ary.data, index)
+
+
+def declare(builder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    """Declare (or find) an external function in the module being built."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)

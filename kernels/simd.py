@@ -1,0 +1,176 @@
+"""Fast matrix-vector kernels: int8 activations x int4/int8 weight codes through explicit SIMD.
+
+The row kernels are LLVM IR (kernels/_ir.py) called through `@numba.extending.intrinsic`: AVX-512
+VNNI `vpdpbusd` and VBMI2 `vpexpandb` on the avx512 path, `pmaddubsw` and a pshufb lookup table
+on the avx2 path. Activations are quantized to int8 once per call, one scale per weight group
+(the error this adds is bounded in tests/kernels/test_linear.py). Parallel over rows (prange).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from . import _ir
+from ._llvm import data_ptr, declare, link_ir
+
+# Must equal _ir.ir_hash() (tests check it): editing the IR then forces an edit here, and numba
+# invalidates the cached kernels of a changed source file.
+IR_HASH = "69d59e6c6f5029ab"
+AVX512, AVX2 = 0, 1
+_PTR = ir.PointerType()
+_I64 = ir.IntType(64)
+_F32 = ir.FloatType()
+
+
+def _link_all(context) -> None:
+    link_ir(context, "zoo_simd_avx512", _ir.module("avx512"))
+    link_ir(context, "zoo_simd_avx2", _ir.module("avx2"))
+
+
+def _ptr(context, builder, sig, args, i):
+    """Pointer to args[i][args[i+1]] as an opaque pointer."""
+    return builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], args[i + 1]), _PTR)
+
+
+def _dense_intrinsic(fname: str):
+    @intrinsic
+    def call(typingctx, qw, qoff, cols, sc, soff, zr, zoff, hasz, gs, xq, xd, xs):
+        sig = types.float32(qw, qoff, cols, sc, soff, zr, zoff, hasz, gs, xq, xd, xs)
+
+        def codegen(context, builder, sig, args):
+            _link_all(context)
+            fn = declare(builder, fname, _F32, [_PTR, _I64, _PTR, _PTR, _I64, _I64, _PTR, _PTR, _PTR])
+            ptr = lambda i: _ptr(context, builder, sig, args, i)  # noqa: E731
+            xp = [builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR) for i in (9, 10, 11)]
+            return builder.call(fn, [ptr(0), args[2], ptr(3), ptr(5), args[7], args[8]] + xp)
+
+        return sig, codegen
+
+    return call
+
+
+def _sparse_intrinsic(fname: str):
+    @intrinsic
+    def call(typingctx, mask, moff, nwords, codes, coff, gw, sc, soff, xq, xd, xs):
+        sig = types.float32(mask, moff, nwords, codes, coff, gw, sc, soff, xq, xd, xs)
+
+        def codegen(context, builder, sig, args):
+            _link_all(context)
+            fn = declare(builder, fname, _F32, [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR])
+            ptr = lambda i: _ptr(context, builder, sig, args, i)  # noqa: E731
+            xp = [builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR) for i in (8, 9, 10)]
+            return builder.call(fn, [ptr(0), args[2], ptr(3), args[5], ptr(6)] + xp)
+
+        return sig, codegen
+
+    return call
+
+
+def _unpack_intrinsic(fname: str):
+    @intrinsic
+    def call(typingctx, src, soff, nbytes, dst):
+        sig = types.void(src, soff, nbytes, dst)
+
+        def codegen(context, builder, sig, args):
+            _link_all(context)
+            fn = declare(builder, fname, ir.VoidType(), [_PTR, _I64, _PTR])
+            dp = builder.bitcast(data_ptr(context, builder, sig.args[3], args[3], _I64(0)), _PTR)
+            builder.call(fn, [_ptr(context, builder, sig, args, 0), args[2], dp])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return call
+
+
+q4_512_64, q4_512_32, q4_avx2 = (_dense_intrinsic(n) for n in ("zoo_q4_avx512_64", "zoo_q4_avx512_32", "zoo_q4_avx2_32"))
+q8_512_64, q8_512_32, q8_avx2 = (_dense_intrinsic(n) for n in ("zoo_q8_avx512_64", "zoo_q8_avx512_32", "zoo_q8_avx2_32"))
+sq4_512, sq8_512, sq4_avx2, sq8_avx2 = (_sparse_intrinsic(f"zoo_sparse_{k}_{i}") for i in ("avx512", "avx2")
+                                        for k in ("q4", "q8"))
+unpack_512, unpack_avx2 = _unpack_intrinsic("zoo_unpack_avx512_64"), _unpack_intrinsic("zoo_unpack_avx2_32")
+
+
+@njit(cache=True)
+def quantize_activations(x, cols, block):
+    """x float32 [cols] -> xq int8 [ceil(cols/64)*64 + 64] (zero padded), per block of `block` columns:
+    xd float32 [n_blocks] scale (absmax/127) and xs float32 [n_blocks] = scale * sum(xq)."""
+    n_blocks = (cols + block - 1) // block
+    xq = np.zeros((cols + 63) // 64 * 64 + 64, np.int8)
+    xd = np.zeros(n_blocks, np.float32)
+    xs = np.zeros(n_blocks, np.float32)
+    for b in range(n_blocks):
+        c0, c1 = b * block, min(cols, (b + 1) * block)
+        amax = np.float32(0.0)
+        for c in range(c0, c1):
+            amax = max(amax, abs(x[c]))
+        if amax == 0.0:
+            continue
+        d = amax / np.float32(127.0)
+        inv = np.float32(127.0) / amax
+        total = 0
+        for c in range(c0, c1):
+            q = min(127, max(-127, int(np.rint(x[c] * inv))))
+            xq[c] = q
+            total += q
+        xd[b] = d
+        xs[b] = d * np.float32(total)
+    return xq, xd, xs
+
+
+@njit(parallel=True, cache=True)
+def matvec_dense_q(qweight, scales, zeros, has_zeros, is_q4, isa, rows, cols, group_size, x, out):
+    """q4 / q8 rows (qweight uint8, q8 int8 codes viewed as uint8; scales uint16 f16 bits)."""
+    xq, xd, xs = quantize_activations(x, cols, group_size)
+    n_groups = (cols + group_size - 1) // group_size
+    row_len = (cols + 1) // 2 if is_q4 else cols
+    wide = isa == AVX512 and group_size % 64 == 0
+    for r in prange(rows):
+        q, s, z = r * row_len, r * n_groups, r * n_groups * has_zeros
+        if is_q4:
+            if isa == AVX2:
+                out[r] = q4_avx2(qweight, q, cols, scales, s, zeros, z, has_zeros, group_size, xq, xd, xs)
+            elif wide:
+                out[r] = q4_512_64(qweight, q, cols, scales, s, zeros, z, has_zeros, group_size, xq, xd, xs)
+            else:
+                out[r] = q4_512_32(qweight, q, cols, scales, s, zeros, z, has_zeros, group_size, xq, xd, xs)
+        else:
+            if isa == AVX2:
+                out[r] = q8_avx2(qweight, q, cols, scales, s, zeros, z, 0, group_size, xq, xd, xs)
+            elif wide:
+                out[r] = q8_512_64(qweight, q, cols, scales, s, zeros, z, 0, group_size, xq, xd, xs)
+            else:
+                out[r] = q8_512_32(qweight, q, cols, scales, s, zeros, z, 0, group_size, xq, xd, xs)
+
+
+ROW_BLOCK = 32
+
+
+@njit(parallel=True, cache=True)
+def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, isa, rows, cols, group_size, x, out):
+    """sparse-q4 / sparse-q8 rows; a per-block scratch holds a row's codes one byte each."""
+    xq, xd, xs = quantize_activations(x, cols, group_size)
+    n_words = (cols + 63) // 64
+    n_groups = (cols + group_size - 1) // group_size
+    gw = group_size // 64
+    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        scratch = np.zeros(cols + 256, np.uint8)  # [codes of one row + SIMD overrun pad]
+        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
+            off = row_offsets[r]
+            nbytes = row_offsets[r + 1] - off
+            m, s = r * n_words, r * n_groups
+            if isa == AVX512:
+                if is_q4:
+                    unpack_512(values, off, nbytes, scratch)
+                    out[r] = sq4_512(bitmask, m, n_words, scratch, 0, gw, scales, s, xq, xd, xs)
+                else:
+                    out[r] = sq8_512(bitmask, m, n_words, values, off, gw, scales, s, xq, xd, xs)
+            else:
+                if is_q4:
+                    unpack_avx2(values, off, nbytes, scratch)
+                    out[r] = sq4_avx2(bitmask, m, n_words, scratch, 0, gw, scales, s, xq, xd, xs)
+                else:
+                    scratch[:nbytes] = values[off:off + nbytes]
+                    out[r] = sq8_avx2(bitmask, m, n_words, scratch, 0, gw, scales, s, xq, xd, xs)
