@@ -40,9 +40,9 @@ def _root(
 
 def _register() -> None:
     """Attach every verb module; each exposes `register(app)`."""
-    from zoo.cli import inspect_cmd, registry_cmd
+    from zoo.cli import inspect_cmd, registry_cmd, convert_cmd, run_cmd
 
-    for module in (inspect_cmd, registry_cmd):
+    for module in (inspect_cmd, registry_cmd, convert_cmd, run_cmd):
         module.register(app)
 
 
@@ -52,30 +52,24 @@ _register()
 def main() -> None:
     """Console entry point: run the app, turning ZooErrors into one line and an exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except ZooError as err:
         if os.environ.get("ZOO_DEBUG") == "1":
             raise
         print(f"zoo: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("zoo: interrupted", file=sys.stderr)
         sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        print("zoo: aborted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as err:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
+    except Exception as err:
+        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
+            err.show()  # a usage error from typer's click: message and exit code 2
             sys.exit(err.exit_code)
         if os.environ.get("ZOO_DEBUG") == "1":
             raise
         print(f"zoo: internal error: {type(err).__name__}: {err} (ZOO_DEBUG=1 for a traceback)", file=sys.stderr)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

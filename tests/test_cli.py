@@ -1,0 +1,58 @@
+"""The `zoo` command: version, inspect output, errors as one line with exit code 1."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import safetensors.numpy
+
+from zoo import __version__
+
+VECTORS = Path(__file__).parent / "data" / "format"
+
+
+def zoo(*args):
+    return subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], capture_output=True, text=True)
+
+
+def test_version():
+    proc = zoo("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"zoo {__version__}"
+
+
+def test_inspect_json_sparse_q4():
+    proc = zoo("inspect", str(VECTORS / "sparse-q4"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    parts = {}
+    for shard in (VECTORS / "sparse-q4").glob("*.safetensors"):
+        parts.update(safetensors.numpy.load_file(shard))
+    by_name = {t["name"]: t for t in doc["tensors"]}
+    assert set(by_name) == {k.split(".weight")[0] + ".weight" for k in parts}
+    up = by_name["blk.0.ffn_up.weight"]
+    assert up["encoding"] == "sparse-q4" and up["shape"] == [136, 40]
+    mask = np.unpackbits(parts["blk.0.ffn_up.weight.bitmask"].view(np.uint8), bitorder="little")
+    assert up["sparsity"] == 1 - mask.sum() / (136 * 40)
+    assert up["bytes"] == sum(v.nbytes for k, v in parts.items() if k.startswith("blk.0.ffn_up.weight."))
+    assert up["bits_per_weight"] == 8 * up["bytes"] / (136 * 40)
+    tot = doc["totals"]
+    assert tot["parameters"] == sum(int(np.prod(t["shape"])) for t in doc["tensors"])
+    assert tot["bytes"] == sum(v.nbytes for v in parts.values())
+    linear = [t for t in doc["tensors"] if len(t["shape"]) == 2 and t["name"] != "token_embd.weight"]
+    assert tot["linear_bits_per_weight"] == 8 * sum(t["bytes"] for t in linear) / sum(np.prod(t["shape"]) for t in linear)
+
+
+def test_inspect_table():
+    proc = zoo("inspect", str(VECTORS / "q8"))
+    assert proc.returncode == 0 and "blk.0.attn_q.weight" in proc.stdout and "q8" in proc.stdout
+
+
+def test_missing_path_is_one_line():
+    proc = zoo("inspect", "/nonexistent/model")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_usage_error_exit_2():
+    assert zoo("inspect").returncode == 2
