@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.format import ArtifactWriter, encode, expected_tensors
+from zoo.format import ArtifactWriter, EncodedTensor, encode, expected_tensors, pack_q4, pack_q8, pack_sparse
 
 LLAMA_7B = dict(arch="llama", dim=4096, hidden_dim=11008, n_layers=32, n_heads=32, n_kv_heads=32, head_dim=128,
                 vocab_size=32000, max_seq_len=4096, norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
@@ -32,15 +32,44 @@ def random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...], s
     return w
 
 
+def random_codes(rng: np.random.Generator, shape: tuple[int, int], encoding: str, sparsity: float,
+                 group_size: int) -> EncodedTensor:
+    """An encoded matrix drawn directly as random codes, masks and scales (no float weights).
+
+    Ten times faster than encoding float weights; meant for size and speed benchmarks of 7B shapes.
+    """
+    rows, cols = shape
+    scales = rng.uniform(0.001, 0.004, (rows, -(-cols // group_size))).astype(np.float16)
+    if encoding == "q8":
+        return pack_q8(rng.integers(-127, 128, shape, dtype=np.int8), scales, group_size)
+    if encoding == "q4":
+        return pack_q4(rng.integers(0, 16, shape, dtype=np.uint8), scales, group_size)
+    mask = rng.random(shape, dtype=np.float32) >= sparsity
+    if encoding == "sparse-q4":
+        stored = rng.integers(0, 16, shape, dtype=np.uint8)
+    elif encoding == "sparse-q8":
+        stored = rng.integers(-127, 128, shape, dtype=np.int8)
+    else:
+        stored, scales = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16), None
+    return pack_sparse(encoding, mask, stored, scales, group_size if scales is not None else None)
+
+
 def write_random_model(out_dir: str | Path, config: dict, encoding: str = "q4", sparsity: float = 0.0,
                        group_size: int = 128, seed: int = 0, dense_dtype: str = "F16",
-                       overwrite: bool = False, card: dict | None = None) -> Path:
-    """Write a random model: linear weights in `encoding`, embeddings and norms dense."""
+                       overwrite: bool = False, card: dict | None = None, direct: bool = False) -> Path:
+    """Write a random model: linear weights in `encoding`, embeddings and norms dense.
+
+    `direct` draws quantized linear weights as random codes (see random_codes) instead of encoding
+    float weights: same sizes and layout, much faster for 7B-shaped benchmarks.
+    """
     rng = np.random.default_rng(seed)
     with ArtifactWriter(out_dir, config, overwrite=overwrite) as writer:
         for name, shape in expected_tensors(config).items():
-            w = random_tensor(rng, name, shape, sparsity)
             linear = len(shape) == 2 and name != "token_embd.weight"
+            if linear and encoding != "dense" and direct:
+                writer.add(name, random_codes(rng, shape, encoding, sparsity, group_size))
+                continue
+            w = random_tensor(rng, name, shape, sparsity)
             if linear and encoding != "dense":
                 writer.add(name, encode(w, encoding, group_size=group_size))
             else:
