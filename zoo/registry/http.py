@@ -16,7 +16,7 @@ import httpx
 
 from zoo.errors import NotFoundError, RegistryError
 
-from .base import CHUNK, FileEntry, Registry, blob_key, check_name, check_tag, manifest_key, parse_manifest
+from .base import FileEntry, Registry, blob_key, check_name, check_tag, manifest_key, parse_manifest
 from .local import INDEX_FILE
 
 
@@ -94,7 +94,7 @@ class HttpRegistry(Registry):
 
         def chunks() -> Iterator[bytes]:
             try:
-                yield from resp.iter_bytes(CHUNK)
+                yield from resp.iter_bytes()  # as it arrives: a kill loses at most one network read
             except httpx.HTTPError as err:
                 raise RegistryError(f"{entry.path}: download interrupted ({type(err).__name__}); "
                                     f"pull again to resume") from None

@@ -1,0 +1,132 @@
+"""The static HTTP mirror against a real nginx on loopback (started and stopped here).
+
+Covers: push to a directory registry then pull through nginx (byte-identical), Range resume of a
+partial blob (206), a pull SIGKILLed at a random moment resuming, two concurrent pulls leaving one
+copy and downloading each blob once, a tampered blob, and the mirror being read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import ChecksumError, NotFoundError, RegistryError
+from zoo.registry.local import LocalRegistry
+from zoo.registry.transfer import pull, push, search
+from zoo.store import Store
+
+from .conftest import assert_same_tree, store_files, tamper
+from .servers import Nginx
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mirror")
+    server = Nginx(root, tmp_path_factory.mktemp("nginx"), rate="512k")
+    yield server
+    server.stop()
+
+
+def _partials(home: Path) -> dict[str, int]:
+    blobs = home / "blobs" / "sha256"
+    return {p.name: p.stat().st_size for p in blobs.glob("*.partial")} if blobs.is_dir() else {}
+
+
+def test_round_trip_through_nginx(zoo_env, nginx, tiny_artifact):
+    push(tiny_artifact, "tiny:v1", registry=str(nginx.root))
+    result = pull(f"{nginx.url}/tiny:v1")
+    assert_same_tree(tiny_artifact, result.path)
+    assert [r["name"] for r in search(registry=nginx.url, include_catalog=False)] == ["tiny"]
+    with pytest.raises(NotFoundError):
+        pull(f"{nginx.url}/absent:v1")
+
+
+def test_mirror_is_read_only(zoo_env, nginx, tiny_artifact):
+    with pytest.raises(RegistryError, match="read-only"):
+        push(tiny_artifact, f"{nginx.url}/tiny:v9")
+
+
+def test_partial_blob_resumes_with_a_range_request(zoo_env, nginx, mid_artifact):
+    push(mid_artifact, "mid-range", registry=str(nginx.root))
+    manifest = LocalRegistry(nginx.root).get_manifest("mid-range", "latest")
+    big = max(manifest["files"], key=lambda f: f["size"])
+    blobs = zoo_env / "home" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    have = big["size"] // 3
+    (blobs / f"{big['sha256']}.partial").write_bytes((mid_artifact / big["path"]).read_bytes()[:have])
+    result = pull(f"{nginx.url}/mid-range")
+    assert result.downloaded_bytes == sum(f["size"] for f in manifest["files"]) - have
+    assert_same_tree(mid_artifact, result.path)
+    assert f'"GET /blobs/sha256/{big["sha256"]} HTTP/1.1" 206 {big["size"] - have}' in nginx.access_log()
+
+
+def _pull_process(url: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "zoo.cli.main", "pull", url, "--json"], env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_pull_killed_at_a_random_moment_resumes(zoo_env, nginx, mid_artifact):
+    push(mid_artifact, "mid-kill", registry=str(nginx.root))
+    manifest = LocalRegistry(nginx.root).get_manifest("mid-kill", "latest")
+    total = sum(f["size"] for f in manifest["files"])
+    home = zoo_env / "home"
+    proc = _pull_process(f"{nginx.url}/slow/mid-kill")  # 512 KB/s: the pull takes about 6 s
+    deadline = time.monotonic() + 60
+    while not any(_partials(home).values()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    delay = random.uniform(0.0, 2.5)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the pull finished before the kill (delay {delay:.2f}s)"
+    assert not Store().has("mid-kill", "latest")
+    done = {f["sha256"]: f["size"] for f in manifest["files"] if f["sha256"] in store_files(home)}
+    partial = sum(_partials(home).values())
+    assert 0 < sum(done.values()) + partial < total, f"delay {delay:.2f}s"
+    result = pull(f"{nginx.url}/mid-kill")  # the next pull picks up where the killed one stopped
+    assert result.reused_bytes == sum(done.values())
+    assert result.downloaded_bytes == total - sum(done.values()) - partial
+    assert_same_tree(mid_artifact, result.path)
+    assert not _partials(home)
+
+
+def test_concurrent_pulls_both_succeed_and_leave_one_copy(zoo_env, nginx, mid_artifact):
+    push(mid_artifact, "mid-conc", registry=str(nginx.root))
+    manifest = LocalRegistry(nginx.root).get_manifest("mid-conc", "latest")
+    url = f"{nginx.url}/slow/mid-conc"
+    log_start = len(nginx.access_log())
+    procs = [_pull_process(url) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1].decode()[-300:] for o in outs]
+    docs = [json.loads(o[0]) for o in outs]
+    assert docs[0]["path"] == docs[1]["path"]
+    assert docs[0]["downloaded_bytes"] + docs[1]["downloaded_bytes"] == sum(f["size"] for f in manifest["files"])
+    assert sorted(store_files(zoo_env / "home")) == sorted(f["sha256"] for f in manifest["files"])
+    log = nginx.access_log()[log_start:]
+    for f in manifest["files"]:  # each blob crossed the wire once
+        assert log.count(f"GET /slow/blobs/sha256/{f['sha256']} ") == 1
+    assert_same_tree(mid_artifact, Path(docs[0]["path"]))
+
+
+def test_tampered_blob_on_the_mirror(zoo_env, nginx, tiny_artifact):
+    push(tiny_artifact, "tiny-bad", registry=str(nginx.root))
+    manifest = LocalRegistry(nginx.root).get_manifest("tiny-bad", "latest")
+    shard = next(f for f in manifest["files"] if f["path"] == "shared-00001.safetensors")
+    blob = nginx.root / "blobs" / "sha256" / shard["sha256"]
+    original = blob.read_bytes()
+    tamper(blob)
+    try:
+        with pytest.raises(ChecksumError, match="shared-00001.safetensors"):
+            pull(f"{nginx.url}/tiny-bad")
+        assert shard["sha256"] not in store_files(zoo_env / "home") and not _partials(zoo_env / "home")
+        assert not Store().has("tiny-bad", "latest")
+    finally:
+        blob.write_bytes(original)  # other tests share this blob (same bytes)
