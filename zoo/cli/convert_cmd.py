@@ -1,0 +1,55 @@
+"""`zoo convert`: import a GGUF file or a Hugging Face checkpoint directory as a zoo artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from zoo.convert.convert import ENCODINGS
+
+
+def convert(
+    src: Path = typer.Argument(..., help="A .gguf file, a Hugging Face checkpoint dir, or a zoo artifact dir."),
+    out: Path = typer.Option(..., "-o", "--output", help="Artifact directory to create."),
+    encoding: str = typer.Option("auto", "--encoding", "-e",
+                                 help=f"Linear weights: {', '.join(ENCODINGS)}. auto = f16, sparse where zeros save bytes."),
+    group_size: int = typer.Option(128, "--group-size", help="Quantization group size (columns)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document (path, card summary) on stdout."),
+) -> None:
+    """Convert a checkpoint into a zoo artifact (weights, tokenizer.json, zoo.yaml card).
+
+    Examples:
+      zoo convert SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2-f16 --encoding f16
+      zoo convert ./Llama-2-7b-pruned50-hf -o llama2-7b-sparse50 --encoding auto
+      zoo convert ./model-hf -o model-q4 --encoding q4 --group-size 128
+    """
+    from zoo.convert.convert import convert as run_convert
+    from zoo.format import open_artifact
+
+    err = Console(stderr=True)
+    with Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=err, transient=True, disable=as_json) as bar:
+        task = bar.add_task("", total=None)
+
+        def progress(i: int, n: int, name: str) -> None:
+            bar.update(task, completed=i, total=n, description=name)
+
+        path = run_convert(src, out, encoding=encoding, group_size=group_size, overwrite=overwrite,
+                           progress=progress)
+    card = open_artifact(path).card or {}
+    size = sum(f["size"] for f in card.get("files", []))
+    if as_json:
+        typer.echo(json.dumps({"path": str(path), "size_bytes": size, "architecture": card.get("architecture"),
+                               "encodings": card.get("recipe", {}).get("tensors"),
+                               "sparsity": card.get("metrics", {}).get("sparsity")}))
+    else:
+        err.print(f"wrote {path} ({size / 2**20:.1f} MiB; {card.get('recipe', {}).get('tensors')})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convert")(convert)

@@ -1,0 +1,174 @@
+"""`zoo run` (generate or chat) and `zoo bench` (prefill/decode tokens/s) on a local artifact."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True, highlight=False)
+
+
+def resolve_model(model: str) -> Path:
+    """The artifact directory for MODEL: a directory path, or a name the local store resolves/pulls."""
+    candidate = Path(model).expanduser()
+    if candidate.is_dir():
+        return candidate
+    from zoo.store import resolve
+
+    return resolve(model)
+
+
+def _load(model: str, threads: int | None, ctx: int | None, quiet: bool):
+    """Resolve, validate, load; then run each kernel once (numba compiles on a first run) as a visible step."""
+    from zoo.runtime import load
+
+    path = resolve_model(model)
+    t0 = time.perf_counter()
+    with err.status(f"loading {path.name} (validating)", spinner="dots") if not quiet else _Null():
+        m, tok = load(path, ctx=ctx, threads=threads)
+    t1 = time.perf_counter()
+    with err.status("preparing kernels (compiles on the first run, cached afterwards)") if not quiet else _Null():
+        m.forward([0, 0], 0)
+        m.forward([0], 0)
+    t2 = time.perf_counter()
+    return m, tok, {"load_s": t2 - t0, "validate_load_s": t1 - t0, "kernels_s": t2 - t1}
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def run(
+    model: str = typer.Argument(..., help="Artifact directory (or a model name in the store)."),
+    prompt: str = typer.Argument(None, help="Prompt; omit for an interactive chat."),
+    max_tokens: int = typer.Option(256, "--max-tokens", "-n", help="Maximum new tokens."),
+    temperature: float = typer.Option(0.7, "--temperature", "-t", help="0 = greedy."),
+    top_k: int = typer.Option(40, "--top-k", help="Keep the k most likely tokens (0 = off)."),
+    top_p: float = typer.Option(0.9, "--top-p", help="Nucleus sampling mass (1 = off)."),
+    repeat_penalty: float = typer.Option(1.0, "--repeat-penalty", help="Repetition penalty (1 = off)."),
+    seed: int = typer.Option(None, "--seed", help="Random seed for reproducible sampling."),
+    threads: int = typer.Option(None, "--threads", help="Kernel threads (default: all CPUs)."),
+    ctx: int = typer.Option(None, "--ctx", help="Context length (default: the model's, at most 4096)."),
+    stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
+    system: str = typer.Option(None, "--system", help="System message for the chat template."),
+    raw: bool = typer.Option(False, "--raw", help="Send PROMPT as is, without the chat template."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of streaming."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print load time, tokens/s and peak RSS."),
+) -> None:
+    """Generate text with a model, streaming tokens; no PROMPT starts an interactive chat.
+
+    Examples:
+      zoo run ./smollm2-q4 "Write a haiku about sparse matrices" --max-tokens 64
+      zoo run ./smollm2-q4 "2+2=" --temperature 0 --json
+      zoo run ./smollm2-q4            # chat; /bye or Ctrl-D to quit, Ctrl-C stops an answer
+    """
+    from zoo.errors import RuntimeModelError
+    from zoo.runtime import SamplingParams, Session
+    from zoo.runtime.bench import peak_rss_mb
+
+    params = SamplingParams(temperature, top_k, top_p, repeat_penalty, seed)
+    params.check()
+    if prompt is None and as_json:
+        raise RuntimeModelError("--json needs a PROMPT (the interactive chat streams text)")
+    m, tok, times = _load(model, threads, ctx or 4096, quiet=as_json)
+    session = Session(m, tok)
+    use_template = bool(tok.chat_template) and not raw
+    messages = [{"role": "system", "content": system}] if system else []
+
+    def stats(res) -> None:
+        if verbose:
+            err.print(f"load: {times['load_s']:.2f} s (kernels {times['kernels_s']:.2f} s)  "
+                      f"prompt: {res.prompt_tokens} tok, {res.prefill_tps:.1f} tok/s  "
+                      f"decode: {res.generated_tokens} tok, {res.decode_tps:.1f} tok/s  "
+                      f"peak RSS: {peak_rss_mb():.0f} MiB  ({res.finish_reason})")
+
+    def turn(text: str):
+        if use_template:
+            messages.append({"role": "user", "content": text})
+            ids = session.chat_ids(messages)
+        else:
+            ids = tok.encode(text)
+        out = (lambda s: None) if as_json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+        res = session.generate(ids, max_tokens, params, stop, on_text=out)
+        if use_template:
+            messages.append({"role": "assistant", "content": res.text})
+        return res
+
+    if prompt is not None:
+        res = turn(prompt)
+        if as_json:
+            typer.echo(json.dumps({"text": res.text, "tokens": res.tokens, "prompt_tokens": res.prompt_tokens,
+                                   "generated_tokens": res.generated_tokens, "finish_reason": res.finish_reason,
+                                   "prefill_tps": res.prefill_tps, "decode_tps": res.decode_tps,
+                                   "load_s": times["load_s"], "peak_rss_mb": peak_rss_mb()}))
+        else:
+            sys.stdout.write("\n")
+            stats(res)
+        if res.finish_reason == "interrupted":
+            raise typer.Exit(130)
+        return
+    err.print("chat: /bye or Ctrl-D to quit, /reset to forget the history, Ctrl-C stops an answer")
+    while True:
+        try:
+            line = input(">>> ")
+        except (EOFError, KeyboardInterrupt):
+            sys.stdout.write("\n")
+            return
+        if line.strip() in ("/bye", "/exit", "/quit"):
+            return
+        if line.strip() == "/reset":
+            session.reset()
+            del messages[(1 if system else 0):]
+            continue
+        if not line.strip():
+            continue
+        try:
+            res = turn(line)
+        except RuntimeModelError as e:
+            err.print(f"zoo: error: {e}")
+            continue
+        sys.stdout.write("\n")
+        stats(res)
+
+
+def bench(
+    model: str = typer.Argument(..., help="Artifact directory (or a model name in the store)."),
+    threads: int = typer.Option(None, "--threads", help="Kernel threads (default: all CPUs)."),
+    prompt_tokens: int = typer.Option(128, "--prompt-tokens", help="Prompt length for prefill."),
+    gen_tokens: int = typer.Option(128, "--gen-tokens", help="Tokens to decode."),
+    repeats: int = typer.Option(1, "--repeats", help="Repeat and keep the best (noisy shared machines)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+) -> None:
+    """Measure prefill and decode tokens/s, load time and peak RSS.
+
+    Examples:
+      zoo bench ./smollm2-q4 --threads 2
+      zoo bench ./llama-7b-sparse90-q4 --json --repeats 3
+    """
+    from zoo.runtime.bench import measure
+
+    m, tok, times = _load(model, threads, prompt_tokens + gen_tokens, quiet=as_json)
+    with err.status("benchmarking") if not as_json else _Null():
+        r = measure(m, tok, prompt_tokens, gen_tokens, repeats)
+    r["load_s"] = times["load_s"]
+    r["threads"] = threads or __import__("numba").get_num_threads()
+    if as_json:
+        typer.echo(json.dumps(r))
+    else:
+        err.print(f"prefill {r['prefill_tps']:.1f} tok/s ({prompt_tokens} tokens)  decode {r['decode_tps']:.1f} tok/s "
+                  f"({gen_tokens} tokens)  load {r['load_s']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MiB  "
+                  f"threads {r['threads']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("bench")(bench)

@@ -1,0 +1,53 @@
+"""Prefill/decode throughput of a loaded model (what `zoo bench` and bench/runtime.py report)."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+
+from .model import Model
+
+_TEXT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
+         "combined movable metal type, oil-based inks and a wooden press adapted from wine making. ")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MiB (Linux ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def prompt_ids(tokenizer, n: int) -> list[int]:
+    """n token ids of English text (repeated as needed); random ids if there is no tokenizer."""
+    if tokenizer is None:
+        return [int(i) for i in np.random.default_rng(0).integers(0, 1000, n)]
+    ids: list[int] = []
+    while len(ids) < n:
+        ids += tokenizer.encode(_TEXT, add_bos=False)
+    return ids[:n]
+
+
+def measure(model: Model, tokenizer=None, prompt_tokens: int = 128, gen_tokens: int = 128,
+            repeats: int = 1) -> dict:
+    """Best-of-`repeats` prefill of `prompt_tokens` and greedy decode of `gen_tokens` (EOS ignored)."""
+    ids = prompt_ids(tokenizer, prompt_tokens)
+    if prompt_tokens + gen_tokens > model.ctx:
+        from zoo.errors import RuntimeModelError
+
+        raise RuntimeModelError(f"bench needs {prompt_tokens + gen_tokens} positions, context is {model.ctx}")
+    model.forward(ids[:2], 0)  # compile / warm the kernels outside the timings
+    model.forward(ids[:1], 0)
+    prefill, decode = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        logits = model.forward(ids, 0)
+        prefill.append(time.perf_counter() - t0)
+        token = int(np.argmax(logits))
+        t0 = time.perf_counter()
+        for i in range(gen_tokens):
+            token = int(np.argmax(model.forward([token], prompt_tokens + i)))
+        decode.append(time.perf_counter() - t0)
+    return {"prefill_tps": prompt_tokens / min(prefill), "decode_tps": gen_tokens / min(decode),
+            "prompt_tokens": prompt_tokens, "gen_tokens": gen_tokens,
+            "load_s": getattr(model, "load_s", None), "peak_rss_mb": peak_rss_mb()}

@@ -1,0 +1,175 @@
+"""The numba runtime's model graph for Llama and MPT: encoded weights, buffers and KV cache allocated once.
+
+`Model.load(path)` opens the artifact (mmap), validates it, then `forward(ids, pos)` runs T tokens
+at positions pos..pos+T-1 through every block: one token uses the matvec kernels, several tokens
+the batched ones (`zoo.kernels.linear` dispatches on the shape of x). Weights are never densified.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import RuntimeModelError
+from zoo.format import open_artifact
+from zoo.format.architectures import hidden_dims
+from zoo.format.constants import bf16_to_f32
+
+from . import ops
+from .embedding import embed_rows
+from .reference import alibi_slopes, rope_inv_freq
+
+SUPPORTED = ("llama", "mpt")
+
+
+def _dense_f32(t) -> np.ndarray:
+    """A small dense 1-D tensor (a norm weight) as float32."""
+    a = t.parts[""]
+    return np.ascontiguousarray(bf16_to_f32(a) if a.dtype == np.uint16 else a, dtype=np.float32)
+
+
+class Model:
+    """A loaded model: config, encoded weights (views on the mmapped files), buffers, KV cache."""
+
+    def __init__(self, path: Path, config: dict, tensors: dict, ctx: int | None = None, chunk: int = 128) -> None:
+        if config.get("arch") not in SUPPORTED:
+            raise RuntimeModelError(f"architecture {config.get('arch')!r} is not supported by the runtime")
+        self.path, self.config, self.w = path, config, tensors
+        c = config
+        self.arch, self.dim, self.n_layers = c["arch"], c["dim"], c["n_layers"]
+        self.vocab_size = c["vocab_size"]
+        self.ctx = min(ctx or c["max_seq_len"], c["max_seq_len"])
+        self.chunk = max(1, chunk)
+        if self.arch == "llama":
+            self.n_heads, self.n_kv, self.head_dim = c["n_heads"], c["n_kv_heads"], c["head_dim"]
+            inv = rope_inv_freq(c)
+            angles = np.arange(self.ctx, dtype=np.float64)[:, None] * inv[None, :]  # [ctx, head_dim/2]
+            self.cos, self.sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+            self.half = c["rope_layout"] == "half"
+            self.slopes = None
+        else:
+            self.n_heads = self.n_kv = c["n_heads"]
+            self.head_dim = self.dim // self.n_heads
+            self.slopes = alibi_slopes(self.n_heads, c["alibi_bias_max"]).astype(np.float32)
+        self._linear, prepare = ops.linear_kernel()
+        self.norms = {n: _dense_f32(t) for n, t in tensors.items() if len(t.shape) == 1}
+        # linear weights checked once (zero-copy flat views of the mmapped parts)
+        self.lin = {n: prepare(t) for n, t in tensors.items() if len(t.shape) == 2 and n != "token_embd.weight"}
+        self.head = self.lin["output.weight"] if "output.weight" in self.lin else prepare(tensors["token_embd.weight"])
+        self._alloc()
+
+    @classmethod
+    def load(cls, path: str | Path, ctx: int | None = None, chunk: int = 128) -> "Model":
+        """Open (headers, mmap), validate every invariant, then build the graph; FormatError on bad files."""
+        t0 = time.perf_counter()
+        art = open_artifact(path)
+        art.validate()
+        model = cls(Path(path), art.config, art.tensors, ctx=ctx, chunk=chunk)
+        model.artifact = art  # keeps the mmaps alive
+        model.load_s = time.perf_counter() - t0
+        return model
+
+    def _alloc(self) -> None:
+        """Activation buffers for up to `chunk` tokens, and the KV cache (zero pages: RSS grows as used)."""
+        C, kv_dim, q_dim = self.chunk, self.n_kv * self.head_dim, self.n_heads * self.head_dim
+        hmax = max(hidden_dims(self.config))
+        f32 = np.float32
+        self.x, self.h, self.o = (np.zeros((C, self.dim), f32) for _ in range(3))
+        self.att = np.zeros((C, q_dim), f32)
+        self.q = np.zeros((C, q_dim), f32)
+        self.k, self.v = np.zeros((C, kv_dim), f32), np.zeros((C, kv_dim), f32)
+        self.qkv = np.zeros((C, 3 * self.dim), f32) if self.arch == "mpt" else None
+        self.gate, self.up = np.zeros(C * hmax, f32), np.zeros(C * hmax, f32)  # viewed as [T, hidden_i]
+        self.logits = np.zeros((C, self.vocab_size), f32)
+        shape = (self.n_layers, self.n_kv, self.ctx, self.head_dim)
+        self.k_cache, self.v_cache = np.zeros(shape, f32), np.zeros(shape, f32)
+
+    def kv_cache_bytes(self, tokens: int | None = None) -> int:
+        """Bytes the KV cache holds for `tokens` positions (all of ctx by default)."""
+        return 2 * self.n_layers * self.n_kv * self.head_dim * 4 * (self.ctx if tokens is None else tokens)
+
+    def _lin(self, x: np.ndarray, name: str | None, out: np.ndarray, w=None) -> np.ndarray:
+        """out [T, rows] = x [T, cols] @ W.T with W encoded (one token runs the matvec kernels)."""
+        self._linear(x, self.lin[name] if w is None else w, out)
+        return out
+
+    def forward(self, ids: list[int], pos: int, all_logits: bool = False) -> np.ndarray:
+        """Run tokens `ids` at positions pos.. ; logits of the last token [vocab] (or [T, vocab]).
+
+        The returned array is a buffer reused by the next call: copy it to keep it.
+        """
+        if pos + len(ids) > self.ctx:
+            raise RuntimeModelError(f"context length exceeded: {pos + len(ids)} tokens > {self.ctx}")
+        if not ids:
+            raise RuntimeModelError("forward needs at least one token")
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise RuntimeModelError(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size - 1})")
+        outs = []
+        for start in range(0, len(ids), self.chunk):
+            last = start + self.chunk >= len(ids)
+            logits = self._chunk(ids[start:start + self.chunk], pos + start,
+                                 True if all_logits else (False if last else None))
+            if all_logits:
+                outs.append(logits.copy())
+        return np.concatenate(outs) if all_logits else logits[-1]
+
+    def _chunk(self, ids: list[int], pos: int, want_logits: bool | None) -> np.ndarray:
+        """One chunk of tokens through all blocks; logits for all (True), the last (False) or none (None)."""
+        T = len(ids)
+        x = embed_rows(self.w["token_embd.weight"], ids, self.x[:T])
+        for layer in range(self.n_layers):
+            if self.arch == "llama":
+                self._llama_block(layer, x, pos)
+            else:
+                self._mpt_block(layer, x, pos)
+        if want_logits is None:
+            return self.logits[:0]
+        if not want_logits:  # only the last token's logits: one matvec through the head
+            x = x[T - 1:]
+        n = x.shape[0]
+        norm = ops.rms_norm if self.arch == "llama" else ops.layer_norm
+        h = norm(x, self.norms["output_norm.weight"], self.config["norm_eps"], self.h[:n])
+        return self._lin(h, None, self.logits[:n], self.head)
+
+    def _store_kv(self, layer: int, k: np.ndarray, v: np.ndarray, pos: int) -> None:
+        T = k.shape[0]
+        self.k_cache[layer, :, pos:pos + T] = k.reshape(T, self.n_kv, self.head_dim).transpose(1, 0, 2)
+        self.v_cache[layer, :, pos:pos + T] = v.reshape(T, self.n_kv, self.head_dim).transpose(1, 0, 2)
+
+    def _llama_block(self, i: int, x: np.ndarray, pos: int) -> None:
+        T, b, eps = x.shape[0], f"blk.{i}.", self.config["norm_eps"]
+        h = ops.rms_norm(x, self.norms[b + "attn_norm.weight"], eps, self.h[:T])
+        q = self._lin(h, b + "attn_q.weight", self.q[:T]).reshape(T, self.n_heads, self.head_dim)
+        k = self._lin(h, b + "attn_k.weight", self.k[:T])
+        v = self._lin(h, b + "attn_v.weight", self.v[:T])
+        cos, sin = self.cos[pos:pos + T], self.sin[pos:pos + T]
+        ops.rope(q, cos, sin, self.half)
+        k3 = k.reshape(T, self.n_kv, self.head_dim)
+        ops.rope(k3, cos, sin, self.half)
+        self._store_kv(i, k, v, pos)
+        att = ops.attention(q, self.k_cache[i], self.v_cache[i], pos, None, self.att[:T])
+        x += self._lin(att, b + "attn_output.weight", self.o[:T])
+        h = ops.rms_norm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T])
+        hidden = self.lin[b + "ffn_up.weight"].rows
+        gate = self._lin(h, b + "ffn_gate.weight", self.gate[:T * hidden].reshape(T, hidden))
+        up = self._lin(h, b + "ffn_up.weight", self.up[:T * hidden].reshape(T, hidden))
+        x += self._lin(ops.silu_mul(gate, up), b + "ffn_down.weight", self.o[:T])
+
+    def _mpt_block(self, i: int, x: np.ndarray, pos: int) -> None:
+        T, b, eps, dim = x.shape[0], f"blk.{i}.", self.config["norm_eps"], self.dim
+        h = ops.layer_norm(x, self.norms[b + "attn_norm.weight"], eps, self.h[:T])
+        qkv = self._lin(h, b + "attn_qkv.weight", self.qkv[:T])  # [T, 3*dim]: q | k | v
+        clip = self.config.get("clip_qkv")
+        if clip:
+            np.clip(qkv, -clip, clip, out=qkv)
+        self._store_kv(i, qkv[:, dim:2 * dim], qkv[:, 2 * dim:], pos)
+        q = np.ascontiguousarray(qkv[:, :dim]).reshape(T, self.n_heads, self.head_dim)
+        att = ops.attention(q, self.k_cache[i], self.v_cache[i], pos, self.slopes, self.att[:T])
+        x += self._lin(att, b + "attn_output.weight", self.o[:T])
+        h = ops.layer_norm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T])
+        hidden = self.lin[b + "ffn_up.weight"].rows
+        up = self._lin(h, b + "ffn_up.weight", self.up[:T * hidden].reshape(T, hidden))
+        x += self._lin(ops.gelu(up), b + "ffn_down.weight", self.o[:T])
