@@ -12,6 +12,8 @@ import numba
 from ._cpu import supported_paths as _supported
 from ._paths import selected_path, set_path
 from .linear import PreparedWeight, linear, prepare
+from .wrappers import (alibi_slopes, attention, gelu, layernorm, rmsnorm, rope, rope_tables, silu_mul,
+                       softmax)
 
 
 def available_paths() -> list[str]:
@@ -28,5 +30,6 @@ def get_threads() -> int:
     return numba.get_num_threads()
 
 
-__all__ = ["PreparedWeight", "available_paths", "get_threads", "linear", "prepare", "selected_path", "set_path",
-           "set_threads"]
+__all__ = ["PreparedWeight", "alibi_slopes", "attention", "available_paths", "gelu", "get_threads", "layernorm",
+           "linear", "prepare", "rmsnorm", "rope", "rope_tables", "selected_path", "set_path", "set_threads", "silu_mul",
+           "softmax"]

@@ -39,12 +39,13 @@ def best_path(features: set[str] | None = None) -> str:
     return supported_paths(features)[-1]
 
 
-def check_path(name: str) -> str:
-    """Return `name` if it is a known path this CPU runs; KernelError otherwise."""
+def check_path(name: str, features: set[str] | None = None) -> str:
+    """Return `name` if it is a known path this CPU (or `features`) runs; KernelError otherwise."""
     if name not in PATHS:
         raise KernelError(f"unknown kernel path {name!r} (ZOO_KERNELS must be one of: {', '.join(PATHS)})")
-    if name not in supported_paths():
-        missing = sorted(set(NEEDS[name]) - host_features())
+    feats = host_features() if features is None else features
+    if name not in supported_paths(feats):
+        missing = sorted(set(NEEDS[name]) - feats)
         raise KernelError(f"kernel path {name!r} needs CPU features this machine lacks: {', '.join(missing)}")
     return name
 

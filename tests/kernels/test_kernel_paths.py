@@ -1,0 +1,96 @@
+"""Path selection, the ZOO_KERNELS override, input checking, artifacts, and the on-disk compile cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from kernel_reference import encoded, float_bound
+
+import zoo.kernels as K
+from zoo.errors import KernelError
+from zoo.kernels import _cpu, _ir, simd
+
+AVX2_ONLY = {"avx", "avx2", "fma", "f16c", "popcnt", "bmi2"}
+
+
+def _run(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
+
+
+def test_path_choice_from_features():
+    assert _cpu.supported_paths(set()) == ["portable"]
+    assert _cpu.best_path(AVX2_ONLY) == "avx2"
+    assert _cpu.best_path(AVX2_ONLY | set(_cpu.NEEDS["avx512"])) == "avx512"
+    with pytest.raises(KernelError, match="avx512vnni"):
+        _cpu.check_path("avx512", AVX2_ONLY)
+    with pytest.raises(KernelError, match="unknown kernel path"):
+        K.set_path("sse9")
+    assert "portable" in K.available_paths() and K.selected_path() in K.available_paths()
+
+
+def test_env_override_is_read_at_import_and_refused_on_use():
+    r = _run("import zoo.kernels as K; print(K.selected_path())", ZOO_KERNELS="portable")
+    assert r.returncode == 0 and r.stdout.strip() == "portable", r.stderr
+    code = ("import numpy as np, zoo.kernels as K\nfrom zoo.format import encode\nfrom zoo.errors import KernelError\n"
+            "try:\n    K.linear(np.ones(64, np.float32), encode(np.ones((2, 64)), 'q4', group_size=64))\n"
+            "except KernelError as e:\n    print('refused:', e)\n")
+    r = _run(code, ZOO_KERNELS="neon")
+    assert r.returncode == 0 and "refused: unknown kernel path 'neon'" in r.stdout, r.stderr
+
+
+def test_ir_hash_is_recorded_in_simd():
+    """simd.py must change whenever the IR changes, so numba's cache of simd.py is invalidated."""
+    assert simd.IR_HASH == _ir.ir_hash()
+
+
+def test_linear_input_errors():
+    rng = np.random.default_rng(0)
+    t, _ = encoded(rng, "q4", 8, 64, 0.0, 64)
+    x = np.ones(64, np.float32)
+    cases = [
+        (lambda: K.linear(x.astype(np.float64), t), "float32"),
+        (lambda: K.linear(np.ones(63, np.float32), t), "expected \\[64\\]"),
+        (lambda: K.linear(np.ones((64, 2), np.float32).T, t), "shape|contiguous"),
+        (lambda: K.linear(x, t, np.empty(7, np.float32)), "out must be float32 of shape \\(8,\\)"),
+        (lambda: K.linear(x, type(t)("q5", t.shape, t.parts, 64)), "unknown encoding"),
+        (lambda: K.linear(x, type(t)("q4", t.shape, {"scales": t.parts["scales"]}, 64)), "lacks part 'qweight'"),
+        (lambda: K.linear(x, type(t)("q4", t.shape, t.parts, 48)), "multiple of 32"),
+        (lambda: K.linear(x, type(t)("q4", (8, 66), t.parts, 64)), "shape"),
+        (lambda: K.linear(x, "weights"), "must have"),
+    ]
+    for call, pattern in cases:
+        with pytest.raises(KernelError, match=pattern):
+            call()
+
+
+def test_artifact_tensors_run_in_place(tmp_path):
+    """Weights straight from an mmapped, validated artifact (read-only views)."""
+    from zoo.format import decode, open_artifact
+    from zoo.synthetic import TINY_LLAMA, write_random_model
+
+    path = write_random_model(tmp_path / "m", TINY_LLAMA, encoding="sparse-q4", sparsity=0.6, group_size=64)
+    art = open_artifact(path)
+    art.validate()
+    t = art.tensors["blk.0.ffn_down.weight"]
+    w = decode(t).astype(np.float64)
+    x = np.random.default_rng(1).standard_normal((3, t.shape[1])).astype(np.float32)
+    np.testing.assert_array_less(np.abs(K.linear(x, t) - x @ w.T), float_bound(w, x))
+
+
+def test_second_process_loads_kernels_from_cache():
+    code = ("import json, numpy as np, zoo.kernels as K\nfrom zoo.format import encode\nfrom zoo.kernels import simd\n"
+            "t = encode(np.ones((4, 128), np.float32), 'sparse-q4', group_size=128)\n"
+            "K.linear(np.ones(128, np.float32), t)\n"
+            "print(json.dumps({'misses': sum(simd.matvec_sparse_q.stats.cache_misses.values()),"
+            " 'hits': sum(simd.matvec_sparse_q.stats.cache_hits.values())}))\n")
+    _run(code)  # fills the cache if it was cold
+    r = _run(code)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout.strip().splitlines()[-1])
+    assert stats == {"misses": 0, "hits": 1}, stats
