@@ -26,17 +26,18 @@ HERE = Path(__file__).parent
 GGUF_REFERENCE = {"GGUF Q4_0": 4.5, "GGUF Q4_K": 4.5, "GGUF Q8_0": 8.5}
 
 _OPEN = """
-import json, resource, sys, time
+import json, sys, time
+sys.path.insert(0, sys.argv[3])
+from peak_rss import peak_rss_mb
 t = time.perf_counter()
 from zoo.format import open_artifact
 t_import = time.perf_counter() - t
 t = time.perf_counter(); art = open_artifact(sys.argv[1]); t_open = time.perf_counter() - t
 t_validate = None
 if sys.argv[2] == "validate":
-    art.validate()  # first call compiles (or loads the numba cache); time a second full pass too
-    t = time.perf_counter(); art.validate(); t_validate = time.perf_counter() - t
+    t = time.perf_counter(); art.validate(); t_validate = time.perf_counter() - t  # includes numba cache load
 print(json.dumps({"open_s": t_open, "validate_s": t_validate, "tensors": len(art.tensors),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 
@@ -64,8 +65,8 @@ def run_json(cmd: list[str]) -> dict:
 def bench_7b(out: Path) -> dict:
     made = run_json([sys.executable, str(HERE / "make_random_artifact.py"), str(out), "--preset", "llama-7b",
                      "--encoding", "sparse-q4", "--sparsity", "0.9", "--overwrite"])
-    opened = run_json([sys.executable, "-c", _OPEN, str(out), "open"])
-    validated = run_json([sys.executable, "-c", _OPEN, str(out), "validate"])
+    opened = run_json([sys.executable, "-c", _OPEN, str(out), "open", str(HERE)])
+    validated = run_json([sys.executable, "-c", _OPEN, str(out), "validate", str(HERE)])
     return {"write": made, "open": opened, "validate": validated}
 
 

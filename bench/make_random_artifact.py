@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
 
+from peak_rss import peak_rss_mb
 from zoo.synthetic import LLAMA_7B, TINY_LLAMA, TINY_MPT, write_random_model
 
 PRESETS = {"llama-7b": LLAMA_7B, "tiny-llama": TINY_LLAMA, "tiny-mpt": TINY_MPT}
@@ -37,7 +37,7 @@ def main() -> None:
                               args.seed, overwrite=args.overwrite, direct=not args.float_weights)
     seconds = time.perf_counter() - start
     size = sum(p.stat().st_size for p in path.iterdir())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     json.dump({"path": str(path), "write_s": round(seconds, 2), "peak_rss_mb": round(peak, 1), "bytes": size}, sys.stdout)
     print()
 

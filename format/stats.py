@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
 
 from .checks import _popcount
 from .encode import EncodedTensor
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
+@numba.njit(cache=True, nogil=True)
 def _mask_popcount(bitmask):
     """Set bits in a uint64 [rows, words] mask."""
     rows, words = bitmask.shape
     per_row = np.zeros(rows, np.int64)
-    for r in prange(rows):
+    for r in range(rows):
         c = np.uint64(0)
         for w in range(words):
             c += _popcount(bitmask[r, w])
