@@ -6,6 +6,7 @@ target), overridable with ZOO_KERNELS; an override the CPU cannot run is refused
 
 from __future__ import annotations
 
+import functools
 import os
 
 import llvmlite.binding as llvm
@@ -20,13 +21,14 @@ NEEDS = {
 }
 
 
-def host_features() -> set[str]:
-    """Feature names LLVM enables for this CPU (e.g. 'avx2', 'avx512vnni')."""
+@functools.lru_cache(maxsize=1)
+def host_features() -> frozenset[str]:
+    """Feature names LLVM enables for this CPU (e.g. 'avx2', 'avx512vnni'); asked once."""
     try:
         flat = llvm.get_host_cpu_features().flatten()
     except RuntimeError:  # some hosts (e.g. ARM under emulation) report nothing
-        return set()
-    return {f[1:] for f in flat.split(",") if f.startswith("+")}
+        return frozenset()
+    return frozenset(f[1:] for f in flat.split(",") if f.startswith("+"))
 
 
 def supported_paths(features: set[str] | None = None) -> list[str]:

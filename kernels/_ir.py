@@ -97,7 +97,8 @@ def _group_end(lanes: int, z: str) -> str:
   %gc = icmp ult i64 %g2, %ng
   br i1 %gc, label %gloop, label %done
 done:
-  %red = call reassoc float @llvm.vector.reduce.fadd.v{lanes}f32(float 0.0, <{lanes} x float> %accv2)
+  %acct = fadd <{lanes} x float> %accv2, %accb
+  %red = call reassoc float @llvm.vector.reduce.fadd.v{lanes}f32(float 0.0, <{lanes} x float> %acct)
   %res = fsub float %red, %corr2
   ret float %res
 """
@@ -141,7 +142,8 @@ entry:
   br label %gloop
 gloop:
   %g = phi i64 [0, %entry], [%g2, %gend]
-  %accv = phi <{lanes} x float> [zeroinitializer, %entry], [%accv2, %gend]
+  %accv = phi <{lanes} x float> [zeroinitializer, %entry], [%accb, %gend]
+  %accb = phi <{lanes} x float> [zeroinitializer, %entry], [%accv2, %gend]
   %corr = phi float [0.0, %entry], [%corr2, %gend]
   %k0 = mul i64 %g, %cpg
   %k1a = add i64 %k0, %cpg
@@ -257,7 +259,8 @@ entry:
   br label %gloop
 gloop:
   %g = phi i64 [0, %entry], [%g2, %gend]
-  %accv = phi <{lanes} x float> [zeroinitializer, %entry], [%accv2, %gend]
+  %accv = phi <{lanes} x float> [zeroinitializer, %entry], [%accb, %gend]
+  %accb = phi <{lanes} x float> [zeroinitializer, %entry], [%accv2, %gend]
   %corr = phi float [0.0, %entry], [%corr2, %gend]
   %p = phi i64 [0, %entry], [%pp2, %gend]
   %w0 = mul i64 %g, %gw

@@ -9,12 +9,14 @@ _state = {"path": requested_path()}
 
 def active_path() -> str:
     """The path kernels run on; KernelError if ZOO_KERNELS asked for one this CPU cannot run."""
-    return check_path(_state["path"])
+    if "checked" not in _state:
+        _state["checked"] = check_path(_state["path"])
+    return _state["checked"]
 
 
 def set_path(name: str) -> str:
     """Switch path ('portable' | 'avx2' | 'avx512'); KernelError if unknown or unsupported here."""
-    _state["path"] = check_path(name.strip().lower())
+    _state["path"] = _state["checked"] = check_path(name.strip().lower())
     return _state["path"]
 
 
