@@ -12,7 +12,6 @@ of one model download each blob once. `resolve(name_or_path)` is what `zoo run` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from zoo.errors import ChecksumError, NotFoundError, RegistryError
 from .registry.base import CHUNK, FileEntry, Registry, check_manifest, check_name, check_tag, manifest_bytes, \
     manifest_digest, parse_manifest
 from .registry.local import atomic_write
+from .registry.sink import HashingSink
 
 Progress = Callable[[int], None]  # called with the number of bytes just transferred
 
@@ -156,39 +156,43 @@ class Store:
             return self._download(registry, entry, final, progress)
 
     def _download(self, registry: Registry, entry: FileEntry, final: Path, progress: Progress | None) -> int:
+        """Fetch into `<hex>.partial` (resuming it), hash on a second thread, verify, then rename into place."""
         partial = final.with_name(final.name + ".partial")
-        digest = hashlib.sha256()
         have = partial.stat().st_size if partial.is_file() else 0
         if have > entry.size:
             have = 0
-        if have:  # resume: rehash what is already on disk
-            with open(partial, "rb") as f:
-                for chunk in iter(lambda: f.read(CHUNK), b""):
-                    digest.update(chunk)
-            if progress:
-                progress(have)
-        start, chunks = registry.read_blob(entry, have) if have < entry.size else (have, iter(()))
-        if start != have:  # the backend could not seek: start over
-            digest, have = hashlib.sha256(), 0
-        written = 0
-        with open(partial, "r+b" if partial.exists() else "wb") as out:
-            out.seek(start)
-            out.truncate()
-            for chunk in chunks:  # a network error raises here and leaves the partial for resume
-                if start + written + len(chunk) > entry.size:
-                    break  # longer than promised: the check below fails
-                out.write(chunk)
-                digest.update(chunk)
-                written += len(chunk)
-                if progress:
-                    progress(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        total = start + written
-        if total != entry.size or digest.hexdigest() != entry.sha256:
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            copy = getattr(registry, "copy_blob", None)  # in-kernel copy from a local directory
+            if have < entry.size and copy is None:
+                start, chunks = registry.read_blob(entry, have)
+            else:
+                start, chunks = have, iter(())
+            os.ftruncate(fd, start)  # a backend that cannot seek restarts at 0
+            sink = HashingSink(fd, start, progress)
+            if start and progress:
+                progress(start)
+            try:
+                if copy is not None and have < entry.size:
+                    for n in copy(entry, start, fd):
+                        sink.copied(n)
+                        if sink.pos > entry.size:
+                            break
+                for chunk in chunks:  # a network error raises here and leaves the partial for resume
+                    sink.write(chunk)
+                    if sink.pos > entry.size:
+                        break  # longer than promised: the check below fails
+                digest = sink.finish()
+            except BaseException:
+                sink.abort()
+                raise
+            total, written = sink.pos, sink.written
+        finally:
+            os.close(fd)
+        if total != entry.size or digest != entry.sha256:
             partial.unlink(missing_ok=True)
             what = f"{total} bytes, expected {entry.size}" if total != entry.size else \
-                f"sha256 {digest.hexdigest()[:16]}…, expected {entry.sha256[:16]}…"
+                f"sha256 {digest[:16]}…, expected {entry.sha256[:16]}…"
             raise ChecksumError(f"{entry.path}: downloaded blob does not match the manifest ({what}); "
                                 f"nothing was stored")
         os.chmod(partial, 0o444)

@@ -8,15 +8,19 @@ the URL's user:password, and are never printed: errors name the URL without its 
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
+import netrc
+import urllib.request
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
 
 import httpx
 
 from zoo.errors import NotFoundError, RegistryError
 
-from .base import FileEntry, Registry, blob_key, check_name, check_tag, manifest_key, parse_manifest
+from .base import CHUNK, FileEntry, Registry, blob_key, check_name, check_tag, manifest_key, parse_manifest
 from .local import INDEX_FILE
 
 
@@ -27,6 +31,24 @@ def redact(url: str) -> str:
         netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+MAX_REDIRECTS = 5
+
+
+def _basic_auth(origin: SplitResult) -> str | None:
+    """Basic credentials for the registry host: from the URL's user:password, else ~/.netrc."""
+    user, password = origin.username, origin.password
+    if user is None:
+        try:
+            found = netrc.netrc().authenticators(origin.hostname or "")
+        except (OSError, netrc.NetrcParseError):
+            found = None
+        if not found:
+            return None
+        user, _, password = found
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password or '')}".encode()).decode()
+    return f"Basic {token}"
 
 
 class HttpRegistry(Registry):
@@ -78,8 +100,61 @@ class HttpRegistry(Registry):
         return parse_manifest(self._get(manifest_key(name, tag), f"{name}:{tag}"), f"{name}:{tag}")
 
     def read_blob(self, entry: FileEntry, offset: int = 0) -> tuple[int, Iterator[bytes]]:
+        url = self.base + blob_key(entry.sha256)
+        if urllib.request.getproxies().get(urlsplit(url).scheme):
+            return self._read_blob_httpx(entry, url, offset)
+        return self._read_blob_direct(entry, url, offset)
+
+    def _read_blob_direct(self, entry: FileEntry, url: str, offset: int) -> tuple[int, Iterator[bytes]]:
+        """Blob bodies through http.client: about twice httpx's rate on loopback (bench/pull.py)."""
+        headers = {"User-Agent": "zoo", "Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        origin = urlsplit(self.base)
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            conn_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = conn_type(parts.hostname, parts.port, timeout=60)
+            sent = dict(headers)
+            if parts.hostname == origin.hostname and (auth := _basic_auth(origin)):
+                sent["Authorization"] = auth  # never sent to another host a redirect names
+            try:
+                conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=sent)
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as err:
+                conn.close()
+                raise RegistryError(f"{entry.path}: cannot download from {self.url} ({type(err).__name__})") from None
+            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
+                url = urljoin(url, resp.getheader("Location"))
+                conn.close()
+                continue
+            break
+        else:
+            raise RegistryError(f"{entry.path}: too many redirects from {self.url}")
+        if resp.status == 404:
+            conn.close()
+            raise NotFoundError(f"{entry.path}: blob sha256:{entry.sha256[:12]} missing from {self.url}")
+        if resp.status not in (200, 206):
+            conn.close()
+            raise RegistryError(f"{entry.path}: {self.url} answered HTTP {resp.status}")
+        start = offset if resp.status == 206 else 0
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while chunk := resp.read1(CHUNK):  # what has arrived, up to 8 MiB: a kill loses little
+                    yield chunk
+            except (OSError, http.client.HTTPException) as err:
+                raise RegistryError(f"{entry.path}: download interrupted ({type(err).__name__}); "
+                                    f"pull again to resume") from None
+            finally:
+                conn.close()
+
+        return start, chunks()
+
+    def _read_blob_httpx(self, entry: FileEntry, url: str, offset: int) -> tuple[int, Iterator[bytes]]:
+        """Through a proxy (HTTP(S)_PROXY): httpx, which knows how to use one."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        request = self.client.build_request("GET", self.base + blob_key(entry.sha256), headers=headers)
+        request = self.client.build_request("GET", url, headers=headers)
         try:
             resp = self.client.send(request, stream=True)
         except httpx.HTTPError as err:

@@ -1,0 +1,108 @@
+"""Pull throughput: `zoo pull` from a local-directory registry and from nginx, against cp and curl.
+
+    python bench/pull.py [--workdir /tmp/zoo-bench-pull] [--repeats 5] [--layers 8]
+
+Builds a random q4 Llama artifact (about 1 GB with the defaults), pushes it to a directory
+registry, serves that directory with nginx on loopback, then alternates, per repeat:
+  cp     copy every blob file to a fresh directory (the same bytes a pull writes)
+  pull   `zoo pull NAME` into a fresh ZOO_HOME from the directory registry (the whole command)
+  curl   curl every blob from nginx into a fresh directory (one process per file)
+  pull   `zoo pull http://…/NAME` into a fresh ZOO_HOME (the whole command)
+Every run reads warm page cache and writes to the same disk; the pull also hashes (sha256),
+fsyncs and hard-links a snapshot. Prints a Markdown table (median of the repeats) and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from registry.servers import Nginx  # noqa: E402  (test helper: nginx on loopback)
+
+from zoo.registry.local import LocalRegistry  # noqa: E402
+from zoo.registry.transfer import push  # noqa: E402
+from zoo.synthetic import LLAMA_7B, write_random_model  # noqa: E402
+
+
+def _timed(cmd: list[str], env: dict | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/zoo-bench-pull"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--layers", type=int, default=8, help="decoder layers of the 7B-shaped model (≈ 100 MB each)")
+    args = parser.parse_args()
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    config = dict(LLAMA_7B, n_layers=args.layers)
+    artifact = work / "artifact"
+    if not (artifact / "zoo.yaml").exists():
+        write_random_model(artifact, config, encoding="q4", group_size=128, seed=0, direct=True, overwrite=True)
+    registry = work / "registry"
+    if not (registry / "manifests" / "bench" / "latest.json").exists():
+        push(artifact, "bench", registry=str(registry), force=True)
+    manifest = LocalRegistry(registry).get_manifest("bench", "latest")
+    blobs = [registry / "blobs" / "sha256" / f["sha256"] for f in manifest["files"]]
+    total = sum(f["size"] for f in manifest["files"])
+    nginx = Nginx(registry, work / "nginx", rate="0")
+    env = dict(os.environ, ZOO_CONFIG=str(work / "no-config.yaml"))
+    env.pop("ZOO_REGISTRY", None)
+    zoo = [sys.executable, "-m", "zoo.cli.main", "pull"]
+    times: dict[str, list[float]] = {"cp": [], "pull-local": [], "curl": [], "pull-nginx": []}
+    try:
+        for _ in range(max(1, args.repeats)):
+            for p in blobs:  # warm the page cache for every contender alike
+                p.read_bytes()
+            out = _fresh(work / "out")
+            times["cp"].append(_timed(["cp", *map(str, blobs), str(out)]))
+            home = _fresh(work / "home")
+            times["pull-local"].append(_timed([*zoo, "bench", "--registry", str(registry)],
+                                              dict(env, ZOO_HOME=str(home))))
+            out = _fresh(work / "out")
+            start = time.perf_counter()
+            for p in blobs:
+                subprocess.run(["curl", "-sf", "-o", str(out / p.name), f"{nginx.url}/blobs/sha256/{p.name}"],
+                               check=True)
+            times["curl"].append(time.perf_counter() - start)
+            home = _fresh(work / "home")
+            times["pull-nginx"].append(_timed([*zoo, f"{nginx.url}/bench"], dict(env, ZOO_HOME=str(home))))
+    finally:
+        nginx.stop()
+        shutil.rmtree(work / "out", ignore_errors=True)
+        shutil.rmtree(work / "home", ignore_errors=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rate = {k: total / v / 1e6 for k, v in med.items()}
+    print(f"{total / 1e6:.0f} MB in {len(blobs)} files, median of {args.repeats}, "
+          f"{platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print("| source | plain copy | MB/s | zoo pull | MB/s | pull / copy |")
+    print("|---|---|---|---|---|---|")
+    print(f"| local directory | cp {med['cp']:.2f} s | {rate['cp']:.0f} | {med['pull-local']:.2f} s | "
+          f"{rate['pull-local']:.0f} | {med['cp'] / med['pull-local']:.0%} |")
+    print(f"| nginx (loopback) | curl {med['curl']:.2f} s | {rate['curl']:.0f} | {med['pull-nginx']:.2f} s | "
+          f"{rate['pull-nginx']:.0f} | {med['curl'] / med['pull-nginx']:.0%} |")
+    print(json.dumps({"bytes": total, "files": len(blobs), "runs": times,
+                      "ratio_local": med["cp"] / med["pull-local"], "ratio_nginx": med["curl"] / med["pull-nginx"]}))
+
+
+if __name__ == "__main__":
+    main()
