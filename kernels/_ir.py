@@ -1,8 +1,8 @@
 """LLVM IR text of the SIMD row kernels (AVX-512 VNNI/VBMI2 and AVX2), generated from one template.
 
 Each function computes one output row: int4/int8 weight codes times int8 activations, summed in
-int32 lanes per group, scaled once per group by f16 scale x activation scale, minus the zero-point
-correction s * z * X[g] (X[g] = activation scale x sum of the group's int8 activations).
+int32 lanes per group and scaled once per group by sd[g] = weight scale x activation scale (the
+caller precomputes sd for the row, and subtracts the zero-point correction, see simd.py).
 Variants: `isa` ("avx512" | "avx2") picks the dot instruction, W (64 | 32) the bytes per chunk.
 IR text here is versioned by IR_HASH, which simd.py folds into its cache key (see simd.py).
 """
@@ -75,41 +75,31 @@ def _unpack(h: int, v: str, out: str, minus8: bool) -> str:
     return s
 
 
-def _group_end(lanes: int, z: str) -> str:
-    """Scale the group's int32 lanes into the float accumulator; add s * z * X[g] to the correction."""
+def _group_end(lanes: int) -> str:
+    """Scale the group's int32 lanes by sd[g] (weight scale x activation scale) into the float sum."""
     return f"""gend:
-  %sp = getelementptr i16, ptr %sc, i64 %g
-  %sb = load i16, ptr %sp, align 2
-  %sh = bitcast i16 %sb to half
-  %s = fpext half %sh to float
-  %dp = getelementptr float, ptr %xd, i64 %g
-  %d = load float, ptr %dp, align 4
-  %sd = fmul float %s, %d
-  %sdi = insertelement <{lanes} x float> poison, float %sd, i64 0
+  %sdp = getelementptr float, ptr %sd, i64 %g
+  %sdf = load float, ptr %sdp, align 4
+  %sdi = insertelement <{lanes} x float> poison, float %sdf, i64 0
   %sdv = shufflevector <{lanes} x float> %sdi, <{lanes} x float> poison, <{lanes} x i32> zeroinitializer
   %fv = sitofp <{lanes} x i32> %iacc2 to <{lanes} x float>
   %accv2 = call <{lanes} x float> @llvm.fma.v{lanes}f32(<{lanes} x float> %fv, <{lanes} x float> %sdv, <{lanes} x float> %accv)
-{z}  %xsp = getelementptr float, ptr %xs, i64 %g
-  %X = load float, ptr %xsp, align 4
-  %sz = fmul float %s, %z
-  %corr2 = call float @llvm.fma.f32(float %sz, float %X, float %corr)
   %g2 = add i64 %g, 1
   %gc = icmp ult i64 %g2, %ng
   br i1 %gc, label %gloop, label %done
 done:
   %acct = fadd <{lanes} x float> %accv2, %accb
   %red = call reassoc float @llvm.vector.reduce.fadd.v{lanes}f32(float 0.0, <{lanes} x float> %acct)
-  %res = fsub float %red, %corr2
-  ret float %res
+  ret float %red
 """
 
 
 def dense_row(isa: str, kind: str, w: int) -> str:
-    """float @zoo_{kind}_{isa}_{w}(qw, cols, sc, zr, hasz, gs, xq, xd, xs): one row of q4 or q8.
+    """float @zoo_{kind}_{isa}_{w}(qw, cols, gs, xq, sd): sum_g sd[g] * (codes . xq) over one row.
 
-    qw: the row's codes (q4: ceil(cols/2) bytes, q8: cols int8); sc: its f16 scales; zr: its zero
-    points (read only when hasz != 0); gs: group size (a multiple of w); xq int8 activations
-    zero-padded to a multiple of 64; xd, xs float32 [n_groups] activation scales and sums.
+    qw: the row's codes (q4: ceil(cols/2) bytes, unsigned; q8: cols int8, used as q + 128 on avx512,
+    signed on avx2); gs: group size (a multiple of w); xq int8 activations zero-padded to a
+    multiple of 64; sd float32 [n_groups].
     """
     h = w // 2 if kind == "q4" else w
     lanes = w // 4
@@ -117,19 +107,14 @@ def dense_row(isa: str, kind: str, w: int) -> str:
     row_len = "%rowbytes = lshr i64 %t1, 1" if kind == "q4" else "%rowbytes = add i64 %cols, 0"
     if kind == "q4":
         codes = _unpack(h, "%v", "%u", minus8=False)
-        z = ("  %hz = icmp ne i64 %hasz, 0\n  %zi = mul i64 %g, %hasz\n"
-             "  %zp = getelementptr i8, ptr %zr, i64 %zi\n  %zb = load i8, ptr %zp, align 1\n"
-             "  %zf = uitofp i8 %zb to float\n  %z = select i1 %hz, float %zf, float 8.0\n")
         dot = _dot(isa, w, "%iacc2", "%iacc", "%u", "%xv", signed=False)
     elif isa == "avx512":  # int8 + 128 is an unsigned code with zero point 128
         codes = f"  %u = xor <{w} x i8> %v, splat(i8 -128)\n"
-        z = "  %z = fadd float 128.0, 0.0\n"
         dot = _dot(isa, w, "%iacc2", "%iacc", "%u", "%xv", signed=False)
     else:
         codes = ""
-        z = "  %z = fadd float 0.0, 0.0\n"
         dot = _dot(isa, w, "%iacc2", "%iacc", "%v", "%xv", signed=True)
-    return f"""define float @{name}(ptr %qw, i64 %cols, ptr %sc, ptr %zr, i64 %hasz, i64 %gs, ptr %xq, ptr %xd, ptr %xs) #0 {{
+    return f"""define float @{name}(ptr %qw, i64 %cols, i64 %gs, ptr %xq, ptr %sd) #0 {{
 entry:
   %t0 = add i64 %cols, {w - 1}
   %nch = udiv i64 %t0, {w}
@@ -144,7 +129,6 @@ gloop:
   %g = phi i64 [0, %entry], [%g2, %gend]
   %accv = phi <{lanes} x float> [zeroinitializer, %entry], [%accb, %gend]
   %accb = phi <{lanes} x float> [zeroinitializer, %entry], [%accv2, %gend]
-  %corr = phi float [0.0, %entry], [%corr2, %gend]
   %k0 = mul i64 %g, %cpg
   %k1a = add i64 %k0, %cpg
   %k1c = icmp ult i64 %k1a, %nch
@@ -164,7 +148,7 @@ kloop:
 {dot}  %k2 = add i64 %k, 1
   %kc = icmp ult i64 %k2, %k1
   br i1 %kc, label %kloop, label %gend
-{_group_end(lanes, z)}}}
+{_group_end(lanes)}}}
 """
 
 
@@ -224,10 +208,10 @@ def _expand_avx2(half: int) -> str:
 
 
 def sparse_row(isa: str, kind: str) -> str:
-    """float @zoo_sparse_{kind}_{isa}(mask, nwords, codes, gw, sc, xq, xd, xs): one sparse row.
+    """float @zoo_sparse_{kind}_{isa}(mask, nwords, codes, gw, xq, sd): one sparse row.
 
     mask: the row's uint64 words; codes: one byte per stored value in column order (sparse-q4: the
-    row's nibbles unpacked to a padded scratch; sparse-q8 on avx512: the row's values in place);
+    row's nibbles unpacked, sparse-q8: the row's values copied, to a padded scratch);
     gw: mask words per group. avx512 expands 64 codes with one vpexpandb (VBMI2) and multiplies
     with one vpdpbusd (VNNI); avx2 places 8 codes per mask byte with a pshufb lookup table.
     """
@@ -236,22 +220,20 @@ def sparse_row(isa: str, kind: str) -> str:
         if kind == "q4":
             expand = ("  %cv = load <64 x i8>, ptr %cp, align 1\n"
                       "  %u = call <64 x i8> @llvm.x86.avx512.mask.expand.v64i8(<64 x i8> %cv, <64 x i8> splat(i8 8), <64 x i1> %mk)\n")
-            z = "  %z = fadd float 8.0, 0.0\n"
         else:
-            expand = ("  %e = call <64 x i8> @llvm.masked.expandload.v64i8(ptr %cp, <64 x i1> %mk, <64 x i8> zeroinitializer)\n"
+            expand = ("  %cv = load <64 x i8>, ptr %cp, align 1\n"
+                      "  %e = call <64 x i8> @llvm.x86.avx512.mask.expand.v64i8(<64 x i8> %cv, <64 x i8> zeroinitializer, <64 x i1> %mk)\n"
                       "  %u = xor <64 x i8> %e, splat(i8 -128)\n")
-            z = "  %z = fadd float 128.0, 0.0\n"
         body = ("  %mk = bitcast i64 %m to <64 x i1>\n  %cp = getelementptr i8, ptr %codes, i64 %pp\n" + expand
                 + "  %xv = load <64 x i8>, ptr %xp, align 1\n" + _dot(isa, 64, "%iacc2", "%iacc", "%u", "%xv", False))
     else:
         lanes = 8
-        z = "  %z = fadd float 0.0, 0.0\n"
         body = "  %p0.0 = add i64 %pp, 0\n" + _expand_avx2(0) + "  %p1.0 = add i64 %p0.4, 0\n" + _expand_avx2(1)
         body += ("  %xv0 = load <32 x i8>, ptr %xp, align 1\n  %xp1 = getelementptr i8, ptr %xp, i64 32\n"
                  "  %xv1 = load <32 x i8>, ptr %xp1, align 1\n"
                  + _dot(isa, 32, "%ia", "%iacc", "%e0", "%xv0", True)
                  + _dot(isa, 32, "%iacc2", "%ia", "%e1", "%xv1", True))
-    return f"""define float @zoo_sparse_{kind}_{isa}(ptr %mask, i64 %nwords, ptr %codes, i64 %gw, ptr %sc, ptr %xq, ptr %xd, ptr %xs) #0 {{
+    return f"""define float @zoo_sparse_{kind}_{isa}(ptr %mask, i64 %nwords, ptr %codes, i64 %gw, ptr %xq, ptr %sd) #0 {{
 entry:
   %t0 = add i64 %nwords, %gw
   %t1 = sub i64 %t0, 1
@@ -261,7 +243,6 @@ gloop:
   %g = phi i64 [0, %entry], [%g2, %gend]
   %accv = phi <{lanes} x float> [zeroinitializer, %entry], [%accb, %gend]
   %accb = phi <{lanes} x float> [zeroinitializer, %entry], [%accv2, %gend]
-  %corr = phi float [0.0, %entry], [%corr2, %gend]
   %p = phi i64 [0, %entry], [%pp2, %gend]
   %w0 = mul i64 %g, %gw
   %w1a = add i64 %w0, %gw
@@ -283,7 +264,7 @@ wloop:
   %w2 = add i64 %w, 1
   %wc = icmp ult i64 %w2, %w1
   br i1 %wc, label %wloop, label %gend
-{_group_end(lanes, z)}}}
+{_group_end(lanes)}}}
 """
 
 
@@ -314,7 +295,7 @@ def module(isa: str) -> str:
     """The whole IR module of one instruction set: dense q4/q8 rows, sparse rows, nibble unpack."""
     widths = (64, 32) if isa == "avx512" else (32,)
     fns = [dense_row(isa, kind, w) for kind in ("q4", "q8") for w in widths]
-    fns += [sparse_row(isa, kind) for kind in ("q4", "q8")]
+    fns += [sparse_row(isa, kind) for kind in (("q4", "q8") if isa == "avx512" else ("q4",))]  # avx2: one signed kind
     fns += [unpack_fn(isa, widths[0])]
     lut = _lut() if isa == "avx2" else ""
     return lut + "\n".join(fns) + _DECLS + f"attributes #0 = {{ nounwind {_attrs(isa)} }}\n"

@@ -14,15 +14,16 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from . import _ir
-from ._llvm import data_ptr, declare, link_ir
+from ._llvm import data_ptr, declare, f16_to_f32, link_ir
 
 # Must equal _ir.ir_hash() (tests check it): editing the IR then forces an edit here, and numba
 # invalidates the cached kernels of a changed source file.
-IR_HASH = "26681809f9de6f29"
+IR_HASH = "8446b5f5fb6aec55"
 AVX512, AVX2 = 0, 1
 _PTR = ir.PointerType()
 _I64 = ir.IntType(64)
 _F32 = ir.FloatType()
+FAST = {"reassoc", "contract"}
 
 
 def _link_all(context) -> None:
@@ -37,15 +38,14 @@ def _ptr(context, builder, sig, args, i):
 
 def _dense_intrinsic(fname: str):
     @intrinsic
-    def call(typingctx, qw, qoff, cols, sc, soff, zr, zoff, hasz, gs, xq, xd, xs):
-        sig = types.float32(qw, qoff, cols, sc, soff, zr, zoff, hasz, gs, xq, xd, xs)
+    def call(typingctx, qw, qoff, cols, gs, xq, sd):
+        sig = types.float32(qw, qoff, cols, gs, xq, sd)
 
         def codegen(context, builder, sig, args):
             _link_all(context)
-            fn = declare(builder, fname, _F32, [_PTR, _I64, _PTR, _PTR, _I64, _I64, _PTR, _PTR, _PTR])
-            ptr = lambda i: _ptr(context, builder, sig, args, i)  # noqa: E731
-            xp = [builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR) for i in (9, 10, 11)]
-            return builder.call(fn, [ptr(0), args[2], ptr(3), ptr(5), args[7], args[8]] + xp)
+            fn = declare(builder, fname, _F32, [_PTR, _I64, _I64, _PTR, _PTR])
+            xp, sp = (builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR) for i in (4, 5))
+            return builder.call(fn, [_ptr(context, builder, sig, args, 0), args[2], args[3], xp, sp])
 
         return sig, codegen
 
@@ -54,15 +54,15 @@ def _dense_intrinsic(fname: str):
 
 def _sparse_intrinsic(fname: str):
     @intrinsic
-    def call(typingctx, mask, moff, nwords, codes, coff, gw, sc, soff, xq, xd, xs):
-        sig = types.float32(mask, moff, nwords, codes, coff, gw, sc, soff, xq, xd, xs)
+    def call(typingctx, mask, moff, nwords, codes, coff, gw, xq, sd):
+        sig = types.float32(mask, moff, nwords, codes, coff, gw, xq, sd)
 
         def codegen(context, builder, sig, args):
             _link_all(context)
-            fn = declare(builder, fname, _F32, [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR])
-            ptr = lambda i: _ptr(context, builder, sig, args, i)  # noqa: E731
-            xp = [builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR) for i in (8, 9, 10)]
-            return builder.call(fn, [ptr(0), args[2], ptr(3), args[5], ptr(6)] + xp)
+            fn = declare(builder, fname, _F32, [_PTR, _I64, _PTR, _I64, _PTR, _PTR])
+            xp, sp = (builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR) for i in (6, 7))
+            return builder.call(fn, [_ptr(context, builder, sig, args, 0), args[2], _ptr(context, builder, sig, args, 3),
+                                     args[5], xp, sp])
 
         return sig, codegen
 
@@ -88,8 +88,7 @@ def _unpack_intrinsic(fname: str):
 
 q4_512_64, q4_512_32, q4_avx2 = (_dense_intrinsic(n) for n in ("zoo_q4_avx512_64", "zoo_q4_avx512_32", "zoo_q4_avx2_32"))
 q8_512_64, q8_512_32, q8_avx2 = (_dense_intrinsic(n) for n in ("zoo_q8_avx512_64", "zoo_q8_avx512_32", "zoo_q8_avx2_32"))
-sq4_512, sq8_512, sq4_avx2, sq8_avx2 = (_sparse_intrinsic(f"zoo_sparse_{k}_{i}") for i in ("avx512", "avx2")
-                                        for k in ("q4", "q8"))
+sq4_512, sq8_512, sq4_avx2 = (_sparse_intrinsic(f"zoo_sparse_{n}") for n in ("q4_avx512", "q8_avx512", "q4_avx2"))
 unpack_512, unpack_avx2 = _unpack_intrinsic("zoo_unpack_avx512_64"), _unpack_intrinsic("zoo_unpack_avx2_32")
 
 
@@ -120,57 +119,83 @@ def quantize_activations(x, cols, block):
     return xq, xd, xs
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True, fastmath=FAST, inline="always")
+def _row_factors(srow, zrow, has_zeros, zconst, xd, xs, sd):
+    """sd[g] = scale_g x activation scale_g for one row; returns the zero-point correction
+    sum_g scale_g * z_g * X[g] (X = activation scale x sum of the group's int8 activations)."""
+    corr = np.float32(0.0)
+    for g in range(srow.size):
+        s = f16_to_f32(srow[g])
+        sd[g] = s * xd[g]
+        z = np.float32(zrow[g]) if has_zeros else zconst
+        corr += s * z * xs[g]
+    return corr
+
+
+ROW_BLOCK = 32
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
 def matvec_dense_q(qweight, scales, zeros, has_zeros, is_q4, isa, rows, cols, group_size, x, out):
     """q4 / q8 rows (qweight uint8, q8 int8 codes viewed as uint8; scales uint16 f16 bits)."""
     xq, xd, xs = quantize_activations(x, cols, group_size)
     n_groups = (cols + group_size - 1) // group_size
     row_len = (cols + 1) // 2 if is_q4 else cols
     wide = isa == AVX512 and group_size % 64 == 0
-    for r in prange(rows):
-        q, s, z = r * row_len, r * n_groups, r * n_groups * has_zeros
-        if is_q4:
-            if isa == AVX2:
-                out[r] = q4_avx2(qweight, q, cols, scales, s, zeros, z, has_zeros, group_size, xq, xd, xs)
-            elif wide:
-                out[r] = q4_512_64(qweight, q, cols, scales, s, zeros, z, has_zeros, group_size, xq, xd, xs)
+    # the codes' zero point: q4 u - 8 (or the stored zeros); q8 as q + 128 on avx512, signed on avx2
+    zconst = np.float32(8.0) if is_q4 else (np.float32(128.0) if isa == AVX512 else np.float32(0.0))
+    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        sd = np.empty(n_groups, np.float32)  # [n_groups] per-row scale products
+        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
+            g0 = r * n_groups
+            zrow = zeros[g0:g0 + n_groups] if has_zeros else zeros[:0]
+            corr = _row_factors(scales[g0:g0 + n_groups], zrow, has_zeros, zconst, xd, xs, sd)
+            q = r * row_len
+            if is_q4:
+                if isa == AVX2:
+                    dot = q4_avx2(qweight, q, cols, group_size, xq, sd)
+                elif wide:
+                    dot = q4_512_64(qweight, q, cols, group_size, xq, sd)
+                else:
+                    dot = q4_512_32(qweight, q, cols, group_size, xq, sd)
             else:
-                out[r] = q4_512_32(qweight, q, cols, scales, s, zeros, z, has_zeros, group_size, xq, xd, xs)
-        else:
-            if isa == AVX2:
-                out[r] = q8_avx2(qweight, q, cols, scales, s, zeros, z, 0, group_size, xq, xd, xs)
-            elif wide:
-                out[r] = q8_512_64(qweight, q, cols, scales, s, zeros, z, 0, group_size, xq, xd, xs)
-            else:
-                out[r] = q8_512_32(qweight, q, cols, scales, s, zeros, z, 0, group_size, xq, xd, xs)
+                if isa == AVX2:
+                    dot = q8_avx2(qweight, q, cols, group_size, xq, sd)
+                elif wide:
+                    dot = q8_512_64(qweight, q, cols, group_size, xq, sd)
+                else:
+                    dot = q8_512_32(qweight, q, cols, group_size, xq, sd)
+            out[r] = dot - corr
 
 
-ROW_BLOCK = 32
-
-
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FAST)
 def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, isa, rows, cols, group_size, x, out):
     """sparse-q4 / sparse-q8 rows; a per-block scratch holds a row's codes one byte each."""
     xq, xd, xs = quantize_activations(x, cols, group_size)
     n_words = (cols + 63) // 64
     n_groups = (cols + group_size - 1) // group_size
     gw = group_size // 64
+    # missing positions become the zero point: 8 (q4 codes) or 128 (q8 + 128) on avx512; avx2 is signed
+    zconst = np.float32(0.0) if isa == AVX2 else (np.float32(8.0) if is_q4 else np.float32(128.0))
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
         scratch = np.zeros(cols + 256, np.uint8)  # [codes of one row + SIMD overrun pad]
+        sd = np.empty(n_groups, np.float32)
         for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
             off = row_offsets[r]
             nbytes = row_offsets[r + 1] - off
-            m, s = r * n_words, r * n_groups
+            m, g0 = r * n_words, r * n_groups
+            corr = _row_factors(scales[g0:g0 + n_groups], values[:0], False, zconst, xd, xs, sd)
             if isa == AVX512:
                 if is_q4:
                     unpack_512(values, off, nbytes, scratch)
-                    out[r] = sq4_512(bitmask, m, n_words, scratch, 0, gw, scales, s, xq, xd, xs)
+                    dot = sq4_512(bitmask, m, n_words, scratch, 0, gw, xq, sd)
                 else:
-                    out[r] = sq8_512(bitmask, m, n_words, values, off, gw, scales, s, xq, xd, xs)
+                    scratch[:nbytes] = values[off:off + nbytes]
+                    dot = sq8_512(bitmask, m, n_words, scratch, 0, gw, xq, sd)
             else:
                 if is_q4:
                     unpack_avx2(values, off, nbytes, scratch)
-                    out[r] = sq4_avx2(bitmask, m, n_words, scratch, 0, gw, scales, s, xq, xd, xs)
                 else:
                     scratch[:nbytes] = values[off:off + nbytes]
-                    out[r] = sq8_avx2(bitmask, m, n_words, scratch, 0, gw, scales, s, xq, xd, xs)
+                dot = sq4_avx2(bitmask, m, n_words, scratch, 0, gw, xq, sd)  # avx2: both kinds are signed codes
+            out[r] = dot - corr
