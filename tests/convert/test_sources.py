@@ -11,7 +11,7 @@ from zoo.convert import open_source
 from zoo.errors import ConvertError
 from zoo.runtime import reference as ref
 
-from .conftest import hf_logits, save_llama, save_mpt
+from .hf_models import hf_logits, save_llama, save_mpt
 
 IDS = [3, 17, 999, 256, 4, 4, 81, 500, 12, 7, 300, 1, 64, 65, 66, 2]
 

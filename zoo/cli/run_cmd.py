@@ -80,6 +80,8 @@ def run(
     if prompt is None and as_json:
         raise RuntimeModelError("--json needs a PROMPT (the interactive chat streams text)")
     m, tok, times = _load(model, threads, ctx or 4096, quiet=as_json)
+    if tok is None:
+        raise RuntimeModelError(f"{model}: the artifact has no tokenizer.json, so it cannot take text (zoo bench works)")
     session = Session(m, tok)
     use_template = bool(tok.chat_template) and not raw
     messages = [{"role": "system", "content": system}] if system else []

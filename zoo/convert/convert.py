@@ -63,8 +63,6 @@ def convert(src: str | Path | Source, out_dir: str | Path, encoding: str = "auto
     if encoding not in ENCODINGS:
         raise ConvertError(f"unknown encoding {encoding!r} (choose from {', '.join(ENCODINGS)})")
     source = src if isinstance(src, Source) else open_source(src)
-    if source.tokenizer_json is None:
-        raise ConvertError(f"{source.description}: no tokenizer (tokenizer.json) to put in the artifact")
     t0 = time.perf_counter()
     counts: dict[str, int] = {}
     zeros = total = 0
@@ -81,7 +79,8 @@ def convert(src: str | Path | Source, out_dir: str | Path, encoding: str = "auto
             writer.add(name, encode(w, enc, **kwargs))
             counts[enc] = counts.get(enc, 0) + 1
             del w
-        writer.add_file("tokenizer.json", source.tokenizer_json)
+        if source.tokenizer_json is not None:  # without one the artifact can be benchmarked, not chatted with
+            writer.add_file("tokenizer.json", source.tokenizer_json)
         bits = {"q8": 8, "q4": 4, "sparse-q8": 8, "sparse-q4": 4, "f32": 32}.get(encoding, 16)
         card = {"card_version": 1, "name": card_name(out_dir), "architecture": source.config["arch"],
                 "description": f"converted from {source.description}",

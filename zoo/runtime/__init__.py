@@ -13,14 +13,15 @@ from .sampling import SamplingParams
 
 
 def load(path: str | Path, ctx: int | None = None, threads: int | None = None):
-    """Open, validate and load an artifact; returns (Model, Tokenizer)."""
+    """Open, validate and load an artifact; returns (Model, Tokenizer or None when it has no tokenizer.json)."""
     from .model import Model
     from .tokenizer import Tokenizer
 
     if threads:
         set_threads(threads)
     model = Model.load(path, ctx=ctx)
-    return model, Tokenizer.from_artifact(Path(path), model.config)
+    has_tokenizer = (Path(path) / "tokenizer.json").is_file()
+    return model, Tokenizer.from_artifact(Path(path), model.config) if has_tokenizer else None
 
 
 def set_threads(n: int) -> None:

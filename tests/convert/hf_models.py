@@ -1,4 +1,4 @@
-"""Tiny random transformers checkpoints (Llama with awkward shapes, MPT) saved as HF directories."""
+"""Tiny random transformers checkpoints (Llama with awkward shapes, MPT) saved as HF directories (shared helpers)."""
 
 from __future__ import annotations
 
