@@ -17,9 +17,9 @@ from zoo.format import open_artifact
 from zoo.format.architectures import hidden_dims
 from zoo.format.constants import bf16_to_f32
 
-from . import ops
+import zoo.kernels as K
+
 from .embedding import embed_rows
-from .reference import alibi_slopes, rope_inv_freq
 
 SUPPORTED = ("llama", "mpt")
 
@@ -44,16 +44,15 @@ class Model:
         self.chunk = max(1, chunk)
         if self.arch == "llama":
             self.n_heads, self.n_kv, self.head_dim = c["n_heads"], c["n_kv_heads"], c["head_dim"]
-            inv = rope_inv_freq(c)
-            angles = np.arange(self.ctx, dtype=np.float64)[:, None] * inv[None, :]  # [ctx, head_dim/2]
-            self.cos, self.sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-            self.half = c["rope_layout"] == "half"
+            # float32 [ctx, head_dim/2]
+            self.cos, self.sin = K.rope_tables(self.head_dim, self.ctx, c["rope_theta"], c.get("rope_scaling"))
+            self.rope_layout = c["rope_layout"]
             self.slopes = None
         else:
             self.n_heads = self.n_kv = c["n_heads"]
             self.head_dim = self.dim // self.n_heads
-            self.slopes = alibi_slopes(self.n_heads, c["alibi_bias_max"]).astype(np.float32)
-        self._linear, prepare = ops.linear_kernel()
+            self.slopes = K.alibi_slopes(self.n_heads, c["alibi_bias_max"])
+        self._linear, prepare = K.linear, K.prepare
         self.norms = {n: _dense_f32(t) for n, t in tensors.items() if len(t.shape) == 1}
         # linear weights checked once (zero-copy flat views of the mmapped parts)
         self.lin = {n: prepare(t) for n, t in tensors.items() if len(t.shape) == 2 and n != "token_embd.weight"}
@@ -130,46 +129,47 @@ class Model:
         if not want_logits:  # only the last token's logits: one matvec through the head
             x = x[T - 1:]
         n = x.shape[0]
-        norm = ops.rms_norm if self.arch == "llama" else ops.layer_norm
+        norm = K.rmsnorm if self.arch == "llama" else K.layernorm
         h = norm(x, self.norms["output_norm.weight"], self.config["norm_eps"], self.h[:n])
         return self._lin(h, None, self.logits[:n], self.head)
 
     def _store_kv(self, layer: int, k: np.ndarray, v: np.ndarray, pos: int) -> None:
+        """Write the new tokens' k, v [T, n_kv*head_dim] into the head-major caches [n_kv, ctx, head_dim]."""
         T = k.shape[0]
         self.k_cache[layer, :, pos:pos + T] = k.reshape(T, self.n_kv, self.head_dim).transpose(1, 0, 2)
         self.v_cache[layer, :, pos:pos + T] = v.reshape(T, self.n_kv, self.head_dim).transpose(1, 0, 2)
 
     def _llama_block(self, i: int, x: np.ndarray, pos: int) -> None:
         T, b, eps = x.shape[0], f"blk.{i}.", self.config["norm_eps"]
-        h = ops.rms_norm(x, self.norms[b + "attn_norm.weight"], eps, self.h[:T])
+        h = K.rmsnorm(x, self.norms[b + "attn_norm.weight"], eps, self.h[:T])
         q = self._lin(h, b + "attn_q.weight", self.q[:T]).reshape(T, self.n_heads, self.head_dim)
         k = self._lin(h, b + "attn_k.weight", self.k[:T])
         v = self._lin(h, b + "attn_v.weight", self.v[:T])
-        cos, sin = self.cos[pos:pos + T], self.sin[pos:pos + T]
-        ops.rope(q, cos, sin, self.half)
-        k3 = k.reshape(T, self.n_kv, self.head_dim)
-        ops.rope(k3, cos, sin, self.half)
+        K.rope(q, pos, self.cos, self.sin, self.rope_layout)
+        K.rope(k.reshape(T, self.n_kv, self.head_dim), pos, self.cos, self.sin, self.rope_layout)
         self._store_kv(i, k, v, pos)
-        att = ops.attention(q, self.k_cache[i], self.v_cache[i], pos, None, self.att[:T])
-        x += self._lin(att, b + "attn_output.weight", self.o[:T])
-        h = ops.rms_norm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T])
+        att = K.attention(q, self.k_cache[i], self.v_cache[i], pos + T, self.att[:T].reshape(T, self.n_heads, self.head_dim))
+        x += self._lin(att.reshape(T, -1), b + "attn_output.weight", self.o[:T])
+        h = K.rmsnorm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T])
         hidden = self.lin[b + "ffn_up.weight"].rows
         gate = self._lin(h, b + "ffn_gate.weight", self.gate[:T * hidden].reshape(T, hidden))
         up = self._lin(h, b + "ffn_up.weight", self.up[:T * hidden].reshape(T, hidden))
-        x += self._lin(ops.silu_mul(gate, up), b + "ffn_down.weight", self.o[:T])
+        x += self._lin(K.silu_mul(gate, up, gate), b + "ffn_down.weight", self.o[:T])
 
     def _mpt_block(self, i: int, x: np.ndarray, pos: int) -> None:
         T, b, eps, dim = x.shape[0], f"blk.{i}.", self.config["norm_eps"], self.dim
-        h = ops.layer_norm(x, self.norms[b + "attn_norm.weight"], eps, self.h[:T])
+        h = K.layernorm(x, self.norms[b + "attn_norm.weight"], eps, self.h[:T])
         qkv = self._lin(h, b + "attn_qkv.weight", self.qkv[:T])  # [T, 3*dim]: q | k | v
         clip = self.config.get("clip_qkv")
         if clip:
             np.clip(qkv, -clip, clip, out=qkv)
         self._store_kv(i, qkv[:, dim:2 * dim], qkv[:, 2 * dim:], pos)
-        q = np.ascontiguousarray(qkv[:, :dim]).reshape(T, self.n_heads, self.head_dim)
-        att = ops.attention(q, self.k_cache[i], self.v_cache[i], pos, self.slopes, self.att[:T])
-        x += self._lin(att, b + "attn_output.weight", self.o[:T])
-        h = ops.layer_norm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T])
+        q = self.q[:T]
+        q[:] = qkv[:, :dim]
+        att = K.attention(q.reshape(T, self.n_heads, self.head_dim), self.k_cache[i], self.v_cache[i], pos + T,
+                          self.att[:T].reshape(T, self.n_heads, self.head_dim), alibi_slopes=self.slopes)
+        x += self._lin(att.reshape(T, -1), b + "attn_output.weight", self.o[:T])
+        h = K.layernorm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T])
         hidden = self.lin[b + "ffn_up.weight"].rows
         up = self._lin(h, b + "ffn_up.weight", self.up[:T * hidden].reshape(T, hidden))
-        x += self._lin(ops.gelu(up), b + "ffn_down.weight", self.o[:T])
+        x += self._lin(K.gelu(up, up), b + "ffn_down.weight", self.o[:T])
