@@ -8,6 +8,7 @@ registry, serves that directory with nginx on loopback, then alternates, per rep
   pull   `zoo pull NAME` into a fresh ZOO_HOME from the directory registry (the whole command)
   curl   curl every blob from nginx into a fresh directory (one process per file)
   pull   `zoo pull http://…/NAME` into a fresh ZOO_HOME (the whole command)
+and the same two pulls as library calls in this process (no interpreter start-up).
 Every run reads warm page cache and writes to the same disk; the pull also hashes (sha256),
 fsyncs and hard-links a snapshot. Prints a Markdown table (median of the repeats) and one JSON line.
 """
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from registry.servers import Nginx  # noqa: E402  (test helper: nginx on loopback)
 
 from zoo.registry.local import LocalRegistry  # noqa: E402
-from zoo.registry.transfer import push  # noqa: E402
+from zoo.registry.transfer import pull, push  # noqa: E402
 from zoo.synthetic import LLAMA_7B, write_random_model  # noqa: E402
 
 
@@ -44,6 +45,16 @@ def _fresh(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+def _pull_in_process(home: Path, ref: str, registry: str | None) -> float:
+    """The library call `zoo.registry.transfer.pull` (no interpreter start-up) into a fresh store."""
+    from zoo.store import Store
+
+    store = Store(_fresh(home))
+    start = time.perf_counter()
+    pull(ref, registry=registry, store=store)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -68,7 +79,8 @@ def main() -> None:
     env = dict(os.environ, ZOO_CONFIG=str(work / "no-config.yaml"))
     env.pop("ZOO_REGISTRY", None)
     zoo = [sys.executable, "-m", "zoo.cli.main", "pull"]
-    times: dict[str, list[float]] = {"cp": [], "pull-local": [], "curl": [], "pull-nginx": []}
+    times: dict[str, list[float]] = {"cp": [], "pull-local": [], "lib-local": [], "curl": [], "pull-nginx": [],
+                                     "lib-nginx": []}
     try:
         for _ in range(max(1, args.repeats)):
             for p in blobs:  # warm the page cache for every contender alike
@@ -78,6 +90,7 @@ def main() -> None:
             home = _fresh(work / "home")
             times["pull-local"].append(_timed([*zoo, "bench", "--registry", str(registry)],
                                               dict(env, ZOO_HOME=str(home))))
+            times["lib-local"].append(_pull_in_process(work / "home", "bench", str(registry)))
             out = _fresh(work / "out")
             start = time.perf_counter()
             for p in blobs:
@@ -86,6 +99,7 @@ def main() -> None:
             times["curl"].append(time.perf_counter() - start)
             home = _fresh(work / "home")
             times["pull-nginx"].append(_timed([*zoo, f"{nginx.url}/bench"], dict(env, ZOO_HOME=str(home))))
+            times["lib-nginx"].append(_pull_in_process(work / "home", f"{nginx.url}/bench", None))
     finally:
         nginx.stop()
         shutil.rmtree(work / "out", ignore_errors=True)
@@ -94,14 +108,16 @@ def main() -> None:
     rate = {k: total / v / 1e6 for k, v in med.items()}
     print(f"{total / 1e6:.0f} MB in {len(blobs)} files, median of {args.repeats}, "
           f"{platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    print("| source | plain copy | MB/s | zoo pull | MB/s | pull / copy |")
-    print("|---|---|---|---|---|---|")
-    print(f"| local directory | cp {med['cp']:.2f} s | {rate['cp']:.0f} | {med['pull-local']:.2f} s | "
-          f"{rate['pull-local']:.0f} | {med['cp'] / med['pull-local']:.0%} |")
-    print(f"| nginx (loopback) | curl {med['curl']:.2f} s | {rate['curl']:.0f} | {med['pull-nginx']:.2f} s | "
-          f"{rate['pull-nginx']:.0f} | {med['curl'] / med['pull-nginx']:.0%} |")
+    print("| source | plain copy | MB/s | `zoo pull` command | MB/s | ratio | library pull | MB/s | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, copy, cmd, lib in (("local directory", "cp", "pull-local", "lib-local"),
+                                  ("nginx (loopback)", "curl", "pull-nginx", "lib-nginx")):
+        print(f"| {label} | {copy} {med[copy]:.2f} s | {rate[copy]:.0f} | {med[cmd]:.2f} s | {rate[cmd]:.0f} | "
+              f"{med[copy] / med[cmd]:.0%} | {med[lib]:.2f} s | {rate[lib]:.0f} | {med[copy] / med[lib]:.0%} |")
     print(json.dumps({"bytes": total, "files": len(blobs), "runs": times,
-                      "ratio_local": med["cp"] / med["pull-local"], "ratio_nginx": med["curl"] / med["pull-nginx"]}))
+                      "ratio_local": med["cp"] / med["pull-local"], "ratio_nginx": med["curl"] / med["pull-nginx"],
+                      "ratio_local_library": med["cp"] / med["lib-local"],
+                      "ratio_nginx_library": med["curl"] / med["lib-nginx"]}))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
-"""Write a blob to disk while a worker thread hashes it: the two overlap on two cores.
+"""Write a blob to disk while worker threads write and hash it: fetch, write and sha256 overlap.
 
-sha256 (OpenSSL) and file writes both release the GIL, so hashing chunk i on a worker while the
-caller writes chunk i and fetches chunk i+1 roughly halves the time of a verified download. The
-hash always covers exactly the bytes that reached the file: chunks handed to write(), or ranges
-re-read from the file after an in-kernel copy (copied()).
+Socket reads, file writes and OpenSSL's sha256 all release the GIL, so a three-stage pipeline
+(caller fetches chunk i+1, a writer thread writes chunk i, a hasher thread hashes chunk i) keeps
+both cores busy. The hash always covers exactly the bytes that reach the file: chunks handed to
+write(), or ranges re-read from the file after an in-kernel copy (copied()). The writer also
+flushes to disk every SYNC_EVERY bytes, so the final fsync does not wait for the whole file.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 from collections.abc import Callable
@@ -15,9 +17,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from .base import CHUNK
 
+DEPTH = 4  # chunks in flight before the caller waits
+SYNC_EVERY = 256 << 20  # bytes written between background fdatasync calls
+
 
 class HashingSink:
-    """Append to an open file descriptor from `offset`; hash everything from byte 0."""
+    """Write into an open file descriptor from `offset`; hash the whole file from byte 0."""
 
     def __init__(self, fd: int, offset: int, progress: Callable[[int], None] | None = None) -> None:
         self.fd = fd
@@ -25,15 +30,17 @@ class HashingSink:
         self.written = 0
         self.digest = hashlib.sha256()
         self.progress = progress
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="zoo-sha256")
-        self._pending: Future | None = None
-        if offset:  # resume: hash what is already on disk first
-            self._hash_range(0, offset)
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="zoo-sha256")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="zoo-write")
+        self._inflight: collections.deque[tuple[Future, Future]] = collections.deque()
+        self._unsynced = 0
+        if offset:  # resume: hash what is already on disk first (in order, on the hasher)
+            self._inflight.append((self._hasher.submit(self._hash_range, 0, offset), self._writer.submit(int)))
 
-    def _wait(self) -> None:
-        if self._pending is not None:
-            self._pending.result()
-            self._pending = None
+    def _throttle(self, depth: int) -> None:
+        while len(self._inflight) > depth:
+            for future in self._inflight.popleft():
+                future.result()  # re-raises a write or read error here
 
     def _hash_range(self, start: int, length: int) -> None:
         end = start + length
@@ -44,37 +51,57 @@ class HashingSink:
             self.digest.update(data)
             start += len(data)
 
-    def write(self, chunk: bytes) -> None:
-        """Write one immutable chunk at the current position; hash it in the background."""
-        self._wait()
-        self._pending = self._pool.submit(self.digest.update, chunk)
+    def _landed(self, n: int) -> None:
+        self._unsynced += n
+        if self._unsynced >= SYNC_EVERY:  # start the disk writes now, not all at the end
+            os.fdatasync(self.fd)
+            self._unsynced = 0
+
+    def _pwrite(self, chunk: bytes, pos: int) -> None:
         view = memoryview(chunk)
         while view:
-            n = os.pwrite(self.fd, view, self.pos)
-            self.pos += n
-            self.written += n
+            n = os.pwrite(self.fd, view, pos)
+            pos += n
             view = view[n:]
+        self._landed(len(chunk))
+
+    def write(self, chunk: bytes) -> None:
+        """Queue one immutable chunk at the current position (written and hashed by the workers)."""
+        self._throttle(DEPTH)
+        self._inflight.append((self._hasher.submit(self.digest.update, chunk),
+                               self._writer.submit(self._pwrite, chunk, self.pos)))
+        self.pos += len(chunk)
+        self.written += len(chunk)
         if self.progress:
             self.progress(len(chunk))
 
     def copied(self, n: int) -> None:
         """`n` bytes were copied into the file at the current position (in-kernel); hash them from the file."""
-        self._wait()
-        self._pending = self._pool.submit(self._hash_range, self.pos, n)
+        self._throttle(DEPTH)
+        self._inflight.append((self._hasher.submit(self._hash_range, self.pos, n), self._writer.submit(self._landed, n)))
         self.pos += n
         self.written += n
         if self.progress:
             self.progress(n)
 
     def finish(self) -> str:
-        """Wait for the hash, fsync the file, return the hex digest of the whole file."""
-        self._wait()
-        self._pool.shutdown()
+        """Drain the pipeline, fsync, return the hex sha256 of the whole file."""
+        try:
+            self._throttle(0)
+        finally:
+            self._shutdown()
         os.fsync(self.fd)
         return self.digest.hexdigest()
 
     def abort(self) -> None:
+        """Let queued writes land (a resumable partial keeps them), then stop the workers."""
         try:
-            self._wait()
+            self._throttle(0)
+        except Exception:
+            pass
         finally:
-            self._pool.shutdown()
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._hasher.shutdown()
+        self._writer.shutdown()
