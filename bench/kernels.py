@@ -5,7 +5,7 @@
 For each kernel (matvec = decode, matmul = prefill of 32 tokens), encoding, shape (rows x cols),
 sparsity and thread count: ms per call, GB/s of weight bytes read, and speed ratios against numpy
 fp32 (BLAS, same threads) and against our dense q4 kernel of the same path — all measured here.
-Matvec is timed with weights streamed from memory (rotating through copies larger than twice the
+Matvec is timed with weights streamed from memory (rotating through copies larger than four times the
 last-level cache) and cache-hot (one copy); matmul, which is compute-bound, cache-hot. Times are
 the best of several repetitions: the machine is shared, best-of is the least disturbed sample.
 The run also measures the streaming read bandwidth (numba prange over 2 GiB) and the cost of
@@ -89,7 +89,7 @@ def best_time(calls: list, reps: int) -> float:
 
 
 def n_copies(nbytes: int, llc: int) -> int:
-    return max(2, min(-(-2 * llc // nbytes) + 1, MAX_COPY_BYTES // max(nbytes, 1)))
+    return max(2, min(-(-4 * llc // nbytes) + 1, MAX_COPY_BYTES // max(nbytes, 1)))
 
 
 def copy_tensor(t):

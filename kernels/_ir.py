@@ -162,6 +162,8 @@ entry:
 loop:
   %k = phi i64 [0, %entry], [%k2, %v.j]
   %sp = getelementptr i8, ptr %src, i64 %k
+  %pfp = getelementptr i8, ptr %sp, i64 {PREFETCH}
+  call void @llvm.prefetch.p0(ptr %pfp, i32 0, i32 0, i32 1)
   %rem = sub i64 %nbytes, %k
 {_load_chunk(h, "%sp", "%rem", "%v")}{_unpack(h, "%v", "%u", minus8=(isa == "avx2"))}  %do = shl i64 %k, 1
   %dp = getelementptr i8, ptr %dst, i64 %do

@@ -18,7 +18,7 @@ from ._llvm import data_ptr, declare, f16_to_f32, link_ir
 
 # Must equal _ir.ir_hash() (tests check it): editing the IR then forces an edit here, and numba
 # invalidates the cached kernels of a changed source file.
-IR_HASH = "8446b5f5fb6aec55"
+IR_HASH = "856245542546390d"
 AVX512, AVX2 = 0, 1
 _PTR = ir.PointerType()
 _I64 = ir.IntType(64)
@@ -168,9 +168,24 @@ def matvec_dense_q(qweight, scales, zeros, has_zeros, is_q4, isa, rows, cols, gr
             out[r] = dot - corr
 
 
+@njit(cache=True, inline="always")
+def _stage_codes(values, row_offsets, r, is_q4, isa, buf):
+    """One code a byte for row r into buf: unpacked nibbles (q4) or copied int8 values (q8)."""
+    off = row_offsets[r]
+    nbytes = row_offsets[r + 1] - off
+    if not is_q4:
+        buf[:nbytes] = values[off:off + nbytes]
+    elif isa == AVX512:
+        unpack_512(values, off, nbytes, buf)
+    else:
+        unpack_avx2(values, off, nbytes, buf)
+
+
 @njit(parallel=True, cache=True, fastmath=FAST)
 def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, isa, rows, cols, group_size, x, out):
-    """sparse-q4 / sparse-q8 rows; a per-block scratch holds a row's codes one byte each."""
+    """sparse-q4 / sparse-q8 rows. Each row's codes are staged one a byte in a scratch buffer one
+    row ahead (double buffered): reading codes that were just stored at unaligned offsets stalls
+    on failed store-to-load forwarding (measured 1.5x slower at 90% sparsity)."""
     xq, xd, xs = quantize_activations(x, cols, group_size)
     n_words = (cols + 63) // 64
     n_groups = (cols + group_size - 1) // group_size
@@ -178,24 +193,19 @@ def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, isa, rows, cols
     # missing positions become the zero point: 8 (q4 codes) or 128 (q8 + 128) on avx512; avx2 is signed
     zconst = np.float32(0.0) if isa == AVX2 else (np.float32(8.0) if is_q4 else np.float32(128.0))
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        scratch = np.zeros(cols + 256, np.uint8)  # [codes of one row + SIMD overrun pad]
+        r0, r1 = blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)
+        scratch = np.zeros((2, cols + 256), np.uint8)  # [2 rows of codes + SIMD overrun pad]
         sd = np.empty(n_groups, np.float32)
-        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
-            off = row_offsets[r]
-            nbytes = row_offsets[r + 1] - off
+        _stage_codes(values, row_offsets, r0, is_q4, isa, scratch[r0 & 1])
+        for r in range(r0, r1):
+            if r + 1 < r1:
+                _stage_codes(values, row_offsets, r + 1, is_q4, isa, scratch[(r + 1) & 1])
             m, g0 = r * n_words, r * n_groups
             corr = _row_factors(scales[g0:g0 + n_groups], values[:0], False, zconst, xd, xs, sd)
+            buf = scratch[r & 1]
             if isa == AVX512:
-                if is_q4:
-                    unpack_512(values, off, nbytes, scratch)
-                    dot = sq4_512(bitmask, m, n_words, scratch, 0, gw, xq, sd)
-                else:
-                    scratch[:nbytes] = values[off:off + nbytes]
-                    dot = sq8_512(bitmask, m, n_words, scratch, 0, gw, xq, sd)
+                dot = sq4_512(bitmask, m, n_words, buf, 0, gw, xq, sd) if is_q4 else \
+                    sq8_512(bitmask, m, n_words, buf, 0, gw, xq, sd)
             else:
-                if is_q4:
-                    unpack_avx2(values, off, nbytes, scratch)
-                else:
-                    scratch[:nbytes] = values[off:off + nbytes]
-                dot = sq4_avx2(bitmask, m, n_words, scratch, 0, gw, xq, sd)  # avx2: both kinds are signed codes
+                dot = sq4_avx2(bitmask, m, n_words, buf, 0, gw, xq, sd)  # avx2: both kinds are signed codes
             out[r] = dot - corr
