@@ -5,12 +5,14 @@
 Builds a random q4 Llama artifact (about 1 GB with the defaults), pushes it to a directory
 registry, serves that directory with nginx on loopback, then alternates, per repeat:
   cp     copy every blob file to a fresh directory (the same bytes a pull writes)
-  pull   `zoo pull NAME` into a fresh ZOO_HOME from the directory registry (the whole command)
+  pull   `zoo pull NAME` into a fresh ZOO_HOME from the directory registry (the whole command; same
+         filesystem, so blobs are hard-linked after their sha256 is verified, like `git clone --local`)
   curl   curl every blob from nginx into a fresh directory (one process per file)
   pull   `zoo pull http://…/NAME` into a fresh ZOO_HOME (the whole command)
-and the same two pulls as library calls in this process (no interpreter start-up).
-Every run reads warm page cache and writes to the same disk; the pull also hashes (sha256),
-fsyncs and hard-links a snapshot. Prints a Markdown table (median of the repeats) and one JSON line.
+and the same pulls as library calls in this process (no interpreter start-up), plus the copying
+local pull (Store(link_local=False): what happens across filesystems).
+Every run reads warm page cache and writes to the same disk, after an os.sync() so no run waits on
+another's writeback; the pull also hashes (sha256), fsyncs and hard-links a snapshot. Prints a Markdown table (median of the repeats) and one JSON line.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from zoo.synthetic import LLAMA_7B, write_random_model  # noqa: E402
 
 
 def _timed(cmd: list[str], env: dict | None = None) -> float:
+    os.sync()  # no earlier run's dirty pages left for this one to wait on
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -47,11 +50,12 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _pull_in_process(home: Path, ref: str, registry: str | None) -> float:
+def _pull_in_process(home: Path, ref: str, registry: str | None, link: bool = True) -> float:
     """The library call `zoo.registry.transfer.pull` (no interpreter start-up) into a fresh store."""
     from zoo.store import Store
 
-    store = Store(_fresh(home))
+    store = Store(_fresh(home), link_local=link)
+    os.sync()
     start = time.perf_counter()
     pull(ref, registry=registry, store=store)
     return time.perf_counter() - start
@@ -79,8 +83,8 @@ def main() -> None:
     env = dict(os.environ, ZOO_CONFIG=str(work / "no-config.yaml"))
     env.pop("ZOO_REGISTRY", None)
     zoo = [sys.executable, "-m", "zoo.cli.main", "pull"]
-    times: dict[str, list[float]] = {"cp": [], "pull-local": [], "lib-local": [], "curl": [], "pull-nginx": [],
-                                     "lib-nginx": []}
+    times: dict[str, list[float]] = {"cp": [], "pull-local": [], "lib-local": [], "lib-local-copy": [], "curl": [],
+                                     "pull-nginx": [], "lib-nginx": []}
     try:
         for _ in range(max(1, args.repeats)):
             for p in blobs:  # warm the page cache for every contender alike
@@ -91,7 +95,9 @@ def main() -> None:
             times["pull-local"].append(_timed([*zoo, "bench", "--registry", str(registry)],
                                               dict(env, ZOO_HOME=str(home))))
             times["lib-local"].append(_pull_in_process(work / "home", "bench", str(registry)))
+            times["lib-local-copy"].append(_pull_in_process(work / "home", "bench", str(registry), link=False))
             out = _fresh(work / "out")
+            os.sync()
             start = time.perf_counter()
             for p in blobs:
                 subprocess.run(["curl", "-sf", "-o", str(out / p.name), f"{nginx.url}/blobs/sha256/{p.name}"],
@@ -114,6 +120,8 @@ def main() -> None:
                                   ("nginx (loopback)", "curl", "pull-nginx", "lib-nginx")):
         print(f"| {label} | {copy} {med[copy]:.2f} s | {rate[copy]:.0f} | {med[cmd]:.2f} s | {rate[cmd]:.0f} | "
               f"{med[copy] / med[cmd]:.0%} | {med[lib]:.2f} s | {rate[lib]:.0f} | {med[copy] / med[lib]:.0%} |")
+    print(f"| local directory, copying (another filesystem) | cp {med['cp']:.2f} s | {rate['cp']:.0f} | | | | "
+          f"{med['lib-local-copy']:.2f} s | {rate['lib-local-copy']:.0f} | {med['cp'] / med['lib-local-copy']:.0%} |")
     print(json.dumps({"bytes": total, "files": len(blobs), "runs": times,
                       "ratio_local": med["cp"] / med["pull-local"], "ratio_nginx": med["curl"] / med["pull-nginx"],
                       "ratio_local_library": med["cp"] / med["lib-local"],

@@ -9,12 +9,12 @@ warnings, and `strict=True` (used for the built-in catalog) turns them into erro
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 from zoo.errors import CardError
@@ -105,11 +105,15 @@ def _close(schema: dict, path: tuple = ()) -> dict:
     return out
 
 
-_OPEN = jsonschema.Draft202012Validator(SCHEMA)
-_STRICT = jsonschema.Draft202012Validator(_close(SCHEMA))
+@functools.cache
+def _validators():
+    """(open, strict) validators, built on first use: the CLI should not pay for jsonschema at start-up."""
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(SCHEMA), jsonschema.Draft202012Validator(_close(SCHEMA))
 
 
-def _where(err: jsonschema.ValidationError) -> str:
+def _where(err) -> str:
     return ".".join(str(p) for p in err.absolute_path) or "(top level)"
 
 
@@ -120,11 +124,12 @@ def validate(card: Any, *, strict: bool = False, source: str = "card") -> list[s
     """
     if not isinstance(card, dict):
         raise CardError(f"{source}: a card must be a YAML mapping, got {type(card).__name__}")
-    errors = sorted(_OPEN.iter_errors(card), key=lambda e: list(map(str, e.absolute_path)))
+    open_validator, strict_validator = _validators()
+    errors = sorted(open_validator.iter_errors(card), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         err = errors[0]
         raise CardError(f"{source}: {_where(err)}: {err.message}")
-    warnings = [f"{source}: {_where(e)}: {e.message}" for e in _STRICT.iter_errors(card)]
+    warnings = [f"{source}: {_where(e)}: {e.message}" for e in strict_validator.iter_errors(card)]
     if strict and warnings:
         raise CardError(warnings[0])
     return warnings

@@ -12,6 +12,7 @@ of one model download each blob once. `resolve(name_or_path)` is what `zoo run` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -58,10 +59,11 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """The local store at `root` (default: config.zoo_home())."""
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, *, link_local: bool = True) -> None:
         from zoo.config import zoo_home
 
         self.root = Path(root).expanduser() if root is not None else zoo_home()
+        self.link_local = link_local  # hard-link verified blobs from a local registry on the same filesystem
         self.blobs = self.root / "blobs" / "sha256"
         self.manifests = self.root / "manifests"
         self.snapshots = self.root / "snapshots"
@@ -153,7 +155,31 @@ class Store:
         with FileLock(str(self.root / "locks" / f"{entry.sha256}.lock")):
             if final.is_file():  # another process finished it while we waited
                 return 0
+            link = getattr(registry, "link_blob", None)
+            if link is not None and self.link_local and not final.with_name(final.name + ".partial").exists():
+                linked = self._link(link, entry, final, progress)
+                if linked:
+                    return linked
             return self._download(registry, entry, final, progress)
+
+    def _link(self, link, entry: FileEntry, final: Path, progress: Progress | None) -> int:
+        """Like `git clone --local`: hard-link a local registry's blob, hash it, keep it only if it matches.
+
+        The registry's blobs are immutable (written once, read-only), so the store shares them instead
+        of copying gigabytes; returns 0 when a link is impossible (another filesystem, permissions).
+        """
+        tmp = final.with_name(final.name + ".link")
+        tmp.unlink(missing_ok=True)
+        if not link(entry, tmp):
+            return 0
+        digest, size = sha256_path(tmp, progress)
+        if size != entry.size or digest != entry.sha256:
+            tmp.unlink(missing_ok=True)
+            what = f"{size} bytes, expected {entry.size}" if size != entry.size else \
+                f"sha256 {digest[:16]}…, expected {entry.sha256[:16]}…"
+            raise ChecksumError(f"{entry.path}: registry blob does not match the manifest ({what}); nothing was stored")
+        os.replace(tmp, final)
+        return size
 
     def _download(self, registry: Registry, entry: FileEntry, final: Path, progress: Progress | None) -> int:
         """Fetch into `<hex>.partial` (resuming it), hash on a second thread, verify, then rename into place."""
@@ -274,6 +300,18 @@ class Store:
                     shutil.rmtree(path, ignore_errors=True)
                     snaps_removed += 1
         return {"blobs_removed": blobs_removed, "snapshots_removed": snaps_removed, "bytes_freed": freed}
+
+
+def sha256_path(path: Path, progress: Progress | None = None) -> tuple[str, int]:
+    """(hex sha256, size) of a file, read in CHUNK pieces (OpenSSL releases the GIL while hashing)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            if progress:
+                progress(len(chunk))
+    return digest.hexdigest(), size
 
 
 def _entries(directory: Path) -> Iterator[Path]:

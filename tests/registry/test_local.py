@@ -229,3 +229,36 @@ def test_blobs_are_shared_between_tags_and_models(zoo_env, tiny_artifact, tmp_pa
     assert second.reused_bytes == os.path.getsize(other / "shared-00001.safetensors")
     assert len(store_files(zoo_env / "home")) == 5  # 2 model shards + 2 cards + 1 shared
     assert first.path != second.path
+
+
+def test_same_filesystem_pull_shares_the_registry_blob(zoo_env, tiny_artifact):
+    """Like `git clone --local`: a verified hard link, not a second copy."""
+    reg = zoo_env / "reg"
+    push(tiny_artifact, "tiny", registry=str(reg))
+    result = pull("tiny", registry=str(reg))
+    for entry in result.files:
+        assert Store().blob_path(entry.sha256).stat().st_ino == (reg / "blobs" / "sha256" / entry.sha256).stat().st_ino
+
+
+def test_copying_pull_round_trip_tamper_and_resume(zoo_env, tiny_artifact, mid_artifact):
+    """The in-kernel copy path (another filesystem, or link_local=False) verifies what it wrote."""
+    reg = zoo_env / "reg"
+    push(mid_artifact, "mid", registry=str(reg))
+    store = Store(link_local=False)
+    manifest = LocalRegistry(reg).get_manifest("mid", "latest")
+    big = max(manifest["files"], key=lambda f: f["size"])
+    store.blobs.mkdir(parents=True)
+    have = big["size"] // 3
+    (store.blobs / f"{big['sha256']}.partial").write_bytes((mid_artifact / big["path"]).read_bytes()[:have])
+    result = pull("mid", registry=str(reg), store=store)
+    assert result.downloaded_bytes == sum(f["size"] for f in manifest["files"]) - have
+    assert_same_tree(mid_artifact, result.path)
+    for entry in result.files:  # copies, not links
+        assert store.blob_path(entry.sha256).stat().st_ino != (reg / "blobs" / "sha256" / entry.sha256).stat().st_ino
+    push(tiny_artifact, "tiny", registry=str(reg))
+    shard = next(f for f in LocalRegistry(reg).get_manifest("tiny", "latest")["files"]
+                 if f["path"] == "model-00001.safetensors")
+    tamper(reg / "blobs" / "sha256" / shard["sha256"])
+    with pytest.raises(ChecksumError, match="model-00001.safetensors"):
+        pull("tiny", registry=str(reg), store=store)
+    assert shard["sha256"] not in store_files(zoo_env / "home") and not store.has("tiny", "latest")

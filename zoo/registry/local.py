@@ -105,6 +105,19 @@ class LocalRegistry(Registry):
 
         return offset, chunks()
 
+    def link_blob(self, entry: FileEntry, dest: Path) -> bool:
+        """Hard-link a blob to `dest` (same filesystem); False when the OS refuses (the caller copies)."""
+        path = self._blob(entry)
+        if path.is_symlink():
+            raise RegistryError(f"{entry.path}: blob is a symlink in {self.url}; refused")
+        if not path.is_file():
+            raise NotFoundError(f"{entry.path}: blob sha256:{entry.sha256[:12]} missing from {self.url}")
+        try:
+            os.link(path, dest)
+        except OSError:
+            return False
+        return True
+
     def copy_blob(self, entry: FileEntry, offset: int, out_fd: int) -> Iterator[int]:
         """Copy a blob from `offset` into `out_fd` (same offset) in the kernel (copy_file_range, like cp);
         yields the bytes copied per step. The store hashes what lands in its file."""
