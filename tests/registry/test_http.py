@@ -130,3 +130,25 @@ def test_tampered_blob_on_the_mirror(zoo_env, nginx, tiny_artifact):
         assert not Store().has("tiny-bad", "latest")
     finally:
         blob.write_bytes(original)  # other tests share this blob (same bytes)
+
+
+def test_gc_during_a_pull_keeps_what_the_pull_needs(zoo_env, nginx, mid_artifact):
+    push(mid_artifact, "mid-gc", registry=str(nginx.root))
+    home = zoo_env / "home"
+    proc = _pull_process(f"{nginx.url}/slow/mid-gc")
+    deadline = time.monotonic() + 60
+    while not any(_partials(home).values()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    before = _partials(home)
+    assert Store().gc()["blobs_removed"] == 0  # the running pull's blobs and partials are in use
+    assert all(name in _partials(home) or name[: -len(".partial")] in store_files(home) for name in before)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-300:]
+    assert_same_tree(mid_artifact, Path(json.loads(out)["path"]))
+
+
+def test_credentials_in_the_url_are_never_echoed(zoo_env, nginx):
+    url = nginx.url.replace("http://", "http://reader:s3cr3t-pw@")
+    with pytest.raises(NotFoundError) as err:
+        pull(f"{url}/absent:v1")
+    assert "s3cr3t-pw" not in str(err.value) and "127.0.0.1" in str(err.value)
