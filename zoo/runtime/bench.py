@@ -14,7 +14,14 @@ _TEXT = ("The history of the printing press begins in the fifteenth century, whe
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (Linux ru_maxrss is in KiB)."""
+    """Peak resident set size of this process so far, MiB: /proc VmHWM (reset at exec), else ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

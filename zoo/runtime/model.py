@@ -7,6 +7,7 @@ the batched ones (`zoo.kernels.linear` dispatches on the shape of x). Weights ar
 
 from __future__ import annotations
 
+import mmap
 import time
 from pathlib import Path
 
@@ -22,6 +23,16 @@ import zoo.kernels as K
 from .embedding import embed_rows
 
 SUPPORTED = ("llama", "mpt")
+
+
+def lazy_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """float32 zeros on an anonymous mmap: pages are committed (4 KiB at a time) only when written.
+
+    np.zeros asks for transparent huge pages on large arrays, so writing one position of each KV head
+    commits 2 MiB; the KV cache would cost RSS for the whole context up front.
+    """
+    nbytes = max(4, int(np.prod(shape)) * 4)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=np.float32, count=int(np.prod(shape))).reshape(shape)
 
 
 def _dense_f32(t) -> np.ndarray:
@@ -81,9 +92,9 @@ class Model:
         self.k, self.v = np.zeros((C, kv_dim), f32), np.zeros((C, kv_dim), f32)
         self.qkv = np.zeros((C, 3 * self.dim), f32) if self.arch == "mpt" else None
         self.gate, self.up = np.zeros(C * hmax, f32), np.zeros(C * hmax, f32)  # viewed as [T, hidden_i]
-        self.logits = np.zeros((C, self.vocab_size), f32)
-        shape = (self.n_layers, self.n_kv, self.ctx, self.head_dim)
-        self.k_cache, self.v_cache = np.zeros(shape, f32), np.zeros(shape, f32)
+        self.logits = lazy_zeros((C, self.vocab_size))  # usually only row 0 is written
+        shape = (self.n_layers, self.n_kv, self.ctx, self.head_dim)  # head-major, as zoo.kernels.attention wants
+        self.k_cache, self.v_cache = lazy_zeros(shape), lazy_zeros(shape)
 
     def kv_cache_bytes(self, tokens: int | None = None) -> int:
         """Bytes the KV cache holds for `tokens` positions (all of ctx by default)."""
