@@ -140,7 +140,8 @@ def random_7b_gguf(out: Path) -> Path:
     w.add_feed_forward_length(hidden); w.add_head_count(32); w.add_head_count_kv(32)  # noqa: E702
     w.add_rope_dimension_count(128); w.add_layer_norm_rms_eps(1e-5); w.add_file_type(2)  # noqa: E702
     w.add_tokenizer_model("gpt2"); w.add_tokenizer_pre("default")  # noqa: E702
-    byte_tokens = [chr(c) for c in gguf.vocab._bytes_to_unicode().values()] if hasattr(gguf.vocab, "_bytes_to_unicode") else []
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]  # GPT-2's byte -> unicode table
+    byte_tokens = [chr(b) for b in printable] + [chr(256 + i) for i in range(256 - len(printable))]
     tokens = list(dict.fromkeys(byte_tokens + [f"t{i}" for i in range(vocab)]))[:vocab]
     w.add_token_list(tokens); w.add_token_types([1] * vocab); w.add_token_merges([])  # noqa: E702
     w.add_bos_token_id(0); w.add_eos_token_id(1)  # noqa: E702
