@@ -6,14 +6,17 @@ does not fill a window is dropped; `max_windows` keeps only the first windows), 
 an empty context, and average the cross-entropy of predicting tokens 1..ctx-1 of every window from
 the ones before it; perplexity = exp(mean). This is the papers' WikiText-2 protocol (no stride).
 
-The forward pass is the team's dense reference (zoo.runtime.reference), streamed one decoder layer at
-a time over all windows, so memory is one layer plus the windows' activations.
+Engines: a zoo artifact runs on the numba runtime (zoo.runtime.model, weights kept encoded); any other
+source (GGUF, Hugging Face dir) runs the team's dense reference forward (zoo.runtime.reference), streamed
+one decoder layer at a time over all windows. The engine is recorded in the protocol.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +30,25 @@ CALIBRATION_TEXT = DATA_DIR / "calibration.txt"
 EVALUATION_TEXT = DATA_DIR / "evaluation.txt"
 
 Progress = Callable[[str], None]
+
+
+def fixed_blas_threads():
+    """Context fixing the BLAS thread count (ZOO_BLAS_THREADS, default 1) for compression and evaluation.
+
+    Why: results must be bit-reproducible, and a BLAS reduction's order may depend on its thread
+    count; and on a shared 2-core machine a 2-thread OpenBLAS spins so badly that one thread is
+    10-40x faster on these mid-sized matrices (measured, docs/compress.md).
+    """
+    from threadpoolctl import threadpool_limits
+
+    try:
+        n = int(os.environ.get("ZOO_BLAS_THREADS", "1"))
+    except ValueError:
+        raise EvaluationError(f"ZOO_BLAS_THREADS must be an integer, got {os.environ['ZOO_BLAS_THREADS']!r}") from None
+    return threadpool_limits(limits=max(1, n), user_api="blas")
+
+
+_TOKEN_CACHE: dict[tuple[str, str], np.ndarray] = {}
 
 
 def read_text(path: str | Path) -> tuple[str, str]:
@@ -56,8 +78,13 @@ def load_tokenizer(tokenizer_json: bytes | str | None, where: str = "model"):
 
 
 def tokenize(tokenizer, text: str) -> np.ndarray:
-    """Token ids int64 [n] of the whole text, without special tokens."""
-    return np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+    """Token ids int64 [n] of the whole text, without special tokens (cached per tokenizer and text)."""
+    key = (hashlib.sha256(tokenizer.to_str().encode()).hexdigest(), hashlib.sha256(text.encode()).hexdigest())
+    if key not in _TOKEN_CACHE:
+        if len(_TOKEN_CACHE) > 8:
+            _TOKEN_CACHE.clear()
+        _TOKEN_CACHE[key] = np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+    return _TOKEN_CACHE[key].copy()
 
 
 def windows_of(ids: np.ndarray, ctx: int, max_windows: int | None = None) -> np.ndarray:
@@ -70,6 +97,31 @@ def windows_of(ids: np.ndarray, ctx: int, max_windows: int | None = None) -> np.
     if n < 1:
         raise EvaluationError(f"text has {len(ids)} tokens, fewer than one window of {ctx}")
     return ids[: n * ctx].reshape(n, ctx)
+
+
+def _nll_of_logits(logits: np.ndarray, window: np.ndarray) -> float:
+    """Summed cross-entropy of logits [ctx-1, vocab] (f32) predicting window[1:]; log-sum-exp in float64."""
+    m = logits.max(axis=1, keepdims=True)
+    lse = m[:, 0].astype(np.float64) + np.log(np.exp(logits - m).sum(axis=1, dtype=np.float64))
+    target = logits[np.arange(len(window) - 1), window[1:]].astype(np.float64)
+    return float(np.sum(lse - target))
+
+
+def runtime_nll(path: str | Path, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+    """Summed NLL float64 [windows] on the numba runtime (the artifact stays encoded)."""
+    from zoo.runtime.model import Model
+
+    n_win, ctx = windows.shape
+    model = Model.load(path, ctx=ctx)
+    nll = np.zeros(n_win)
+    start = time.monotonic()
+    for k in range(n_win):
+        logits = model.forward([int(t) for t in windows[k]], 0, all_logits=True)  # [ctx, vocab] f32
+        nll[k] = _nll_of_logits(logits[:-1], windows[k])
+        if progress and (k + 1) % max(1, n_win // 8) == 0:
+            eta = (time.monotonic() - start) * (n_win - k - 1) / (k + 1)
+            progress(f"eval window {k + 1}/{n_win} (eta {eta:.0f}s)")
+    return nll
 
 
 def window_nll(source, windows: np.ndarray, progress: Progress | None = None) -> np.ndarray:
@@ -98,20 +150,22 @@ def window_nll(source, windows: np.ndarray, progress: Progress | None = None) ->
     norm = source.tensor("output_norm.weight")
     nll = np.zeros(n_win)
     for k in range(n_win):
-        logits = final_logits(config, x[k, :-1], norm, head)  # [ctx-1, vocab] f32
-        m = logits.max(axis=1, keepdims=True)
-        lse = m[:, 0].astype(np.float64) + np.log(np.exp(logits - m).sum(axis=1, dtype=np.float64))
-        target = logits[np.arange(ctx - 1), windows[k, 1:]].astype(np.float64)
-        nll[k] = float(np.sum(lse - target))
+        nll[k] = _nll_of_logits(final_logits(config, x[k, :-1], norm, head), windows[k])
     return nll
 
 
+ENGINES = ("auto", "runtime", "reference")
+
+
 def perplexity(model, text: str | Path | None = None, ctx: int = 512, max_windows: int | None = None,
-               progress: Progress | None = None) -> dict:
+               progress: Progress | None = None, engine: str = "auto") -> dict:
     """Perplexity of `model` (a path or a zoo.convert Source) on `text` (default: the shipped evaluation text).
 
-    Returns {perplexity, ctx, windows, tokens_scored, text, text_sha256, protocol}.
+    engine "auto" runs zoo artifacts on the numba runtime and other sources on the reference forward.
+    Returns {perplexity, ctx, windows, tokens_scored, text, text_sha256, engine, protocol}.
     """
+    if engine not in ENGINES:
+        raise EvaluationError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     from zoo.convert.source import Source, open_source
 
     source = model if isinstance(model, Source) else open_source(model)
@@ -123,7 +177,15 @@ def perplexity(model, text: str | Path | None = None, ctx: int = 512, max_window
     windows = windows_of(tokenize(tok, body), ctx, max_windows)
     if int(windows.max()) >= source.config["vocab_size"]:
         raise EvaluationError(f"tokenizer produces ids beyond the model's vocab_size {source.config['vocab_size']}")
-    nll = window_nll(source, windows, progress)
+    is_artifact = not isinstance(model, Source) and (Path(model) / "zoo.yaml").is_file()
+    if engine == "runtime" and not is_artifact:
+        raise EvaluationError(f"{model}: the runtime engine needs a zoo artifact (convert it first)")
+    use_runtime = is_artifact and engine != "reference"
+    if ctx > source.config["max_seq_len"]:
+        raise EvaluationError(f"ctx {ctx} exceeds the model's max_seq_len {source.config['max_seq_len']}")
+    with fixed_blas_threads():
+        nll = runtime_nll(model, windows, progress) if use_runtime else window_nll(source, windows, progress)
+    used = "zoo.runtime (numba, encoded weights)" if use_runtime else "zoo.runtime.reference (numpy float32, dense)"
     scored = windows.shape[0] * (ctx - 1)
     mean = float(nll.sum() / scored)
     return {
@@ -133,11 +195,12 @@ def perplexity(model, text: str | Path | None = None, ctx: int = 512, max_window
         "tokens_scored": scored,
         "text": text_path.name,
         "text_sha256": sha,
-        "protocol": protocol(ctx, windows.shape[0], scored, text_path.name, sha),
+        "engine": used,
+        "protocol": protocol(ctx, windows.shape[0], scored, text_path.name, sha, used),
     }
 
 
-def protocol(ctx: int, windows: int, scored: int, text_name: str, sha: str) -> dict:
+def protocol(ctx: int, windows: int, scored: int, text_name: str, sha: str, engine: str) -> dict:
     """The protocol as recorded in cards: enough to reproduce the number."""
     return {"text": text_name, "text_sha256": sha, "ctx": ctx, "windows": windows, "tokens_scored": scored,
-            "stride": ctx, "bos": False, "forward": "zoo.runtime.reference (float32)"}
+            "stride": ctx, "bos": False, "engine": engine}

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from zoo.errors import CompressError
 
 from .masks import n_pruned, parse_nm, prune_lowest_global, prune_nm
-from .quant import codes_for, f16_scale, qmax_of
+from .quant import f16_scale, qmax_of
 
 
 @dataclass
@@ -51,6 +52,35 @@ def inverse_hessian_factor(h: np.ndarray, percdamp: float) -> tuple[np.ndarray, 
     return u, dead
 
 
+@numba.njit(cache=True)
+def _sweep(w1, u1, mask1, scale, qmax, codes1, err1, lo, hi):  # pragma: no cover - compiled
+    """Columns lo..hi-1 of one lazy block, in place.
+
+    w1 [rows, count] f64 block weights; u1 [count, count] f64 its inverse-Hessian factor; mask1
+    [rows, count] bool keep; scale [rows] f64 the block's group scale (qmax = 0: no quantization);
+    codes1 [rows, count] int8 out; err1 [rows, count] f64 out (scaled errors for the lazy update).
+    """
+    rows, count = w1.shape
+    for i in range(lo, hi):
+        d = u1[i, i]
+        for r in range(rows):
+            wv = w1[r, i]
+            q = 0.0
+            if mask1[r, i]:
+                q = wv
+                if qmax > 0:
+                    c = 0.0
+                    if scale[r] > 0:
+                        c = min(max(np.rint(wv / scale[r]), -qmax), qmax)
+                    codes1[r, i] = np.int8(c)
+                    q = c * scale[r]
+            e = (wv - q) / d
+            err1[r, i] = e
+            w1[r, i] = q
+            for j in range(i + 1, count):
+                w1[r, j] -= e * u1[i, j]
+
+
 def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern: str = "unstructured",
                  fixed_mask: np.ndarray | None = None, bits: int | None = None, group_size: int = 128,
                  blocksize: int = 128, percdamp: float = 0.01) -> ObsResult:
@@ -79,34 +109,29 @@ def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern
         count = i2 - i1
         w1 = wk[:, i1:i2].copy()  # [rows, count]
         err1 = np.zeros((rows, count))
-        u1 = u[i1:i2, i1:i2]
+        u1 = np.ascontiguousarray(u[i1:i2, i1:i2])
         d1 = np.diag(u1)
         if adaptive and nm is None:
             k = n_pruned(total, sparsity * (i2 / cols)) - n_pruned(total, sparsity * (i1 / cols))
             mask[:, i1:i2] = prune_lowest_global(w1 ** 2 / d1[None, :] ** 2, k)
         if adaptive and nm is not None and qmax is not None:
             mask[:, i1:i2] = prune_nm(w1 ** 2 / d1[None, :] ** 2, *nm)
+        s64 = np.zeros(rows)
         if qmax is not None:
             kept = np.where(mask[:, i1:i2], np.abs(w1), 0.0)
             s = f16_scale(kept.max(axis=1), qmax)  # [rows] f16
             scales[:, i1 // group_size] = s
-            s32 = s.astype(np.float64)
-        for i in range(count):
-            c = i1 + i
-            if adaptive and nm is not None and qmax is None and i % nm[1] == 0:
+            s64 = s.astype(np.float64)
+        codes1 = np.zeros((rows, count), np.int8)
+        if adaptive and nm is not None and qmax is None:  # N:M masks chosen lazily, every M columns
+            for i in range(0, count, nm[1]):
                 span = min(nm[1], count - i)
-                mask[:, c:c + span] = prune_nm(w1[:, i:i + span] ** 2 / d1[None, i:i + span] ** 2, *nm)
-            col = w1[:, i]
-            q = np.where(mask[:, c], col, 0.0)
-            if qmax is not None:
-                cq = codes_for(q, s32, qmax)
-                cq[~mask[:, c]] = 0
-                codes[:, c] = cq
-                q = cq.astype(np.float64) * s32
-            e = (col - q) / d1[i]
-            w1[:, i:] -= np.outer(e, u1[i, i:])
-            w1[:, i] = q
-            err1[:, i] = e
+                mask[:, i1 + i:i1 + i + span] = prune_nm(w1[:, i:i + span] ** 2 / d1[None, i:i + span] ** 2, *nm)
+                _sweep(w1, u1, np.ascontiguousarray(mask[:, i1:i2]), s64, 0, codes1, err1, i, i + span)
+        else:
+            _sweep(w1, u1, np.ascontiguousarray(mask[:, i1:i2]), s64, qmax or 0, codes1, err1, 0, count)
+        if codes is not None:
+            codes[:, i1:i2] = codes1
         wk[:, i1:i2] = w1
         wk[:, i2:] -= err1 @ u[i1:i2, i2:]
     wk[~mask] = 0.0

@@ -219,13 +219,23 @@ def _write_card(path: Path, card: dict) -> None:
 
 def compress(src, out_dir: str | Path, recipe: Recipe, *, calib_text: str | Path | None = None,
              eval_text: str | Path | None = None, eval_ctx: int = 512, eval_windows: int | None = 64,
-             evaluate: bool = True, base_perplexity: dict | None = None, overwrite: bool = False,
+             evaluate: bool = True, base_perplexity: dict | None = None, eval_engine: str = "auto",
+             overwrite: bool = False,
              name: str | None = None, progress: Progress | None = None) -> dict:
     """Compress `src` (path or Source) into the artifact `out_dir`; returns the card written.
 
     With `evaluate`, the card's metrics include the perplexity of the base model (or the given
     `base_perplexity` result) and of the result on the evaluation text under one protocol.
     """
+    from zoo.evaluate import fixed_blas_threads
+
+    with fixed_blas_threads():
+        return _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_windows, evaluate,
+                         base_perplexity, eval_engine, overwrite, name, progress)
+
+
+def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_windows, evaluate, base_perplexity,
+              eval_engine, overwrite, name, progress) -> dict:
     from zoo import __version__
     from zoo.convert.source import Source, open_source
     from zoo.evaluate import perplexity
@@ -268,7 +278,7 @@ def compress(src, out_dir: str | Path, recipe: Recipe, *, calib_text: str | Path
         metrics = _metrics(reports, card.get("files", []))
         if evaluate:
             base = base_perplexity or perplexity(source, eval_text, eval_ctx, eval_windows, progress)
-            result = perplexity(staging, eval_text, eval_ctx, eval_windows, progress)
+            result = perplexity(staging, eval_text, eval_ctx, eval_windows, progress, engine=eval_engine)
             metrics["perplexity"] = {"base": round(base["perplexity"], 4), "value": round(result["perplexity"], 4),
                                      "protocol": result["protocol"]}
         card["metrics"] = metrics

@@ -23,7 +23,8 @@ def qmax_of(bits: int) -> int:
 
 def f16_scale(absmax: np.ndarray, qmax: int) -> np.ndarray:
     """f16(absmax / qmax) as float16, refusing values f16 cannot hold."""
-    s = (np.asarray(absmax, np.float32) / np.float32(qmax)).astype(np.float16)
+    with np.errstate(over="ignore", invalid="ignore"):
+        s = (np.asarray(absmax, np.float32) / np.float32(qmax)).astype(np.float16)
     if not np.all(np.isfinite(s)):
         raise CompressError("weights too large or not finite for f16 scales")
     return s

@@ -83,6 +83,8 @@ class Recipe:
                "group_size": self.group_size if quantized else None,
                "quantizer": self.quantizer if quantized else None, "seed": self.seed,
                "dampening": self.percdamp, "blocksize": self.blocksize}
+        if self.bits == 3:  # 3-bit codes live in the 4-bit containers: the card states the storage bits
+            out["bits"], out["code_bits"] = 4, 3
         if self.method == "magnitude":
             out["scope"] = self.scope
         if self.profile == "owl":

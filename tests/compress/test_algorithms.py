@@ -1,0 +1,191 @@
+"""Pruning and quantization on tiny random layers: exact sparsity, N:M, error ordering, zeros stay zero."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zoo.compress import InputStats, LinearRecipe, compress_linear, pareto_front
+from zoo.compress.masks import parse_nm, select
+from zoo.compress.neurons import keep_channels, kept_hidden
+from zoo.compress.obs import obs_compress
+from zoo.compress.profile import outlier_ratio, owl_sparsities
+from zoo.compress.quant import rtn
+from zoo.errors import CompressError
+from zoo.format import decode, encode
+from zoo.format.encode import unpack_mask
+
+ROWS, COLS, TOKENS = 96, 256, 1024
+
+
+@pytest.fixture(scope="module")
+def layer():
+    """Correlated inputs with a few outlier features (as in LLM activations) and a random weight."""
+    rng = np.random.default_rng(0)
+    mix = rng.standard_normal((COLS, COLS)) * 0.3 + np.eye(COLS)
+    feature_scale = np.exp(rng.standard_normal(COLS))
+    x = (rng.standard_normal((TOKENS, COLS)) @ mix * feature_scale).astype(np.float32)  # [tokens, cols]
+    w = rng.standard_normal((ROWS, COLS)).astype(np.float32)  # [rows, cols]
+    stats = InputStats(COLS, need_hessian=True)
+    stats.add(x[: TOKENS // 2])
+    stats.add(x[TOKENS // 2:])
+    return x, w, stats
+
+
+def rel_error(x: np.ndarray, w: np.ndarray, t) -> float:
+    """‖X(Ŵ − W)ᵀ‖ / ‖XWᵀ‖: the layer's output reconstruction error."""
+    return float(np.linalg.norm(x @ (decode(t) - w).T) / np.linalg.norm(x @ w.T))
+
+
+def stored_mask(t) -> np.ndarray:
+    return unpack_mask(np.asarray(t.parts["bitmask"]), t.shape[1])
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("sparsity", [0.3, 0.5, 0.77])
+def test_achieved_sparsity_equals_requested(layer, method, sparsity):
+    _, w, stats = layer
+    t, mask = compress_linear(w, stats, LinearRecipe(method=method, sparsity=sparsity))
+    assert t.encoding == "sparse-f16"
+    if method == "sparsegpt":  # blocks of the whole layer: exactly round(s·rows·cols) in total
+        assert int((~mask).sum()) == int(np.rint(sparsity * w.size))
+    else:  # compared within each row: every row prunes exactly round(s·cols)
+        assert np.all((~mask).sum(axis=1) == int(np.rint(sparsity * COLS)))
+    np.testing.assert_array_equal(stored_mask(t), mask)
+    assert np.all(decode(t)[~mask] == 0)
+
+
+def test_magnitude_layer_scope_prunes_globally(layer):
+    _, w, _ = layer
+    w = w * np.linspace(0.1, 2, ROWS, dtype=np.float32)[:, None]  # rows of very different size
+    _, mask = compress_linear(w, None, LinearRecipe(method="magnitude", sparsity=0.5, scope="layer"))
+    assert int((~mask).sum()) == w.size // 2
+    assert (~mask[0]).sum() > (~mask[-1]).sum()  # the small rows lose more
+    assert np.abs(w[~mask]).max() <= np.abs(w[mask]).min()
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "4:8"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("bits", [16, 4])
+def test_nm_holds_in_every_group(layer, pattern, method, bits):
+    _, w, stats = layer
+    n, m = parse_nm(pattern)
+    t, mask = compress_linear(w, stats, LinearRecipe(method=method, sparsity=None or 0.5, pattern=pattern, bits=bits,
+                                                     quantizer="gptq" if bits < 16 else "rtn"))
+    groups = stored_mask(t).reshape(ROWS, COLS // m, m).sum(axis=2)
+    assert np.all(groups == n)
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])
+def test_error_order_sparsegpt_wanda_magnitude(layer, pattern):
+    x, w, stats = layer
+    err = {m: rel_error(x, w, compress_linear(w, stats, LinearRecipe(method=m, sparsity=0.5, pattern=pattern))[0])
+           for m in ("magnitude", "wanda", "sparsegpt")}
+    assert err["sparsegpt"] <= err["wanda"] <= err["magnitude"], err
+    assert err["magnitude"] > 1.5 * err["wanda"]  # activation-aware pruning matters on outlier features
+
+
+@pytest.mark.parametrize("bits", [8, 4, 3])
+def test_gptq_error_at_most_rtn(layer, bits):
+    x, w, stats = layer
+    e = {q: rel_error(x, w, compress_linear(w, stats, LinearRecipe(method="magnitude", bits=bits, quantizer=q))[0])
+         for q in ("rtn", "gptq")}
+    assert e["gptq"] <= e["rtn"], e
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("quantizer", ["rtn", "gptq"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_zeros_stay_zero(layer, method, quantizer, bits):
+    x, w, stats = layer
+    t, mask = compress_linear(w, stats, LinearRecipe(method=method, sparsity=0.5, bits=bits, quantizer=quantizer))
+    assert t.encoding == f"sparse-q{bits}"
+    np.testing.assert_array_equal(stored_mask(t), mask)
+    dense = decode(t)
+    assert np.all(dense[~mask] == 0)
+    assert 1 - mask.mean() == pytest.approx(0.5, abs=1 / w.size)
+    assert rel_error(x, w, t) < 0.5
+
+
+def test_joint_gptq_beats_prune_then_rtn(layer):
+    x, w, stats = layer
+    joint = compress_linear(w, stats, LinearRecipe(method="sparsegpt", sparsity=0.5, bits=4, quantizer="gptq"))[0]
+    then_rtn = compress_linear(w, stats, LinearRecipe(method="sparsegpt", sparsity=0.5, bits=4, quantizer="rtn"))[0]
+    assert rel_error(x, w, joint) <= rel_error(x, w, then_rtn)
+
+
+@pytest.mark.parametrize("encoding,bits", [("q8", 8), ("q4", 4)])
+def test_rtn_matches_the_format_reference(layer, encoding, bits):
+    _, w, _ = layer
+    ours, _ = compress_linear(w, None, LinearRecipe(method="magnitude", bits=bits))
+    ref = encode(w, encoding, group_size=128)
+    assert ours.encoding == ref.encoding
+    for k in ref.parts:
+        np.testing.assert_array_equal(ours.parts[k], ref.parts[k])
+
+
+def test_gptq_codes_on_the_grid(layer):
+    _, w, stats = layer
+    res = obs_compress(w, stats.xtx, bits=4, group_size=64)
+    assert res.codes.min() >= -7 and res.codes.max() <= 7
+    assert res.scales.dtype == np.float16 and res.scales.shape == (ROWS, COLS // 64)
+    expect = res.codes.astype(np.float32) * np.repeat(res.scales.astype(np.float32), 64, axis=1)
+    np.testing.assert_array_equal(res.weight, expect)
+
+
+def test_dead_inputs_are_pruned_first():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((256, 64)).astype(np.float32)
+    x[:, :8] = 0  # features never active
+    stats = InputStats(64, True)
+    stats.add(x)
+    w = rng.standard_normal((16, 64)).astype(np.float32)
+    _, mask = compress_linear(w, stats, LinearRecipe(method="sparsegpt", sparsity=0.25))
+    assert not mask[:, :8].any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 12), cols=st.integers(1, 40), sparsity=st.floats(0, 0.95), seed=st.integers(0, 99))
+def test_row_selection_counts(rows, cols, sparsity, seed):
+    scores = np.random.default_rng(seed).random((rows, cols))
+    mask = select(scores, sparsity)
+    assert np.all((~mask).sum(axis=1) == int(np.rint(sparsity * cols)))
+    if 0 < (~mask).sum(axis=1).min() and mask.sum(axis=1).min() > 0:
+        assert np.all(np.where(mask, scores, np.inf).min(axis=1) >= np.where(mask, -np.inf, scores).max(axis=1))
+
+
+def test_owl_profile_keeps_the_mean_and_favours_outlier_layers():
+    ratios = [0.01, 0.05, 0.02, 0.03]
+    s = owl_sparsities(ratios, 0.7, 0.08)
+    assert np.mean(s) == pytest.approx(0.7)
+    assert np.argmin(s) == 1 and np.argmax(s) == 0
+    assert max(s) - min(s) == pytest.approx(0.16)
+    with pytest.raises(CompressError):
+        owl_sparsities(ratios, 0.95, 0.2)
+    assert outlier_ratio([np.array([1.0, 1, 1, 1, 100])], 3.0) == pytest.approx(0.2)
+
+
+def test_neuron_channels():
+    scores = np.array([5.0, 1, 4, 2, 3])
+    np.testing.assert_array_equal(keep_channels(scores, 0.4), [0, 2, 4])
+    assert kept_hidden(5, 0.4) == 3 and kept_hidden(5, 0.99) == 1
+
+
+def test_bad_options_are_zoo_errors(layer):
+    _, w, stats = layer
+    with pytest.raises(CompressError):
+        parse_nm("4:2")
+    with pytest.raises(CompressError):
+        compress_linear(w, None, LinearRecipe(method="wanda", sparsity=0.5))
+    with pytest.raises(CompressError):
+        compress_linear(w, stats, LinearRecipe(method="magnitude", bits=5))
+    with pytest.raises(CompressError):
+        rtn(np.full((2, 64), 1e9, np.float32), None, 8, 64)
+
+
+def test_pareto_front():
+    pts = [{"size_bytes": 10, "perplexity": 5.0}, {"size_bytes": 5, "perplexity": 6.0},
+           {"size_bytes": 6, "perplexity": 7.0}, {"size_bytes": 3, "perplexity": 9.0}]
+    assert pareto_front(pts) == [True, True, False, True]

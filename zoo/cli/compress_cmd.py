@@ -1,0 +1,190 @@
+"""`zoo compress`, `zoo sweep` and `zoo eval`: prune and quantize a model, try levels, measure perplexity."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True, highlight=False)
+
+
+def _log(quiet: bool):
+    return (lambda _m: None) if quiet else (lambda m: err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {m}"))
+
+
+def _model_path(model: str) -> Path:
+    """A path as given, or a model name the local store resolves."""
+    p = Path(model).expanduser()
+    if p.exists():
+        return p
+    from zoo.store import resolve
+
+    return resolve(model)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    from zoo.errors import CompressError
+
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise CompressError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _recipe(method, sparsity, pattern, profile, bits, group_size, quantizer, samples, seq_len, seed):
+    from zoo.compress import Recipe
+
+    return Recipe(method=method, sparsity=sparsity, pattern=pattern, profile=profile, bits=bits,
+                  group_size=group_size, quantizer=quantizer, samples=samples, seq_len=seq_len, seed=seed)
+
+
+METHOD = typer.Option("sparsegpt", "--method", "-m", help="magnitude | wanda | sparsegpt.")
+PATTERN = typer.Option("unstructured", "--pattern", help="unstructured | 2:4 | 4:8 | neurons (MLP channels).")
+PROFILE = typer.Option("uniform", "--profile", help="Per-layer sparsity: uniform | owl.")
+GROUP = typer.Option(128, "--group-size", help="Quantization group size (multiple of 64 when sparse).")
+QUANTIZER = typer.Option("rtn", "--quantizer", help="rtn | gptq.")
+CALIB = typer.Option(None, "--calib", help="Calibration text (default: the shipped one, zoo/data/calibration.txt).")
+SAMPLES = typer.Option(128, "--samples", help="Calibration windows.")
+SEQ_LEN = typer.Option(512, "--seq-len", help="Tokens per calibration window.")
+SEED = typer.Option(0, "--seed", help="Seed for choosing calibration windows.")
+EVAL_TEXT = typer.Option(None, "--eval-text", help="Evaluation text (default: the shipped one, zoo/data/evaluation.txt).")
+EVAL_WINDOWS = typer.Option(64, "--eval-windows", help="Evaluate on the first N windows (0 = the whole text).")
+CTX = typer.Option(512, "--ctx", help="Evaluation window length in tokens.")
+JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress on stderr.")
+
+
+def compress_cmd(
+    src: str = typer.Argument(..., help="GGUF file, Hugging Face checkpoint dir or dense zoo artifact."),
+    out: Path = typer.Option(..., "--out", "-o", help="Artifact directory to write (must not exist)."),
+    method: str = METHOD,
+    sparsity: float = typer.Option(None, "--sparsity", "-s", help="Fraction of weights to prune (N:M implies it)."),
+    pattern: str = PATTERN,
+    profile: str = PROFILE,
+    bits: int = typer.Option(16, "--bits", "-b", help="16 (f16) | 8 | 4."),
+    group_size: int = GROUP,
+    quantizer: str = QUANTIZER,
+    calib: Path = CALIB,
+    samples: int = SAMPLES,
+    seq_len: int = SEQ_LEN,
+    seed: int = SEED,
+    eval_text: Path = EVAL_TEXT,
+    eval_windows: int = EVAL_WINDOWS,
+    ctx: int = CTX,
+    no_eval: bool = typer.Option(False, "--no-eval", help="Skip measuring perplexity (the card says so)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    as_json: bool = JSON,
+    quiet: bool = QUIET,
+) -> None:
+    """Prune and/or quantize a model layer by layer and write an artifact with a measured card.
+
+    Examples:
+      zoo compress model.gguf -o smol-sgpt50 --method sparsegpt --sparsity 0.5
+      zoo compress model.gguf -o smol-24-q4 --method wanda --pattern 2:4 --bits 4 --quantizer gptq
+      zoo compress ./llama-dir -o llama-owl70 --method wanda --sparsity 0.7 --profile owl --samples 64
+    """
+    from zoo.compress import compress
+
+    if bits not in (16, 8, 4):
+        raise typer.BadParameter("must be 16, 8 or 4", param_hint="--bits")
+    recipe = _recipe(method, sparsity if sparsity is not None else (None if ":" in pattern else 0.0), pattern, profile,
+                     bits, group_size, quantizer, samples, seq_len, seed)
+    t0 = time.monotonic()
+    card = compress(src, out, recipe, calib_text=calib, eval_text=eval_text, eval_ctx=ctx,
+                    eval_windows=eval_windows or None, evaluate=not no_eval, overwrite=overwrite, progress=_log(quiet))
+    seconds = time.monotonic() - t0
+    if as_json:
+        print(json.dumps({"path": str(out), "seconds": round(seconds, 1), "card": card}))
+        return
+    m = card["metrics"]
+    line = f"wrote {out}: {m['size_bytes'] / 1e6:.1f} MB, {m['bits_per_weight']:.2f} bits/weight, sparsity {m['sparsity']:.3f}"
+    if m.get("perplexity"):
+        line += f", perplexity {m['perplexity']['base']:.3f} -> {m['perplexity']['value']:.3f}"
+    print(line + f" ({seconds:.0f}s)")
+
+
+def sweep_cmd(
+    src: str = typer.Argument(..., help="GGUF file, Hugging Face checkpoint dir or dense zoo artifact."),
+    method: str = METHOD,
+    sparsity: str = typer.Option("0.3,0.5,0.7,0.9", "--sparsity", "-s", help="Comma-separated sparsities."),
+    bits: str = typer.Option("4,8", "--bits", "-b", help="Comma-separated bit widths (16, 8, 4)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Keep artifacts and sweep.{csv,json,png} here."),
+    pattern: str = PATTERN,
+    profile: str = PROFILE,
+    group_size: int = GROUP,
+    quantizer: str = QUANTIZER,
+    calib: Path = CALIB,
+    samples: int = SAMPLES,
+    seq_len: int = SEQ_LEN,
+    seed: int = SEED,
+    eval_text: Path = EVAL_TEXT,
+    eval_windows: int = EVAL_WINDOWS,
+    ctx: int = CTX,
+    speed: bool = typer.Option(False, "--speed", help="Also measure decode tokens/s of each point on the runtime."),
+    as_json: bool = JSON,
+    quiet: bool = QUIET,
+) -> None:
+    """Compress and evaluate every (sparsity, bits) point; table, CSV/JSON, PNG chart, Pareto front.
+
+    Examples:
+      zoo sweep model.gguf --method wanda --sparsity 0.3,0.5,0.7 --bits 4,8 -o sweep-wanda
+      zoo sweep model.gguf --method sparsegpt --sparsity 0.5 --bits 4 --quantizer gptq --json
+    """
+    from zoo.compress.sweep import sweep
+
+    bit_list = [int(b) for b in _floats(bits, "--bits")]
+    if any(b not in (16, 8, 4) for b in bit_list):
+        raise typer.BadParameter("each must be 16, 8 or 4", param_hint="--bits")
+    recipe = _recipe(method, 0.0, pattern, profile, 16, group_size, quantizer, samples, seq_len, seed)
+    result = sweep(src, recipe, _floats(sparsity, "--sparsity"), bit_list, out, calib_text=calib, eval_text=eval_text,
+                   eval_ctx=ctx, eval_windows=eval_windows or None, speed=speed, progress=_log(quiet))
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{method} {pattern} ({profile}); base perplexity {result['base_perplexity']:.3f}")
+    for col in ("sparsity", "bits", "perplexity", "x base", "MB", "bits/weight", "decode tok/s", "Pareto"):
+        table.add_column(col, justify="right")
+    for p in result["points"]:
+        table.add_row(f"{p['sparsity']:g}", str(p["bits"]), f"{p['perplexity']:.3f}", f"{p['ratio']:.3f}",
+                      f"{p['size_bytes'] / 1e6:.1f}", f"{p['bits_per_weight']:.2f}",
+                      f"{p['decode_tps']:.1f}" if p["decode_tps"] else "-", "*" if p["pareto"] else "")
+    Console().print(table)
+    if out is not None:
+        print(f"wrote {out}/sweep.csv, sweep.json, sweep.png")
+
+
+def eval_cmd(
+    model: str = typer.Argument(..., help="Artifact dir (or store name), GGUF file or Hugging Face dir."),
+    text: Path = typer.Option(None, "--text", help="UTF-8 text (default: the shipped evaluation text)."),
+    ctx: int = CTX,
+    max_windows: int = typer.Option(0, "--max-windows", help="Only the first N windows (0 = all)."),
+    engine: str = typer.Option("auto", "--engine", help="auto | runtime | reference."),
+    as_json: bool = JSON,
+    quiet: bool = QUIET,
+) -> None:
+    """Perplexity over non-overlapping windows of a text; the protocol is printed with the result.
+
+    Examples:
+      zoo eval ./smol-sgpt50 --ctx 512
+      zoo eval model.gguf --text book.txt --max-windows 32 --json
+    """
+    from zoo.evaluate import perplexity
+
+    r = perplexity(_model_path(model), text, ctx, max_windows or None, _log(quiet), engine=engine)
+    if as_json:
+        print(json.dumps(r))
+        return
+    print(f"perplexity {r['perplexity']:.4f} ({r['windows']} windows of {r['ctx']} tokens, {r['tokens_scored']} scored, "
+          f"text {r['text']} sha256 {r['text_sha256'][:12]}, {r['engine']})")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach compress, sweep and eval."""
+    app.command("compress")(compress_cmd)
+    app.command("sweep")(sweep_cmd)
+    app.command("eval")(eval_cmd)
