@@ -4,14 +4,14 @@ Each function computes one output row: int4/int8 weight codes times int8 activat
 int32 lanes per group and scaled once per group by sd[g] = weight scale x activation scale (the
 caller precomputes sd for the row, and subtracts the zero-point correction, see simd.py).
 Variants: `isa` ("avx512" | "avx2") picks the dot instruction, W (64 | 32) the bytes per chunk.
-IR text here is versioned by IR_HASH, which simd.py folds into its cache key (see simd.py).
+simd.IR_HASH records ir_hash() (a test checks), so an IR edit also edits simd.py and invalidates its numba cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-PREFETCH = 768  # bytes ahead on the weight stream
+PREFETCH = 768  # bytes ahead on the weight streams (longer distances measured no better)
 
 
 def _iota(n: int) -> str:

@@ -3,7 +3,7 @@
 The row kernels are LLVM IR (kernels/_ir.py) called through `@numba.extending.intrinsic`: AVX-512
 VNNI `vpdpbusd` and VBMI2 `vpexpandb` on the avx512 path, `pmaddubsw` and a pshufb lookup table
 on the avx2 path. Activations are quantized to int8 once per call, one scale per weight group
-(the error this adds is bounded in tests/kernels/test_linear.py). Parallel over rows (prange).
+(the error this adds is bounded in tests/kernels/test_kernel_linear.py). Parallel over rows (prange).
 """
 
 from __future__ import annotations
