@@ -194,7 +194,10 @@ def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, isa, rows, cols
     zconst = np.float32(0.0) if isa == AVX2 else (np.float32(8.0) if is_q4 else np.float32(128.0))
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
         r0, r1 = blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)
-        scratch = np.zeros((2, cols + 256), np.uint8)  # [2 rows of codes + SIMD overrun pad]
+        stride = (cols + 256 + 63) // 64 * 64
+        raw = np.zeros(2 * stride + 64, np.uint8)  # 2 rows of codes + SIMD overrun pad, 64-byte aligned:
+        base = (64 - raw.ctypes.data % 64) % 64  # unaligned 64-byte stores split cache lines
+        scratch = raw[base:base + 2 * stride].reshape(2, stride)
         sd = np.empty(n_groups, np.float32)
         _stage_codes(values, row_offsets, r0, is_q4, isa, scratch[r0 & 1])
         for r in range(r0, r1):
