@@ -17,7 +17,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,12 @@ from .registry.base import CHUNK, FileEntry, Registry, check_manifest, check_nam
 from .registry.local import atomic_write
 from .registry.sink import HashingSink
 
-Progress = Callable[[int], None]  # called with the number of bytes just transferred
+Progress = Callable[[int], None]  # called with the number of bytes just transferred (from any thread)
+PARALLEL_BLOBS = 4  # blobs fetched at once
+
+
+class _Cancelled(Exception):
+    """Raised inside a download thread when the pull it belongs to is being abandoned."""
 
 
 @dataclass
@@ -122,14 +129,32 @@ class Store:
             on_total(sum(e.size for e in entries))
         marker = self._register_inflight(entries)
         try:
-            for entry in entries:
-                got = self._fetch_blob(registry, entry, progress)
-                if got:
-                    result.downloaded_bytes += got
-                else:
-                    result.reused_bytes += entry.size
-                    if progress:
-                        progress(entry.size)
+            # blobs in parallel, largest first: a small file's latency hides behind the big one
+            order = sorted(entries, key=lambda e: -e.size)
+            cancel = threading.Event()
+
+            def tick(n: int) -> None:  # called per chunk by every download: the place to stop promptly
+                if cancel.is_set():
+                    raise _Cancelled()
+                if progress:
+                    progress(n)
+
+            with ThreadPoolExecutor(min(PARALLEL_BLOBS, len(order)), thread_name_prefix="zoo-pull") as pool:
+                futures = [pool.submit(self._fetch_blob, registry, entry, tick) for entry in order]
+                try:
+                    for entry, future in zip(order, futures):
+                        got = future.result()
+                        if got:
+                            result.downloaded_bytes += got
+                        else:
+                            result.reused_bytes += entry.size
+                            if progress:
+                                progress(entry.size)
+                except BaseException:  # an error or Ctrl-C: the other downloads stop at their next chunk
+                    cancel.set()
+                    for future in futures:
+                        future.cancel()
+                    raise
             result.path = self._snapshot(manifest, entries)
             atomic_write(self._manifest_path(local_name, tag), manifest_bytes(manifest))
         finally:

@@ -152,3 +152,21 @@ def test_credentials_in_the_url_are_never_echoed(zoo_env, nginx):
     with pytest.raises(NotFoundError) as err:
         pull(f"{url}/absent:v1")
     assert "s3cr3t-pw" not in str(err.value) and "127.0.0.1" in str(err.value)
+
+
+def test_ctrl_c_stops_a_pull_promptly_and_it_resumes(zoo_env, nginx, mid_artifact):
+    push(mid_artifact, "mid-int", registry=str(nginx.root))
+    home = zoo_env / "home"
+    proc = _pull_process(f"{nginx.url}/slow/mid-int")
+    deadline = time.monotonic() + 60
+    while not any(_partials(home).values()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err.decode()[-300:]  # the CLI's exit code for an interrupt
+    assert time.monotonic() - start < 5  # the other blob downloads stopped at their next chunk
+    assert _partials(home) and not Store().has("mid-int", "latest")
+    result = pull(f"{nginx.url}/mid-int")
+    assert result.downloaded_bytes < sum(p.stat().st_size for p in mid_artifact.iterdir())
+    assert_same_tree(mid_artifact, result.path)
