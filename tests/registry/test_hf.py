@@ -114,7 +114,9 @@ def test_tampered_file_in_a_hub_repo(as_hub, olah, tiny_artifact, monkeypatch):
     with pytest.raises(ChecksumError, match="model-00001.safetensors"):
         pull("hf://zoo-org/tampered")
     assert not Store().has("zoo-org/tampered", "main")
-    assert not any(name.endswith(".partial") for name in store_files(Store().root))
+    digest = next(f["sha256"] for f in yaml.safe_load((repo / "zoo.yaml").read_text())["files"]
+                  if f["path"] == "model-00001.safetensors")
+    assert not [n for n in store_files(Store().root) if n.startswith(digest)]  # neither blob nor partial
 
 
 def test_wrong_token_is_refused_without_echoing_it(zoo_env, hub, tiny_artifact, monkeypatch):

@@ -126,7 +126,7 @@ def test_tampered_blob_on_the_mirror(zoo_env, nginx, tiny_artifact):
     try:
         with pytest.raises(ChecksumError, match="shared-00001.safetensors"):
             pull(f"{nginx.url}/tiny-bad")
-        assert shard["sha256"] not in store_files(zoo_env / "home") and not _partials(zoo_env / "home")
+        assert not [n for n in store_files(zoo_env / "home") if n.startswith(shard["sha256"])]  # no blob, no partial
         assert not Store().has("tiny-bad", "latest")
     finally:
         blob.write_bytes(original)  # other tests share this blob (same bytes)
