@@ -16,8 +16,8 @@ class Calibration:
     """Token windows int64 [samples, seq_len] and where they came from (for the card)."""
 
     tokens: np.ndarray
-    file: str
-    sha256: str
+    file: str | None  # None: token ids given directly (no text)
+    sha256: str | None
     seed: int
 
     def card(self) -> dict:

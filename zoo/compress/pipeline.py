@@ -220,22 +220,24 @@ def _write_card(path: Path, card: dict) -> None:
 def compress(src, out_dir: str | Path, recipe: Recipe, *, calib_text: str | Path | None = None,
              eval_text: str | Path | None = None, eval_ctx: int = 512, eval_windows: int | None = 64,
              evaluate: bool = True, base_perplexity: dict | None = None, eval_engine: str = "auto",
-             overwrite: bool = False,
+             calib_tokens: np.ndarray | None = None, overwrite: bool = False,
              name: str | None = None, progress: Progress | None = None) -> dict:
     """Compress `src` (path or Source) into the artifact `out_dir`; returns the card written.
 
     With `evaluate`, the card's metrics include the perplexity of the base model (or the given
     `base_perplexity` result) and of the result on the evaluation text under one protocol.
+    `calib_tokens` (int [samples, seq_len]) replaces the calibration text, for models without a
+    tokenizer (random-weight benchmarks); the card then records no calibration file.
     """
     from zoo.evaluate import fixed_blas_threads
 
     with fixed_blas_threads():
         return _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_windows, evaluate,
-                         base_perplexity, eval_engine, overwrite, name, progress)
+                         base_perplexity, eval_engine, calib_tokens, overwrite, name, progress)
 
 
 def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_windows, evaluate, base_perplexity,
-              eval_engine, overwrite, name, progress) -> dict:
+              eval_engine, calib_tokens, overwrite, name, progress) -> dict:
     from zoo import __version__
     from zoo.convert.source import Source, open_source
     from zoo.evaluate import perplexity
@@ -247,7 +249,12 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
     source = src if isinstance(src, Source) else open_source(src)
     config = source.config
     calib = None
-    if recipe.uses_calibration:
+    if recipe.uses_calibration and calib_tokens is not None:
+        tokens = np.asarray(calib_tokens, dtype=np.int64)
+        if tokens.ndim != 2 or tokens.size == 0 or tokens.min() < 0 or tokens.max() >= config["vocab_size"]:
+            raise CompressError("calib_tokens must be token ids [samples, seq_len] within the vocabulary")
+        calib = Calibration(tokens, None, None, recipe.seed)
+    elif recipe.uses_calibration:
         calib = calibration_windows(source.tokenizer_json, recipe.samples, recipe.seq_len, recipe.seed,
                                     calib_text, config["vocab_size"])
     ratios = None
