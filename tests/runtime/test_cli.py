@@ -78,7 +78,7 @@ def test_convert_cli_and_refusals(tmp_path, tiny_path):
     r = zoo("convert", tiny_path, "-o", tmp_path / "copy", "--encoding", "q4", "--group-size", "64", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["encodings"] == {"dense": 6, "q4": 14}  # 5 norms + embedding; 7 linears x 2 layers
+    assert doc["encodings"] == {"dense": 5, "q4": 14, "q8": 1}  # 5 norms; 7 linears x 2 layers; tied embedding q8
     assert (tmp_path / "copy" / "tokenizer.json").is_file()
     assert "already exists" in _one_line_error(zoo("convert", tiny_path, "-o", tmp_path / "copy"))
     assert "unknown encoding" in _one_line_error(zoo("convert", tiny_path, "-o", tmp_path / "x", "-e", "q3"))

@@ -4,8 +4,9 @@ Encodings for the linear weights (matrices other than the embedding): `auto` kee
 stores a weight as sparse-f16 when its zeros save bytes (published pruned checkpoints become sparse
 artifacts without recompression); `f16`, `bf16`, `f32` store dense; `q8`, `q4`, `sparse-*` quantize
 with zoo.format.encode (numpy reference). With `q8`/`q4`, weights that hold enough zeros become
-`sparse-q8`/`sparse-q4`. Norms and the token embedding stay dense F16 (shared across variants);
-an untied output head is stored q8 when the body is 4-bit (4-bit heads cost too much quality).
+`sparse-q8`/`sparse-q4`. Norms and an untied token embedding stay dense F16 (shared across variants); a tied
+embedding (it is the output head too) is stored q8 when the body is quantized, and an untied output
+head is stored q8 when the body is 4-bit (4-bit heads cost too much quality).
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ def sparse_pays(w: np.ndarray, dense_bits: int, sparse_encoding: str, group_size
     return sparse <= SPARSE_SAVING * dense
 
 
-def choose_encoding(name: str, w: np.ndarray, encoding: str, group_size: int) -> tuple[str, dict]:
+def choose_encoding(name: str, w: np.ndarray, encoding: str, group_size: int,
+                    tied: bool = False) -> tuple[str, dict]:
     """(zoo encoding, encode kwargs) for one tensor under the --encoding policy."""
+    if name == "token_embd.weight" and tied and encoding in ("q8", "q4", "sparse-q8", "sparse-q4"):
+        # a tied embedding is also the output head, read whole every token: q8 halves its bytes
+        return "q8", {"group_size": group_size}
     if w.ndim == 1 or name == "token_embd.weight":
         return "dense", {"dtype": "F32" if encoding == "f32" else "BF16" if encoding == "bf16" else "F16"}
     if encoding in ("f16", "bf16", "f32"):
@@ -72,7 +77,7 @@ def convert(src: str | Path | Source, out_dir: str | Path, encoding: str = "auto
             if progress:
                 progress(i, len(names), name)
             w = source.tensor(name)
-            enc, kwargs = choose_encoding(name, w, encoding, group_size)
+            enc, kwargs = choose_encoding(name, w, encoding, group_size, source.config["tied_embeddings"])
             if w.ndim == 2 and name != "token_embd.weight":
                 zeros += w.size - int(np.count_nonzero(w))
                 total += w.size

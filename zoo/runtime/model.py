@@ -147,6 +147,10 @@ class Model:
     def _store_kv(self, layer: int, k: np.ndarray, v: np.ndarray, pos: int) -> None:
         """Write the new tokens' k, v [T, n_kv*head_dim] into the head-major caches [n_kv, ctx, head_dim]."""
         T = k.shape[0]
+        if T == 1:  # decode: one row per head
+            self.k_cache[layer, :, pos] = k.reshape(self.n_kv, self.head_dim)
+            self.v_cache[layer, :, pos] = v.reshape(self.n_kv, self.head_dim)
+            return
         self.k_cache[layer, :, pos:pos + T] = k.reshape(T, self.n_kv, self.head_dim).transpose(1, 0, 2)
         self.v_cache[layer, :, pos:pos + T] = v.reshape(T, self.n_kv, self.head_dim).transpose(1, 0, 2)
 
