@@ -138,6 +138,10 @@ def run(
         except RuntimeModelError as e:
             err.print(f"zoo: error: {e}")
             continue
+        except KeyboardInterrupt:  # Ctrl-C while printing: stop this answer, keep chatting
+            sys.stdout.write("\n")
+            err.print("(stopped)")
+            continue
         sys.stdout.write("\n")
         stats(res)
 
