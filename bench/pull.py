@@ -4,7 +4,7 @@
 
 Builds a random q4 Llama artifact (about 1 GB with the defaults), pushes it to a directory
 registry, serves that directory with nginx on loopback, then alternates, per repeat:
-  cp     copy every blob file to a fresh directory (the same bytes a pull writes)
+  cp     copy every blob file to a fresh directory (the same bytes a pull writes); also `cp && sync`
   pull   `zoo pull NAME` into a fresh ZOO_HOME from the directory registry (the whole command; same
          filesystem, so blobs are hard-linked after their sha256 is verified, like `git clone --local`)
   curl   curl every blob from nginx into a fresh directory (one process per file)
@@ -83,7 +83,7 @@ def main() -> None:
     env = dict(os.environ, ZOO_CONFIG=str(work / "no-config.yaml"))
     env.pop("ZOO_REGISTRY", None)
     zoo = [sys.executable, "-m", "zoo.cli.main", "pull"]
-    times: dict[str, list[float]] = {"cp": [], "pull-local": [], "lib-local": [], "lib-local-copy": [], "curl": [],
+    times: dict[str, list[float]] = {"cp": [], "cp+sync": [], "pull-local": [], "lib-local": [], "lib-local-copy": [], "curl": [],
                                      "pull-nginx": [], "lib-nginx": []}
     try:
         for _ in range(max(1, args.repeats)):
@@ -91,6 +91,8 @@ def main() -> None:
                 p.read_bytes()
             out = _fresh(work / "out")
             times["cp"].append(_timed(["cp", *map(str, blobs), str(out)]))
+            out = _fresh(work / "out")
+            times["cp+sync"].append(_timed(["sh", "-c", 'cp "$@" && sync', "cp", *map(str, blobs), str(out)]))
             home = _fresh(work / "home")
             times["pull-local"].append(_timed([*zoo, "bench", "--registry", str(registry)],
                                               dict(env, ZOO_HOME=str(home))))
@@ -122,6 +124,9 @@ def main() -> None:
               f"{med[copy] / med[cmd]:.0%} | {med[lib]:.2f} s | {rate[lib]:.0f} | {med[copy] / med[lib]:.0%} |")
     print(f"| local directory, copying (another filesystem) | cp {med['cp']:.2f} s | {rate['cp']:.0f} | | | | "
           f"{med['lib-local-copy']:.2f} s | {rate['lib-local-copy']:.0f} | {med['cp'] / med['lib-local-copy']:.0%} |")
+    print(f"| same, against a durable copy | cp && sync {med['cp+sync']:.2f} s | {rate['cp+sync']:.0f} | | | | "
+          f"{med['lib-local-copy']:.2f} s | {rate['lib-local-copy']:.0f} | "
+          f"{med['cp+sync'] / med['lib-local-copy']:.0%} |")
     print(json.dumps({"bytes": total, "files": len(blobs), "runs": times,
                       "ratio_local": med["cp"] / med["pull-local"], "ratio_nginx": med["curl"] / med["pull-nginx"],
                       "ratio_local_library": med["cp"] / med["lib-local"],
