@@ -14,7 +14,7 @@ import pytest
 
 from zoo.errors import CardError, ChecksumError, FormatError, NotFoundError, RegistryError
 from zoo.registry import parse_ref
-from zoo.registry.base import manifest_bytes
+from zoo.registry.base import check_manifest, manifest_bytes
 from zoo.registry.local import LocalRegistry
 from zoo.registry.transfer import build_manifest, pull, push, search, show
 from zoo.store import Store, resolve
@@ -262,3 +262,14 @@ def test_copying_pull_round_trip_tamper_and_resume(zoo_env, tiny_artifact, mid_a
         pull("tiny", registry=str(reg), store=store)
     assert not [n for n in store_files(zoo_env / "home") if n.startswith(shard["sha256"])]
     assert not store.has("tiny", "latest")
+
+
+def test_registry_interface_reads_byte_ranges(zoo_env, tiny_artifact):
+    reg = LocalRegistry(zoo_env / "reg")
+    push(tiny_artifact, "tiny", registry=str(reg.root))
+    entry = next(e for e in check_manifest(reg.get_manifest("tiny", "latest")) if e.path == "model-00001.safetensors")
+    start, chunks = reg.read_blob(entry, 1000)
+    assert start == 1000 and b"".join(chunks) == (tiny_artifact / entry.path).read_bytes()[1000:]
+    assert reg.has_blob(entry) and reg.list_manifests() == [("tiny", "latest")]
+    reg.delete_manifest("tiny", "latest")
+    assert reg.list_manifests() == [] and json.loads((reg.root / "index.json").read_text())["models"] == []

@@ -7,7 +7,6 @@ Every write goes to a temporary file and is renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -20,6 +19,7 @@ from zoo.errors import ChecksumError, NotFoundError, RegistryError
 
 from .base import CHUNK, FileEntry, Registry, blob_key, check_name, check_tag, manifest_bytes, manifest_digest, \
     manifest_key, parse_manifest
+from .sink import HashingSink
 
 INDEX_FILE = "index.json"
 COPY_STEP = 16 << 20  # bytes per copy_file_range call: the hash thread follows one step behind
@@ -39,6 +39,21 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _copy_steps(src: int, dst: int, offset: int) -> Iterator[int]:
+    """Copy src to dst from `offset` to the end of src, in the kernel (like cp); yield bytes per step."""
+    pos = offset
+    while True:
+        try:
+            n = os.copy_file_range(src, dst, COPY_STEP, pos, pos)
+        except OSError:  # e.g. across filesystems on old kernels: plain read/write
+            data = os.pread(src, COPY_STEP, pos)
+            n = os.pwrite(dst, data, pos) if data else 0
+        if n == 0:
+            return
+        pos += n
+        yield n
 
 
 def build_index(entries: list[tuple[str, str, dict]]) -> bytes:
@@ -129,17 +144,7 @@ class LocalRegistry(Registry):
         except FileNotFoundError:
             raise NotFoundError(f"{entry.path}: blob sha256:{entry.sha256[:12]} missing from {self.url}") from None
         try:
-            pos = offset
-            while True:
-                try:
-                    n = os.copy_file_range(src, out_fd, COPY_STEP, pos, pos)
-                except OSError:  # e.g. across filesystems on old kernels: plain read/write
-                    data = os.pread(src, COPY_STEP, pos)
-                    n = os.pwrite(out_fd, data, pos) if data else 0
-                if n == 0:
-                    return
-                pos += n
-                yield n
+            yield from _copy_steps(src, out_fd, offset)
         finally:
             os.close(src)
 
@@ -156,16 +161,24 @@ class LocalRegistry(Registry):
         dest = self._blob(entry)
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{entry.sha256}.", suffix=".tmp", dir=dest.parent)
-        digest = hashlib.sha256()
         try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != entry.sha256:
-                raise ChecksumError(f"{entry.path}: changed while being pushed (sha256 {digest.hexdigest()[:12]}, "
+            try:
+                src = os.open(source, os.O_RDONLY)
+                try:  # in-kernel copy; the sink hashes what landed, one step behind
+                    sink = HashingSink(fd, 0)
+                    try:
+                        for n in _copy_steps(src, fd, 0):
+                            sink.copied(n)
+                        digest = sink.finish()
+                    except BaseException:
+                        sink.abort()
+                        raise
+                finally:
+                    os.close(src)
+            finally:
+                os.close(fd)
+            if digest != entry.sha256:
+                raise ChecksumError(f"{entry.path}: changed while being pushed (sha256 {digest[:12]}, "
                                     f"expected {entry.sha256[:12]})")
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
