@@ -56,8 +56,12 @@ def main() -> None:
     ap.add_argument("--engine", default="reference")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--out", default="/tmp/zoo-bench-compress")
+    ap.add_argument("--report", action="store_true", help="Only print the Markdown table of DIR/rows.jsonl.")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.report:
+        print(report(out))
+        return
     out.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)  # noqa: E731
     src = smollm2()
@@ -85,6 +89,24 @@ def main() -> None:
         with open(out / "rows.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
         log(f"{name}: ppl {row['perplexity']:.3f} (x{row['ratio']:.3f}) {row['bits_per_weight']} bpw {row['seconds']}s")
+
+
+def report(out: Path) -> str:
+    """Markdown table of the measured rows, in ROWS order (last measurement of a row wins)."""
+    rows = {}
+    for line in (out / "rows.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        rows[r["row"]] = r
+    lines = ["| row | perplexity | × dense | bits/weight | size MB | sparsity | calib | compress+eval s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in ROWS:
+        if name in rows:
+            r = rows[name]
+            uses = Recipe(**r["recipe"]).validated().uses_calibration
+            calib = f"{r['samples']}×{r['seq_len']}" if uses else "-"
+            lines.append(f"| {name} | {r['perplexity']:.3f} | {r['ratio']:.3f} | {r['bits_per_weight']:.2f} | "
+                         f"{r['size_bytes'] / 1e6:.1f} | {r['sparsity']:.3f} | {calib} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
