@@ -46,7 +46,7 @@ def test_q8_q4_top1_agreement_with_dense_over_512_tokens(smol_f32, smol_q8, smol
         agree[name] = float((model.forward(ids, 0, all_logits=True).argmax(1) == want).mean())
     with capsys.disabled():
         print(f"\nSmolLM2 top-1 agreement with dense over 512 tokens: q8 {agree['q8']:.3f}, q4 {agree['q4']:.3f}")
-    # measured: q8 0.967, q4 0.588 (g128 symmetric q4 of Q4_1-dequantized weights: double quantization;
+    # measured: q8 0.957, q4 0.586 (g128 symmetric q4 of Q4_1-dequantized weights: double quantization;
     # the numpy reference on the same decoded weights gives the same 0.588, see bench/results/runtime.md)
     assert agree["q8"] >= 0.95
     assert agree["q4"] >= 0.55
