@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from zoo.inspect import inspect_artifact
 
 
 def inspect(
@@ -23,6 +22,8 @@ def inspect(
       zoo inspect ./smollm2-sparse50-int4
       zoo inspect ./model --json | jq .totals
     """
+    from zoo.inspect import inspect_artifact  # imported here: numba loads only for verbs that need it
+
     report = inspect_artifact(path)
     if as_json:
         typer.echo(json.dumps(report, indent=2))

@@ -69,6 +69,8 @@ def main() -> None:
             raise
         print(f"zoo: internal error: {type(err).__name__}: {err} (ZOO_DEBUG=1 for a traceback)", file=sys.stderr)
         sys.exit(1)
+    if code == 130:  # typer reports Ctrl-C inside a command as an exit code, not an exception
+        print("zoo: interrupted", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)
 
 
