@@ -150,7 +150,7 @@ def linear(x: np.ndarray, w, out: np.ndarray | None = None) -> np.ndarray:
     elif x.ndim == 1:
         _matvec(pw, path, x, out)
     elif x.shape[0] > 0:
-        _matmul(pw, np.ascontiguousarray(x.T), out)
+        _matmul(pw, x, out)
     return out
 
 
@@ -184,19 +184,20 @@ def _matvec(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
                                  rows, cols, gs, x, out)
 
 
-def _matmul(pw: PreparedWeight, xt: np.ndarray, out: np.ndarray) -> None:
-    """xt float32 [cols, tokens] (transposed activations); out float32 [tokens, rows]."""
+def _matmul(pw: PreparedWeight, x: np.ndarray, out: np.ndarray) -> None:
+    """x float32 [tokens, cols]; out float32 [tokens, rows]. Sparse kernels take x transposed."""
     p, enc, rows, cols, gs = pw.parts, pw.encoding, pw.rows, pw.cols, pw.group_size
-    tokens = xt.shape[1]
-    xt, flat_out = xt.reshape(-1), out.reshape(-1)
+    tokens = x.shape[0]
+    flat_out = out.reshape(-1)
     if enc == "dense":
         w32 = p[""] if pw.kind == 0 else _EMPTY_F32
         w16 = p[""] if pw.kind != 0 else _EMPTY_U16
-        matmul.matmul_dense(w32, w16, pw.kind, rows, cols, xt, tokens, flat_out)
+        matmul.matmul_dense(w32, w16, pw.kind, rows, cols, x.reshape(-1), tokens, flat_out)
     elif enc in ("q4", "q8"):
         matmul.matmul_q(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), "zeros" in p, enc == "q4", rows, cols,
-                        gs, xt, tokens, flat_out)
+                        gs, x.reshape(-1), tokens, flat_out)
     else:
+        xt = np.ascontiguousarray(x.T).reshape(-1)  # [cols * tokens]
         scales = p.get("scales", _EMPTY_U16)
         matmul.matmul_sparse(p["bitmask"], p["row_offsets"], p["values"], scales, pw.kind, rows, cols, gs, xt, tokens,
                              flat_out)

@@ -1,9 +1,10 @@
 """Matrix-matrix kernels (prefill, a block of tokens): plain numba, work proportional to stored values.
 
-Activations arrive transposed, xt float32 [cols, tokens], so each stored weight w[r, c] is
-decoded once and applied to all tokens with one vectorized `acc[:] += w * xt[c, :]`; a sparse
-row costs its nonzeros, not its columns. Output out float32 [tokens, rows]. Rows are processed in
-blocks of ROW_BLOCK, one accumulator buffer per block (per-thread scratch, no shared state).
+Dense and q4/q8 rows are decoded once into a float32 row buffer, then dotted with each token's
+activations (x float32 [tokens, cols], row-major). Sparse rows take activations transposed, xt
+float32 [cols, tokens], so each stored weight w[r, c] is decoded once and applied to all tokens with
+one vectorized `acc[:] += w * xt[c, :]`: a sparse row costs its nonzeros, not its columns. Output
+out float32 [tokens, rows]. Rows go in blocks of ROW_BLOCK with per-block scratch (no shared state).
 """
 
 from __future__ import annotations
@@ -18,6 +19,67 @@ ROW_BLOCK = 16
 
 
 @njit(cache=True, fastmath=FAST, inline="always")
+def _row_dots(wrow, x, tokens, cols, out, r, rows):
+    """out[t, r] = wrow . x[t] for every token; x float32 [tokens * cols] (not transposed)."""
+    for t in range(tokens):
+        xr = x[t * cols:(t + 1) * cols]
+        acc = np.float32(0.0)
+        for c in range(cols):
+            acc += wrow[c] * xr[c]
+        out[t * rows + r] = acc
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
+def matmul_dense(w32, w16, kind, rows, cols, x, tokens, out):
+    """Dense weights: kind 0 = f32 from w32 [rows * cols]; 1 = f16, 2 = bf16 bits from w16.
+    x float32 [tokens * cols] (row-major, not transposed); out [tokens * rows]."""
+    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        wrow = np.empty(cols, np.float32)  # [cols] one decoded row, reused for every token
+        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
+            if kind == 0:
+                _row_dots(w32[r * cols:(r + 1) * cols], x, tokens, cols, out, r, rows)
+                continue
+            src = w16[r * cols:(r + 1) * cols]
+            if kind == 1:
+                for c in range(cols):
+                    wrow[c] = f16_to_f32(src[c])
+            else:
+                for c in range(cols):
+                    wrow[c] = bf16_to_f32(src[c])
+            _row_dots(wrow, x, tokens, cols, out, r, rows)
+
+
+@njit(parallel=True, cache=True, fastmath=FAST)
+def matmul_q(qweight, scales, zeros, has_zeros, is_q4, rows, cols, group_size, x, tokens, out):
+    """q4 (uint8 nibbles [rows * ceil(cols/2)], optional zeros) or q8 (int8 viewed as uint8).
+    Each row is decoded once into a float32 buffer, then one vectorized dot per token: dense rows
+    have no zeros to skip, and a dot streams x from cache with two loads per FMA."""
+    n_groups = (cols + group_size - 1) // group_size
+    row_len = (cols + 1) // 2 if is_q4 else cols
+    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        wrow = np.empty(cols + 1, np.float32)  # [cols (+1 for an odd last nibble)] decoded row
+        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
+            for g in range(n_groups):
+                c0 = g * group_size
+                c1 = min(cols, c0 + group_size)
+                s = f16_to_f32(scales[r * n_groups + g])
+                if is_q4:
+                    z = np.float32(zeros[r * n_groups + g]) if has_zeros else np.float32(8.0)
+                    nb = (c1 - c0 + 1) // 2
+                    qb = qweight[r * row_len + c0 // 2:r * row_len + c0 // 2 + nb]
+                    wg = wrow[c0:c0 + 2 * nb]
+                    for k in range(nb):
+                        wg[2 * k] = (np.float32(qb[k] & 15) - z) * s
+                        wg[2 * k + 1] = (np.float32(qb[k] >> 4) - z) * s
+                else:
+                    qb = qweight[r * row_len + c0:r * row_len + c1]
+                    wg = wrow[c0:c1]
+                    for k in range(c1 - c0):
+                        wg[k] = np.float32(np.int8(qb[k])) * s
+            _row_dots(wrow, x, tokens, cols, out, r, rows)
+
+
+@njit(cache=True, fastmath=FAST, inline="always")
 def _axpy(acc, w, xt, c, tokens):
     xr = xt[c * tokens:(c + 1) * tokens]  # a slice indexed by range(len) vectorizes (see portable.py)
     for t in range(tokens):
@@ -29,45 +91,6 @@ def _store(acc, out, r, rows, tokens):
     for t in range(tokens):
         out[t * rows + r] = acc[t]
         acc[t] = 0.0
-
-
-@njit(parallel=True, cache=True, fastmath=FAST)
-def matmul_dense(w32, w16, kind, rows, cols, xt, tokens, out):
-    """Dense weights: kind 0 = f32 from w32 [rows * cols]; 1 = f16, 2 = bf16 bits from w16."""
-    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        acc = np.zeros(tokens, np.float32)
-        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
-            for c in range(cols):
-                if kind == 0:
-                    v = w32[r * cols + c]
-                elif kind == 1:
-                    v = f16_to_f32(w16[r * cols + c])
-                else:
-                    v = bf16_to_f32(w16[r * cols + c])
-                _axpy(acc, v, xt, c, tokens)
-            _store(acc, out, r, rows, tokens)
-
-
-@njit(parallel=True, cache=True, fastmath=FAST)
-def matmul_q(qweight, scales, zeros, has_zeros, is_q4, rows, cols, group_size, xt, tokens, out):
-    """q4 (uint8 nibbles [rows * ceil(cols/2)], optional zeros) or q8 (int8 viewed as uint8)."""
-    n_groups = (cols + group_size - 1) // group_size
-    row_len = (cols + 1) // 2 if is_q4 else cols
-    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        acc = np.zeros(tokens, np.float32)
-        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
-            for g in range(n_groups):
-                s = f16_to_f32(scales[r * n_groups + g])
-                if s == 0.0:
-                    continue
-                z = np.float32(zeros[r * n_groups + g]) if has_zeros else np.float32(8.0)
-                for c in range(g * group_size, min(cols, (g + 1) * group_size)):
-                    if is_q4:
-                        code = np.float32((qweight[r * row_len + (c >> 1)] >> ((c & 1) * 4)) & 15) - z
-                    else:
-                        code = np.float32(np.int8(qweight[r * row_len + c]))
-                    _axpy(acc, code * s, xt, c, tokens)
-            _store(acc, out, r, rows, tokens)
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
