@@ -86,11 +86,18 @@ def _axpy(acc, w, xt, c, tokens):
         acc[t] += w * xr[t]
 
 
+LANES = 4  # independent accumulators: consecutive nonzeros update different buffers
+
+
 @njit(cache=True, fastmath=FAST, inline="always")
-def _store(acc, out, r, rows, tokens):
+def _store_lanes(acc, out, r, rows, tokens):
+    """out[t, r] = sum of the LANES accumulators; resets them. acc float32 [LANES, tokens]."""
     for t in range(tokens):
-        out[t * rows + r] = acc[t]
-        acc[t] = 0.0
+        total = np.float32(0.0)
+        for lane in range(LANES):
+            total += acc[lane, t]
+            acc[lane, t] = 0.0
+        out[t * rows + r] = total
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
@@ -99,7 +106,8 @@ def matmul_sparse(bitmask, row_offsets, values, scales, kind, rows, cols, group_
     n_words = (cols + 63) // 64
     n_groups = (cols + group_size - 1) // group_size
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        acc = np.zeros(tokens, np.float32)
+        # LANES accumulators: one buffer would chain every nonzero's update through a store and a reload
+        acc = np.zeros((LANES, tokens), np.float32)
         for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
             pos = row_offsets[r] * 2 if kind == 0 else row_offsets[r]
             s = np.float32(1.0)
@@ -118,7 +126,7 @@ def matmul_sparse(bitmask, row_offsets, values, scales, kind, rows, cols, group_
                         v = np.float32(np.int8(values[pos])) * s
                     else:
                         v = f16_to_f32(np.uint16(values[pos]))
-                    _axpy(acc, v, xt, c, tokens)
+                    _axpy(acc[pos & (LANES - 1)], v, xt, c, tokens)
                     pos += 1
                     m &= m - np.uint64(1)
-            _store(acc, out, r, rows, tokens)
+            _store_lanes(acc, out, r, rows, tokens)
