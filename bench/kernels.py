@@ -184,7 +184,7 @@ def run(args) -> dict:
             for mode in ("streamed", "hot"):
                 rows += measure_group(rng, base, weights, shape, threads, 1, mode, paths, fast, llc, args.reps)
             rows += measure_group(rng, base, headline, shape, threads, TOKENS, "hot", [fast], fast, llc,
-                                  max(2, args.reps // 3))
+                                  args.reps)
             print(f"measured {shape} threads={threads} ({len(rows)} rows)", file=sys.stderr, flush=True)
         del base, weights, headline
     for r in rows:
