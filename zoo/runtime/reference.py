@@ -90,13 +90,14 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, bias: np.ndarray | No
     tokens, n_heads, head_dim = q.shape
     group = n_heads // k.shape[1]
     k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
-    scores = np.einsum("thd,shd->hts", q, k) / np.sqrt(head_dim).astype(q.dtype)  # [H, T, T]
+    qh, kh, vh = q.transpose(1, 0, 2), k.transpose(1, 0, 2), v.transpose(1, 0, 2)  # [H, T, d]
+    scores = (qh @ kh.transpose(0, 2, 1)) / np.sqrt(head_dim).astype(q.dtype)  # [H, T, T], batched BLAS
     if bias is not None:
         scores = scores + bias
     scores = np.where(np.tril(np.ones((tokens, tokens), bool)), scores, -np.inf)
     scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
     probs = scores / scores.sum(axis=-1, keepdims=True)
-    return np.einsum("hts,shd->thd", probs, v).reshape(tokens, n_heads * head_dim)
+    return (probs @ vh).transpose(1, 0, 2).reshape(tokens, n_heads * head_dim)  # [T, H*d]
 
 
 def _linear(name: str, x: np.ndarray, w: np.ndarray, hook: LinearHook | None) -> np.ndarray:
