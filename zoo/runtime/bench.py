@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import resource
 import time
 
 import numpy as np
+
+from zoo.rss import peak_rss_mb
 
 from .model import Model
 
 _TEXT = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg "
          "combined movable metal type, oil-based inks and a wooden press adapted from wine making. ")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB: /proc VmHWM (reset at exec), else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def prompt_ids(tokenizer, n: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""Peak resident memory of this process in MB.
+"""Peak resident memory of this process in MiB (benchmarks, `zoo bench`, `zoo run --verbose`).
 
 Reads VmHWM from /proc (reset at exec, unlike getrusage's ru_maxrss, which a child inherits from
 the parent it was forked from); falls back to ru_maxrss elsewhere.
