@@ -38,15 +38,21 @@ def _mutate_json(value, rng):
     return rng.choice(choices)
 
 
-@pytest.mark.parametrize("vector", VECTORS)
-def test_byte_mutations(vector, vectors, tmp_path):
-    rng = random.Random(f"bytes-{vector}")
+def _writable_copy(vector_dir, tmp_path):
+    """(artifact copy without the card's file list, its model shard, the shard's bytes, header length)."""
     dst = tmp_path / "art"
-    shutil.copytree(vectors / vector, dst)
+    shutil.copytree(vector_dir, dst)
     drop_card_files(dst)
     shard = dst / "model-00001.safetensors"
     pristine = shard.read_bytes()
     (n,) = struct.unpack("<Q", pristine[:8])
+    return dst, shard, pristine, n
+
+
+@pytest.mark.parametrize("vector", VECTORS)
+def test_byte_mutations(vector, vectors, tmp_path):
+    rng = random.Random(f"bytes-{vector}")
+    dst, shard, pristine, n = _writable_copy(vectors / vector, tmp_path)
     for _ in range(150):
         raw = bytearray(pristine)
         kind = rng.random()
@@ -67,12 +73,7 @@ def test_byte_mutations(vector, vectors, tmp_path):
 @pytest.mark.parametrize("vector", VECTORS)
 def test_header_json_mutations(vector, vectors, tmp_path):
     rng = random.Random(f"json-{vector}")
-    dst = tmp_path / "art"
-    shutil.copytree(vectors / vector, dst)
-    drop_card_files(dst)
-    shard = dst / "model-00001.safetensors"
-    pristine = shard.read_bytes()
-    (n,) = struct.unpack("<Q", pristine[:8])
+    dst, shard, pristine, n = _writable_copy(vectors / vector, tmp_path)
     header = json.loads(pristine[8:8 + n])
     for _ in range(150):
         h = json.loads(json.dumps(header))
