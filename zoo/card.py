@@ -87,10 +87,39 @@ SCHEMA: dict[str, Any] = {
                       "properties": {"path": {"type": "string"}, "size": {"type": "integer", "minimum": 0},
                                      "sha256": _SHA256}},
         },
-        "recipe": {"type": ["object", "null"]},  # free-form until the recipe issue defines it
+        "recipe": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/recipe"}]},
+    },
+    "$defs": {
+        # How to rebuild the artifact (docs/catalog.md): the base, the `zoo compress` options and the
+        # calibration text; the card's `files` are the digests a rebuild must reproduce.
+        "recipe": {
+            "type": "object",
+            "required": ["base", "compress"],
+            "properties": {
+                "base": {
+                    "type": "object",
+                    "required": ["sha256"],
+                    "properties": {
+                        "pypi": {"type": "object", "required": ["package", "version", "path"],
+                                 "properties": {"package": {"type": "string"}, "version": {"type": "string"},
+                                                "path": {"type": "string"}}},
+                        "hf": {"type": "object", "required": ["repo", "revision"],
+                               "properties": {"repo": {"type": "string"}, "revision": {"type": "string"}}},
+                        "url": {"type": "string", "pattern": "^https?://"},
+                        "path": {"type": "string"},
+                        "sha256": {"anyOf": [_SHA256, {"type": "null"}]},
+                    },
+                    "oneOf": [{"required": [kind]} for kind in ("pypi", "hf", "url", "path")],
+                },
+                "compress": {"type": "object"},  # Recipe fields of zoo.compress, checked by zoo.build
+                "calibration": {"type": ["object", "null"],
+                                "properties": {"text": {"type": "string"},
+                                               "sha256": {"anyOf": [_SHA256, {"type": "null"}]}}},
+            },
+        },
     },
 }
-_FREE_FORM = {("compression", "calibration"), ("metrics", "sparsity_per_layer"), ("recipe",),
+_FREE_FORM = {("compression", "calibration"), ("metrics", "sparsity_per_layer"), ("recipe", "compress"),
               ("metrics", "decode_tps", "peer"), ("metrics", "prefill_tps", "peer"), ("base_model",)}
 
 
@@ -102,6 +131,8 @@ def _close(schema: dict, path: tuple = ()) -> dict:
         out["properties"] = {k: _close(v, path + (k,)) for k, v in out["properties"].items()}
     if "items" in out:
         out["items"] = _close(out["items"], path)
+    if "$defs" in out:
+        out["$defs"] = {k: _close(v, (k,)) for k, v in out["$defs"].items()}
     return out
 
 

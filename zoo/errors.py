@@ -57,3 +57,7 @@ class ConfigError(ZooError):
 
 class EvaluationError(ZooError):
     """A model cannot be evaluated as asked: text too short or unreadable, no tokenizer, bad protocol options."""
+
+
+class BuildError(ZooError):
+    """A card's recipe cannot be built: no recipe, an unavailable base, or options zoo cannot apply."""

@@ -51,6 +51,7 @@ class PullResult:
     downloaded_bytes: int = 0
     reused_bytes: int = 0
     files: list[FileEntry] = field(default_factory=list)
+    built: bool = False  # built from a catalog recipe rather than downloaded
 
 
 def _pid_alive(pid: int) -> bool:
@@ -160,6 +161,40 @@ class Store:
         finally:
             marker.unlink(missing_ok=True)
         return result
+
+    def add(self, artifact: str | os.PathLike, name: str, tag: str) -> PullResult:
+        """Import a local artifact directory (validated and hashed like a push) as name:tag.
+
+        Each file becomes a read-only blob (hard-linked when the artifact is on the store's filesystem,
+        copied otherwise) and is re-hashed there; the manifest is written last.
+        """
+        from zoo.registry.transfer import build_manifest
+
+        manifest, _ = build_manifest(artifact, check_name(name), check_tag(tag))
+        entries = check_manifest(manifest, f"{name}:{tag}")
+        marker = self._register_inflight(entries)
+        try:
+            self.blobs.mkdir(parents=True, exist_ok=True)
+            for entry in entries:
+                final = self.blob_path(entry.sha256)
+                if final.is_file():
+                    continue
+                tmp = final.with_name(f"{final.name}.add-{os.getpid()}")
+                try:
+                    os.link(Path(artifact) / entry.path, tmp)
+                except OSError:  # another filesystem, or links not allowed
+                    shutil.copyfile(Path(artifact) / entry.path, tmp)
+                digest, size = sha256_path(tmp)
+                if digest != entry.sha256 or size != entry.size:
+                    tmp.unlink(missing_ok=True)
+                    raise ChecksumError(f"{entry.path}: changed while it was being stored; nothing was stored")
+                os.chmod(tmp, 0o444)
+                os.replace(tmp, final)
+            path = self._snapshot(manifest, entries)
+            atomic_write(self._manifest_path(name, tag), manifest_bytes(manifest))
+        finally:
+            marker.unlink(missing_ok=True)
+        return PullResult(name, tag, path, manifest_digest(manifest), files=entries)
 
     def _register_inflight(self, entries: list[FileEntry]) -> Path:
         """Record the digests this pull needs, under the gc lock, so a concurrent gc keeps them."""
@@ -345,12 +380,13 @@ def _entries(directory: Path) -> Iterator[Path]:
 
 
 def resolve(name_or_path: str | os.PathLike, *, registry: str | None = None, progress: Progress | None = None,
-            on_total: Callable[[int], None] | None = None) -> Path:
+            on_total: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None) -> Path:
     """The artifact directory for a path, a stored name, or a name to pull (pulled when missing).
 
     This is what `zoo run NAME` calls: a directory is returned as is; `name[:tag]` (or a full
     s3://, hf://, http(s):// reference) is looked up in the store and pulled from its registry
-    (or `registry`, else the default one) only when absent.
+    (or `registry`, else the default one) only when absent, or built from its catalog recipe
+    when no registry has it (`log` is told so).
     """
     from zoo.registry import parse_ref
     from zoo.registry.transfer import pull
@@ -365,7 +401,7 @@ def resolve(name_or_path: str | os.PathLike, *, registry: str | None = None, pro
     store = Store()
     if store.has(ref.store_name, ref.tag):
         return store.path(ref.store_name, ref.tag)
-    return pull(text, registry=registry, store=store, progress=progress, on_total=on_total).path
+    return pull(text, registry=registry, store=store, progress=progress, on_total=on_total, log=log).path
 
 
 def _looks_namespaced(text: str) -> bool:

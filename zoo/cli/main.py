@@ -40,9 +40,9 @@ def _root(
 
 def _register() -> None:
     """Attach every verb module; each exposes `register(app)`."""
-    from zoo.cli import inspect_cmd, registry_cmd, convert_cmd, run_cmd, compress_cmd
+    from zoo.cli import build_cmd, inspect_cmd, registry_cmd, convert_cmd, run_cmd, compress_cmd
 
-    for module in (inspect_cmd, registry_cmd, convert_cmd, run_cmd, compress_cmd):
+    for module in (inspect_cmd, registry_cmd, convert_cmd, run_cmd, compress_cmd, build_cmd):
         module.register(app)
 
 

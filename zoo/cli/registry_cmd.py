@@ -80,12 +80,16 @@ def pull(
     """
     from zoo.registry.transfer import pull as do_pull
 
+    log = None if as_json else (lambda msg: print(f"zoo: {msg}", file=sys.stderr))
     with _bar(f"pull {name}", as_json) as (advance, total):
-        result = do_pull(name, registry=registry, progress=advance, on_total=total)
+        result = do_pull(name, registry=registry, progress=advance, on_total=total, log=log)
     doc = {"name": result.name, "tag": result.tag, "path": str(result.path), "digest": result.digest,
-           "downloaded_bytes": result.downloaded_bytes, "reused_bytes": result.reused_bytes}
+           "downloaded_bytes": result.downloaded_bytes, "reused_bytes": result.reused_bytes, "built": result.built}
     if as_json:
         _emit(doc)
+    elif result.built:
+        print(f"built {result.name}:{result.tag} from its recipe -> {result.path} (every file matches the "
+              f"card's sha256)", file=sys.stderr)
     else:
         print(f"pulled {result.name}:{result.tag} -> {result.path} ({cards.human_size(result.downloaded_bytes)} "
               f"downloaded, {cards.human_size(result.reused_bytes)} already present)", file=sys.stderr)

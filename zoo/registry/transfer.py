@@ -97,17 +97,53 @@ def push(artifact: str | os.PathLike, ref: str, *, registry: str | None = None, 
 
 
 def pull(ref: str, *, registry: str | None = None, store=None, progress: Callable[[int], None] | None = None,
-         on_total: Callable[[int], None] | None = None):
-    """Pull `ref` into the local store; returns a zoo.store.PullResult."""
+         on_total: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None):
+    """Pull `ref` into the local store; returns a zoo.store.PullResult.
+
+    A plain name that the registry lacks but the built-in catalog has with a recipe is built from
+    that recipe instead (zoo.build), verified against the card's digests; `log` is told so.
+    """
     from zoo.store import Store
 
     parsed = parse_ref(ref)
     reg = registry_for(parsed, registry)
+    store = store or Store()
     try:
-        return (store or Store()).pull(reg, parsed.name, parsed.tag, store_name=parsed.store_name,
-                                       progress=progress, on_total=on_total)
+        return store.pull(reg, parsed.name, parsed.tag, store_name=parsed.store_name,
+                          progress=progress, on_total=on_total)
+    except NotFoundError as missing:
+        if parsed.registry is not None or reg.has_manifest(parsed.name, parsed.tag):
+            raise  # a full reference, or a manifest whose blob is missing: not a case for building
+        return _build_instead(parsed, reg.url, store, missing, log)
     finally:
         reg.close()
+
+
+def _build_instead(parsed: Ref, registry_url: str, store, missing: NotFoundError, log):
+    """Build a catalog card with a recipe when the registry does not have the model."""
+    from zoo.build import build, buildable
+    from zoo.build.base import describe
+    from zoo.errors import ZooError
+    from zoo.store import PullResult
+
+    if store.has(parsed.store_name, parsed.tag):  # built (or pulled) before: nothing to do
+        manifest = store.get_manifest(parsed.store_name, parsed.tag)
+        entries = check_manifest(manifest)
+        return PullResult(parsed.store_name, parsed.tag, store.path(parsed.store_name, parsed.tag),
+                          manifest_digest(manifest), reused_bytes=sum(e.size for e in entries), files=entries)
+    card = buildable(parsed.name)
+    if card is None:
+        raise missing
+    if log:
+        log(f"{parsed.name}:{parsed.tag} is not in {registry_url}; building it from its catalog recipe "
+            f"({describe(card['recipe']['base'])})")
+    try:
+        built = build(parsed.name, tag=parsed.tag, store=store, log=log)
+    except ZooError as err:
+        raise type(err)(f"{parsed.name}:{parsed.tag} is not in {registry_url}, and building it from its "
+                        f"recipe failed: {err}") from None
+    entries = check_manifest(store.get_manifest(built.name, built.tag))
+    return PullResult(built.name, built.tag, built.path, built.digest, files=entries, built=True)
 
 
 def catalog_dir() -> Path:

@@ -1,0 +1,166 @@
+"""`zoo build`: rebuild a card's artifact from its recipe and check every file against the card's digests.
+
+Steps: find the card (a YAML file or a catalog name), fetch the base and check its sha256, run
+`zoo compress` with the recipe's options into a staging directory inside ZOO_HOME, compare every
+produced file with the card's `files` (size and sha256), then import the artifact into the store with
+the card as its zoo.yaml. Any mismatch raises ChecksumError naming the file and leaves the store as it
+was; the staging directory is always removed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from zoo import card as cards
+from zoo.errors import BuildError, ChecksumError, NotFoundError
+
+from . import base as bases
+
+Log = Callable[[str], None]
+CARD_FILE = "zoo.yaml"
+
+
+@dataclass
+class BuildResult:
+    """Where the built model is, under which name, and what was checked."""
+
+    name: str
+    tag: str
+    path: Path
+    digest: str
+    files: int
+    size: int
+    verified: bool  # every file matched a digest of the card (False only for cards that list none)
+    base: str
+
+
+def find_card(target: str | os.PathLike) -> tuple[dict, str]:
+    """(card, where): a card file path, or the name of a built-in catalog card."""
+    from zoo.registry.transfer import catalog_cards
+
+    path = Path(os.fspath(target)).expanduser()
+    if path.is_file():
+        return cards.load(path), str(path)
+    if path.is_dir() and (path / CARD_FILE).is_file():
+        return cards.load(path / CARD_FILE), str(path / CARD_FILE)
+    name = os.fspath(target).split(":", 1)[0]
+    for catalog_name, card in catalog_cards():
+        if catalog_name == name:
+            return card, f"catalog card {name}"
+    raise NotFoundError(f"{target}: no such card file and no catalog card of that name (see `zoo search`)")
+
+
+def compress_recipe(card: dict, where: str):
+    """The zoo.compress.Recipe of a card's recipe; BuildError for a missing recipe or an unknown option."""
+    from zoo.compress import Recipe
+
+    recipe = card.get("recipe")
+    if not recipe:
+        raise BuildError(f"{where}: has no recipe, so it cannot be built (only pulled)")
+    options = dict(recipe["compress"])
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise BuildError(f"{where}: recipe option {unknown[0]!r} is not a zoo compress option "
+                         f"(known: {', '.join(sorted(known))})")
+    return Recipe(**options).validated()
+
+
+def calibration_text(card: dict, where: str) -> Path | None:
+    """The calibration text the recipe names (the shipped one by default), checked against its digest."""
+    from zoo.evaluate import CALIBRATION_TEXT
+
+    spec = (card.get("recipe") or {}).get("calibration") or {}
+    text = spec.get("text", "builtin")
+    path = CALIBRATION_TEXT if text == "builtin" else Path(text).expanduser()
+    expected = spec.get("sha256")
+    if expected is not None:
+        try:
+            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as err:
+            raise NotFoundError(f"{path}: calibration text unreadable ({err.strerror})") from None
+        if actual != expected:
+            raise ChecksumError(f"{path}: calibration text sha256 {actual[:16]}… differs from the recipe's "
+                                f"{expected[:16]}… ({where})")
+    return None if text == "builtin" else path
+
+
+def build(target: str | os.PathLike, *, tag: str = "latest", store=None, log: Log | None = None,
+          progress: Callable[[str], None] | None = None) -> BuildResult:
+    """Build the card `target` into the store as name:tag, verifying every file's digest."""
+    from zoo.compress import compress
+    from zoo.convert.source import open_source
+    from zoo.registry.base import check_name, check_tag
+    from zoo.store import Store
+
+    card, where = find_card(target)
+    name = check_name(card.get("name") or "")
+    check_tag(tag)
+    recipe = compress_recipe(card, where)
+    calib = calibration_text(card, where)
+    store = store or Store()
+    spec = card["recipe"]["base"]
+    base_path = bases.fetch(spec, store.root / "bases", log)
+    source = open_source(base_path)
+    if log:
+        log(f"base: {bases.describe(spec)}")
+    bases.check_digest(source.sha256, spec, log)
+    work = store.root / "tmp"
+    work.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"build-{name.replace('/', '_')}-", dir=work))
+    try:
+        out = staging / "artifact"
+        compress(source, out, recipe, calib_text=calib, evaluate=False, name=card["base_model"]["name"]
+                 if card.get("base_model") else None, progress=progress)
+        verified = _check_files(out, card, where)
+        (out / CARD_FILE).write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        pulled = store.add(out, name, tag)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    size = sum(e.size for e in pulled.files)
+    return BuildResult(name, tag, pulled.path, pulled.digest, len(pulled.files), size, verified,
+                       bases.describe(spec))
+
+
+def _check_files(out: Path, card: dict, where: str) -> bool:
+    """Compare the built files with the card's list; ChecksumError names the first file that differs."""
+    from zoo import __version__
+    from zoo.registry.transfer import sha256_file
+
+    built = {p.name: p for p in out.iterdir() if p.is_file() and p.name != CARD_FILE}
+    listed = {f["path"]: f for f in card.get("files") or []}
+    if not listed:
+        return False
+    hint = "" if card.get("zoo_version") in (None, __version__) else \
+        f" (the card was made by zoo {card['zoo_version']}, this is zoo {__version__})"
+    for path in sorted(set(listed) | set(built)):
+        if path not in built:
+            raise ChecksumError(f"{path}: listed in {where} but the build did not produce it{hint}")
+        if path not in listed:
+            raise ChecksumError(f"{path}: produced by the build but not listed in {where}{hint}")
+        size = built[path].stat().st_size
+        digest = sha256_file(built[path])
+        if size != listed[path]["size"] or digest != listed[path]["sha256"]:
+            raise ChecksumError(f"{path}: built sha256 {digest[:16]}… ({size} bytes) does not match {where}'s "
+                                f"{listed[path]['sha256'][:16]}… ({listed[path]['size']} bytes){hint}; "
+                                f"nothing was stored")
+    return True
+
+
+def buildable(name: str) -> dict | None:
+    """The built-in catalog card of `name` when it carries a recipe (what `zoo pull` falls back to)."""
+    from zoo.registry.transfer import catalog_cards
+
+    for catalog_name, card in catalog_cards():
+        if catalog_name == name and card.get("recipe"):
+            return card
+    return None

