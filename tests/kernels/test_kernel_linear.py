@@ -47,14 +47,16 @@ def test_matvec_and_matmul(path, encoding):
                 _check(t, w, x, path, gs)
 
 
-@pytest.mark.parametrize("variant", ["q4-g32-zeros", "q4-g96", "q8-g32", "dense-f32", "dense-bf16", "sparse-q4-g192"])
+@pytest.mark.parametrize("variant", ["q4-g32-zeros", "q4-g128-zeros", "q4-g96", "q4-g256", "q8-g32", "dense-f32", "dense-bf16",
+                                     "sparse-q4-g192", "sparse-q8-g256"])
 def test_group_sizes_zero_points_dtypes(path, variant):
     rng = np.random.default_rng(7)
     encoding, kw, gs = {
         "q4-g32-zeros": ("q4", {"zeros": True}, 32), "q4-g96": ("q4", {}, 96), "q8-g32": ("q8", {}, 32),
         "dense-f32": ("dense", {"dtype": "F32"}, 32), "dense-bf16": ("dense", {"dtype": "BF16"}, 32),
-        "sparse-q4-g192": ("sparse-q4", {}, 192)}[variant]
-    for rows, cols in ((3, 31), (17, 333), (8, 640)):
+        "sparse-q4-g192": ("sparse-q4", {}, 192), "q4-g128-zeros": ("q4", {"zeros": True}, 128),
+        "q4-g256": ("q4", {}, 256), "sparse-q8-g256": ("sparse-q8", {}, 256)}[variant]
+    for rows, cols in ((3, 31), (17, 333), (8, 640), (5, 1001)):
         t, w = encoded(rng, encoding, rows, cols, 0.3 if encoding.startswith("sparse") else 0.0, gs, **kw)
         for shape in ((cols,), (4, cols)):
             _check(t, w, rng.standard_normal(shape).astype(np.float32), path, gs)
