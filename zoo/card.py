@@ -65,6 +65,11 @@ SCHEMA: dict[str, Any] = {
                 "quantizer": _NULL_STR,  # rtn | gptq | null
                 "calibration": {"type": ["object", "null"]},
                 "seed": {"type": ["integer", "null"]},
+                "dampening": _NULL_NUM,  # SparseGPT/GPTQ Hessian dampening (fraction of the mean diagonal)
+                "blocksize": _NULL_INT,  # SparseGPT/GPTQ lazy-update block, in columns
+                "scope": _NULL_STR,  # magnitude: row | layer
+                "owl": {"type": ["object", "null"]},  # OWL's lambda, M and the measured outlier ratios
+                "code_bits": _NULL_INT,  # 3-bit codes stored in 4-bit containers
             },
         },
         "metrics": {
@@ -79,6 +84,7 @@ SCHEMA: dict[str, Any] = {
                                               "protocol": {"type": ["string", "object", "null"]}}},
                 "decode_tps": _MEASURE,
                 "prefill_tps": _MEASURE,
+                "build_seconds": _NULL_NUM,  # wall time of the compress that made the card's files
             },
         },
         "files": {
@@ -88,6 +94,7 @@ SCHEMA: dict[str, Any] = {
                                      "sha256": _SHA256}},
         },
         "recipe": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/recipe"}]},
+        "conversion": {"type": ["object", "null"]},  # what `zoo convert` did: encoding, tensor counts, seconds
     },
     "$defs": {
         # How to rebuild the artifact (docs/catalog.md): the base, the `zoo compress` options and the
@@ -119,8 +126,8 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
-_FREE_FORM = {("compression", "calibration"), ("metrics", "sparsity_per_layer"), ("recipe", "compress"),
-              ("metrics", "decode_tps", "peer"), ("metrics", "prefill_tps", "peer"), ("base_model",)}
+_FREE_FORM = {("compression", "calibration"), ("compression", "owl"), ("metrics", "sparsity_per_layer"), ("recipe", "compress"),
+              ("metrics", "decode_tps", "peer"), ("metrics", "prefill_tps", "peer"), ("base_model",), ("conversion",)}
 
 
 def _close(schema: dict, path: tuple = ()) -> dict:

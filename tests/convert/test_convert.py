@@ -43,7 +43,7 @@ def test_auto_stores_pruned_weights_sparse_and_exact(pruned_hf, tmp_path):
     card = art.card
     assert card["base_model"]["sha256"] == src.sha256 and card["compression"]["method"] == "none"
     assert 0.2 < card["metrics"]["sparsity"] < 0.4  # one of two layers pruned to 60%
-    assert card["recipe"]["tensors"]["sparse-f16"] == 7
+    assert card["conversion"]["tensors"]["sparse-f16"] == 7
 
 
 def test_q4_turns_pruned_weights_into_sparse_q4(pruned_hf, tmp_path):

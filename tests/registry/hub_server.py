@@ -2,7 +2,8 @@
 
 It implements what huggingface_hub's HfApi calls for a push without Xet: create_repo, the
 preupload check, the LFS batch API and basic PUT uploads (sha256-checked), the NDJSON commit
-endpoint, create/delete tag, and `/resolve/` downloads with Range. Each repo is a real git
+endpoint, create/delete tag, `/resolve/` downloads with Range, and the model listing
+(`/api/models?author=&filter=`, matched on README front-matter tags and library_name). Each repo is a real git
 repository at `<root>/models/<org>/<repo>`; LFS content is committed as plain file content, which
 is the layout olah's offline mirror mode serves. It is test scaffolding, not part of zoo.
 """
@@ -16,7 +17,9 @@ import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
 
 LFS_SUFFIXES = (".safetensors", ".bin")
 
@@ -47,6 +50,23 @@ class HubServer:
     def repo_dir(self, repo_id: str) -> Path:
         org, name = repo_id.split("/")
         return self.root / "models" / org / name
+
+    def list_models(self, author: str | None, filters: list[str]) -> list[dict]:
+        """Repos of `author` whose README front matter has every filter as a tag or as its library_name."""
+        out = []
+        orgs = [self.root / "models" / author] if author else sorted((self.root / "models").glob("*"))
+        for repo in sorted(p for org in orgs if org.is_dir() for p in org.iterdir()):
+            try:
+                readme = _git(repo, "show", "HEAD:README.md").decode()
+                front = yaml.safe_load(readme.split("---\n")[1]) or {}
+            except (subprocess.CalledProcessError, IndexError, yaml.YAMLError):
+                front = {}
+            labels = set(front.get("tags") or []) | {front.get("library_name")}
+            if all(f in labels for f in filters):
+                repo_id = f"{repo.parent.name}/{repo.name}"
+                out.append({"id": repo_id, "modelId": repo_id, "tags": sorted(t for t in labels if t),
+                            "library_name": front.get("library_name")})
+        return out
 
     def _create(self, repo_id: str) -> None:
         path = self.repo_dir(repo_id)
@@ -185,6 +205,10 @@ class HubServer:
             def do_GET(self) -> None:
                 path = unquote(urlsplit(self.path).path)
                 server.requests.append(f"{self.command} {path} {self.headers.get('Range', '')}".rstrip())
+                if path == "/api/models":  # HfApi.list_models(author=..., filter=...)
+                    query = parse_qs(urlsplit(self.path).query)
+                    return self._json(200, server.list_models(query.get("author", [None])[0],
+                                                              query.get("filter", [])))
                 parts = path.strip("/").split("/")
                 if len(parts) >= 5 and parts[2] == "resolve":
                     repo, revision, file = server.repo_dir("/".join(parts[:2])), parts[3], "/".join(parts[4:])

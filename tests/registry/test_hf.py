@@ -126,3 +126,20 @@ def test_wrong_token_is_refused_without_echoing_it(zoo_env, hub, tiny_artifact, 
         push(tiny_artifact, "hf://zoo-org/denied")
     assert "hf_wrong_token_value" not in str(err.value) and TOKEN not in str(err.value)
     assert "401" in str(err.value)
+
+
+def test_search_lists_a_namespaces_zoo_models_on_the_hub(as_hub, tiny_artifact, mid_artifact):
+    """hf://<org> as a registry: HfApi.list_models(author=org, filter="zoo") on our Hub-API server
+    (which matches README front-matter tags, as the Hub does), then each repo's zoo.yaml."""
+    from zoo.registry.transfer import search
+
+    push(tiny_artifact, "hf://search-org/sparse-one")
+    push(mid_artifact, "hf://search-org/dense-one")
+    push(tiny_artifact, "hf://other-org/elsewhere")
+    found = search(registry="hf://search-org", include_catalog=False)
+    assert sorted(r["name"] for r in found) == ["search-org/dense-one", "search-org/sparse-one"]
+    sparse = search(registry="hf://search-org", include_catalog=False, min_sparsity=0.5)
+    assert [r["name"] for r in sparse] == ["search-org/sparse-one"] and sparse[0]["bits"] == 4
+    assert "GET /api/models" in as_hub.requests
+    with pytest.raises(RegistryError, match="name a Hub namespace"):
+        search(registry="hf://", include_catalog=False)

@@ -45,7 +45,7 @@ def convert(
     size = sum(f["size"] for f in card.get("files", []))
     if as_json:
         typer.echo(json.dumps({"path": str(path), "size_bytes": size, "architecture": card.get("architecture"),
-                               "encodings": card.get("recipe", {}).get("tensors"),
+                               "encodings": card.get("conversion", {}).get("tensors"),
                                "sparsity": card.get("metrics", {}).get("sparsity")}))
     else:
         err.print(f"wrote {path} ({size / 2**20:.1f} MiB; {card.get('recipe', {}).get('tensors')})")

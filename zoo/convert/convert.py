@@ -95,7 +95,7 @@ def convert(src: str | Path | Source, out_dir: str | Path, encoding: str = "auto
                 "compression": {"method": "none", "bits": bits,
                                 "group_size": group_size if bits in (4, 8) else None},
                 "metrics": {"sparsity": round(zeros / total, 4) if total else 0.0},
-                "recipe": {"tool": "zoo convert", "encoding": encoding, "tensors": counts,
+                "conversion": {"tool": "zoo convert", "encoding": encoding, "tensors": counts,
                            "seconds": round(time.perf_counter() - t0, 1)}}
         return writer.finish(card)
 

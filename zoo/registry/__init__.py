@@ -63,7 +63,10 @@ def open_registry(url: str) -> Registry:
     if url.startswith("hf://"):
         from .hf import HfRegistry
 
-        return HfRegistry(os.environ.get("HF_ENDPOINT") or None)
+        namespace = url[len("hf://"):].strip("/")
+        if namespace and ("/" in namespace or "@" in namespace):
+            raise RegistryError(f"{url!r}: as a registry, the Hub is hf:// or hf://<org or user>")
+        return HfRegistry(os.environ.get("HF_ENDPOINT") or None, namespace=namespace or None)
     if "://" in url and not url.startswith("file://"):
         raise RegistryError(f"{url!r}: unknown registry scheme (use a path, s3://, http(s)://, hf://)")
     from .local import LocalRegistry

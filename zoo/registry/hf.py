@@ -33,7 +33,7 @@ HUB_HOSTS = ("huggingface.co", "hf.co")
 class HfRegistry(Registry):
     """hf://org/repo[@revision] against `endpoint` (default: HF_ENDPOINT, else huggingface.co)."""
 
-    def __init__(self, endpoint: str | None = None, token: str | None = None) -> None:
+    def __init__(self, endpoint: str | None = None, token: str | None = None, namespace: str | None = None) -> None:
         from huggingface_hub import HfApi, constants
 
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
@@ -41,7 +41,8 @@ class HfRegistry(Registry):
             constants.HF_HUB_DISABLE_XET = True  # read at call time by the upload code
         self.token = token
         self.api = HfApi(endpoint=self.endpoint, token=token)
-        self.url = f"hf:// at {redact(self.endpoint)}"
+        self.namespace = namespace  # hf://org as a registry: the org's zoo models are listed and searched
+        self.url = f"hf://{namespace or ''} at {redact(self.endpoint)}"
         self.client = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
         self._where: dict[str, tuple[str, str, str]] = {}  # sha256 -> (repo, revision, path)
 
@@ -66,7 +67,27 @@ class HfRegistry(Registry):
             raise RegistryError(f"{what}: {redact(self.endpoint)} answered HTTP {resp.status_code}")
 
     def list_manifests(self) -> list[tuple[str, str]]:
-        raise RegistryError("the Hugging Face Hub backend does not list models; name one as hf://org/repo[@revision]")
+        """(repo, "main") for the namespace's models tagged `zoo` (what `zoo push` writes into README.md)."""
+        if not self.namespace:
+            raise RegistryError("name a Hub namespace to list or search: --registry hf://<org or user>")
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            return sorted((m.id, "main") for m in self.api.list_models(author=self.namespace, filter="zoo"))
+        except HfHubHTTPError as err:
+            status = getattr(getattr(err, "response", None), "status_code", "?")
+            raise RegistryError(f"hf://{self.namespace}: the Hub refused to list models (HTTP {status})") from None
+        except (httpx.HTTPError, OSError) as err:
+            raise RegistryError(f"hf://{self.namespace}: cannot reach {redact(self.endpoint)} "
+                                f"({type(err).__name__})") from None
+
+    def list_cards(self) -> Iterator[tuple[str, str, dict]]:
+        """(repo, "main", card) for the namespace's zoo models; repos without a readable zoo.yaml are skipped."""
+        for name, tag in self.list_manifests():
+            try:
+                yield name, tag, self.get_manifest(name, tag)["card"]
+            except (NotFoundError, RegistryError):
+                continue
 
     def get_manifest(self, name: str, tag: str) -> dict:
         what = f"hf://{name}@{tag}"
