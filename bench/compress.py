@@ -28,6 +28,7 @@ ROWS = {  # name -> recipe options (samples/seq_len/seed added from the command 
     "mag-50": dict(method="magnitude", sparsity=0.5),
     "q3-g128-rtn": dict(sparsity=0.0, bits=3, quantizer="rtn"),
     "q4-g128-gptq": dict(sparsity=0.0, bits=4, quantizer="gptq"),
+    "q4-g128-gptq-ao": dict(sparsity=0.0, bits=4, quantizer="gptq", act_order=True),
     "wanda-50": dict(method="wanda", sparsity=0.5),
     "sgpt-50": dict(method="sparsegpt", sparsity=0.5),
     "sgpt-50+q4-gptq": dict(method="sparsegpt", sparsity=0.5, bits=4, quantizer="gptq"),

@@ -189,3 +189,28 @@ def test_pareto_front():
     pts = [{"size_bytes": 10, "perplexity": 5.0}, {"size_bytes": 5, "perplexity": 6.0},
            {"size_bytes": 6, "perplexity": 7.0}, {"size_bytes": 3, "perplexity": 9.0}]
     assert pareto_front(pts) == [True, True, False, True]
+
+
+@pytest.mark.parametrize("bits", [8, 4, 3])
+@pytest.mark.parametrize("method,sparsity", [("magnitude", 0.0), ("wanda", 0.5)])
+def test_gptq_act_order_error_at_most_plain_gptq(layer, bits, method, sparsity):
+    x, w, stats = layer
+    e = {ao: rel_error(x, w, compress_linear(w, stats, LinearRecipe(method=method, sparsity=sparsity, bits=bits,
+                                                                    quantizer="gptq", act_order=ao))[0])
+         for ao in (False, True)}
+    assert e[True] <= e[False], e
+
+
+def test_act_order_uses_static_groups_of_the_natural_columns(layer):
+    _, w, stats = layer
+    mask = select(np.abs(w), 0.5, "unstructured", "row")
+    res = obs_compress(w, stats.xtx, fixed_mask=mask, bits=4, group_size=64, act_order=True)
+    _, rtn_scales = rtn(w, mask, 4, 64)  # static groups: the scales of the original weights' natural groups
+    np.testing.assert_array_equal(res.scales, rtn_scales)
+    np.testing.assert_array_equal(res.mask, mask)  # the permutation is undone: columns in their places
+    expect = res.codes.astype(np.float32) * np.repeat(res.scales.astype(np.float32), 64, axis=1)
+    np.testing.assert_array_equal(res.weight, expect)
+    assert np.all(res.codes[~mask] == 0) and np.all(res.weight[~mask] == 0)
+    assert res.codes.min() >= -7 and res.codes.max() <= 7
+    with pytest.raises(CompressError, match="act-order"):
+        obs_compress(w, stats.xtx, sparsity=0.5, bits=4, act_order=True)  # SparseGPT picks masks in order

@@ -62,6 +62,7 @@ class LinearRecipe:
     quantizer: str = "rtn"
     blocksize: int = 128
     percdamp: float = 0.01
+    act_order: bool = False  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT)
 
     @property
     def prunes(self) -> bool:
@@ -96,6 +97,6 @@ def compress_linear(w: np.ndarray, stats: InputStats | None, recipe: LinearRecip
         w = np.where(mask, w, np.float32(0))
     if quant and r.quantizer == "gptq":
         res = obs_compress(w, stats.xtx, fixed_mask=mask, bits=r.bits, group_size=r.group_size,
-                           blocksize=r.blocksize, percdamp=r.percdamp)
+                           blocksize=r.blocksize, percdamp=r.percdamp, act_order=r.act_order)
         return pack(res.weight, mask, r.bits, r.group_size, res.codes, res.scales), mask
     return pack(w, mask, r.bits, r.group_size), mask

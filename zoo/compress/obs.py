@@ -5,6 +5,12 @@ from w² / [H⁻¹]²_cc at the start of each block, or every M columns for N:M)
 and its error is spread over the not-yet-processed columns through the upper Cholesky factor of the
 inverse Hessian H = XᵀX of the layer input. Pruned weights end exactly zero; quantized weights end
 on the group grid. float64 throughout: the matrices are small next to the forward pass.
+
+GPTQ act-order: columns are swept in order of decreasing H_cc (the inputs with the most energy
+first, while the most columns remain to absorb their error) with *static groups*, as the reference
+GPTQ code's `static_groups`: every group's scale is fixed up front from the original weights of its
+natural (contiguous) columns, so the stored layout — one scale per group of dense columns — needs no
+column index; the permutation is undone before the weights and codes are returned.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import numpy as np
 from zoo.errors import CompressError
 
 from .masks import n_pruned, parse_nm, prune_lowest_global, prune_nm
-from .quant import f16_scale, qmax_of
+from .quant import f16_scale, group_scales, per_column, qmax_of
 
 
 @dataclass
@@ -53,12 +59,13 @@ def inverse_hessian_factor(h: np.ndarray, percdamp: float) -> tuple[np.ndarray, 
 
 
 @numba.njit(cache=True)
-def _sweep(w1, u1, mask1, scale, qmax, codes1, err1, lo, hi):  # pragma: no cover - compiled
+def _sweep(w1, u1, mask1, scale1, qmax, codes1, err1, lo, hi):  # pragma: no cover - compiled
     """Columns lo..hi-1 of one lazy block, in place.
 
     w1 [rows, count] f64 block weights; u1 [count, count] f64 its inverse-Hessian factor; mask1
-    [rows, count] bool keep; scale [rows] f64 the block's group scale (qmax = 0: no quantization);
-    codes1 [rows, count] int8 out; err1 [rows, count] f64 out (scaled errors for the lazy update).
+    [rows, count] bool keep; scale1 [rows, count] f64 each column's group scale (qmax = 0: no
+    quantization); codes1 [rows, count] int8 out; err1 [rows, count] f64 out (scaled errors for the
+    lazy update).
     """
     rows, count = w1.shape
     for i in range(lo, hi):
@@ -70,10 +77,11 @@ def _sweep(w1, u1, mask1, scale, qmax, codes1, err1, lo, hi):  # pragma: no cove
                 q = wv
                 if qmax > 0:
                     c = 0.0
-                    if scale[r] > 0:
-                        c = min(max(np.rint(wv / scale[r]), -qmax), qmax)
+                    s = scale1[r, i]
+                    if s > 0:
+                        c = min(max(np.rint(wv / s), -qmax), qmax)
                     codes1[r, i] = np.int8(c)
-                    q = c * scale[r]
+                    q = c * s
             e = (wv - q) / d
             err1[r, i] = e
             w1[r, i] = q
@@ -83,26 +91,43 @@ def _sweep(w1, u1, mask1, scale, qmax, codes1, err1, lo, hi):  # pragma: no cove
 
 def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern: str = "unstructured",
                  fixed_mask: np.ndarray | None = None, bits: int | None = None, group_size: int = 128,
-                 blocksize: int = 128, percdamp: float = 0.01) -> ObsResult:
+                 blocksize: int = 128, percdamp: float = 0.01, act_order: bool = False) -> ObsResult:
     """Prune (adaptive mask, or `fixed_mask`) and/or quantize `w` [rows, cols] given H [cols, cols].
 
     - SparseGPT: sparsity > 0 or an N:M pattern, no fixed mask.
     - GPTQ: bits set; with `fixed_mask` the pruned weights are held at zero (joint with Wanda/magnitude).
+      `act_order`: columns by decreasing H_cc with static group scales (GPTQ only, not SparseGPT's masks).
     Unstructured masks prune exactly round(sparsity · rows · cols) weights, spread over the blocks.
     """
     rows, cols = w.shape
     nm = parse_nm(pattern)
     adaptive = fixed_mask is None and (nm is not None or sparsity > 0)
     qmax = qmax_of(bits) if bits is not None else None
-    if qmax is not None:
-        blocksize = group_size  # a group's scale is fixed at its first column, from the current weights
-    u, dead = inverse_hessian_factor(h, percdamp)
+    if act_order and (adaptive or qmax is None):
+        raise CompressError("act-order applies to GPTQ quantization (alone or under a fixed mask), "
+                            "not to SparseGPT's mask selection")
+    h = np.asarray(h, dtype=np.float64)
     wk = np.array(w, dtype=np.float64)  # [rows, cols], updated in place
+    dead = np.diag(h) == 0
     wk[:, dead] = 0.0
     mask = np.ones((rows, cols), bool) if fixed_mask is None else fixed_mask.copy()
-    codes = np.zeros((rows, cols), np.int8) if qmax is not None else None
     n_groups = -(-cols // group_size)
-    scales = np.zeros((rows, n_groups), np.float16) if qmax is not None else None
+    perm = None
+    col_scales = None  # act-order: float64 [rows, cols] each (permuted) column's static group scale
+    if act_order:
+        scales = group_scales(wk.astype(np.float32), mask, group_size, qmax)  # [rows, groups] f16, natural columns
+        diag = np.where(dead, 1.0, np.diag(h))
+        perm = np.argsort(-diag, kind="stable")  # [cols] intp: sweep order
+        h = h[np.ix_(perm, perm)]
+        wk, mask = wk[:, perm], mask[:, perm]
+        col_scales = per_column(scales, group_size, cols)[:, perm].astype(np.float64)
+    elif qmax is not None:
+        blocksize = group_size  # a group's scale is fixed at its first column, from the current weights
+        scales = np.zeros((rows, n_groups), np.float16)
+    else:
+        scales = None
+    u, _ = inverse_hessian_factor(h, percdamp)
+    codes = np.zeros((rows, cols), np.int8) if qmax is not None else None
     total = rows * cols
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
@@ -116,24 +141,29 @@ def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern
             mask[:, i1:i2] = prune_lowest_global(w1 ** 2 / d1[None, :] ** 2, k)
         if adaptive and nm is not None and qmax is not None:
             mask[:, i1:i2] = prune_nm(w1 ** 2 / d1[None, :] ** 2, *nm)
-        s64 = np.zeros(rows)
-        if qmax is not None:
+        s1 = np.zeros((rows, count))  # [rows, count] f64 each column's scale
+        if col_scales is not None:
+            s1 = np.ascontiguousarray(col_scales[:, i1:i2])
+        elif qmax is not None:
             kept = np.where(mask[:, i1:i2], np.abs(w1), 0.0)
             s = f16_scale(kept.max(axis=1), qmax)  # [rows] f16
             scales[:, i1 // group_size] = s
-            s64 = s.astype(np.float64)
+            s1 = np.repeat(s.astype(np.float64)[:, None], count, axis=1)
         codes1 = np.zeros((rows, count), np.int8)
         if adaptive and nm is not None and qmax is None:  # N:M masks chosen lazily, every M columns
             for i in range(0, count, nm[1]):
                 span = min(nm[1], count - i)
                 mask[:, i1 + i:i1 + i + span] = prune_nm(w1[:, i:i + span] ** 2 / d1[None, i:i + span] ** 2, *nm)
-                _sweep(w1, u1, np.ascontiguousarray(mask[:, i1:i2]), s64, 0, codes1, err1, i, i + span)
+                _sweep(w1, u1, np.ascontiguousarray(mask[:, i1:i2]), s1, 0, codes1, err1, i, i + span)
         else:
-            _sweep(w1, u1, np.ascontiguousarray(mask[:, i1:i2]), s64, qmax or 0, codes1, err1, 0, count)
+            _sweep(w1, u1, np.ascontiguousarray(mask[:, i1:i2]), s1, qmax or 0, codes1, err1, 0, count)
         if codes is not None:
             codes[:, i1:i2] = codes1
         wk[:, i1:i2] = w1
         wk[:, i2:] -= err1 @ u[i1:i2, i2:]
+    if perm is not None:
+        back = np.argsort(perm)  # undo the sweep order: natural columns again
+        wk, mask, codes = wk[:, back], mask[:, back], codes[:, back]
     wk[~mask] = 0.0
     return ObsResult(wk.astype(np.float32), mask, codes, scales)
 

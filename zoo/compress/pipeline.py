@@ -88,27 +88,39 @@ def _eta(start: float, done: int, total: int) -> str:
     return f"eta {int(left // 60)}m{int(left % 60):02d}s"
 
 
-def owl_profile(source, calib: Calibration, recipe: Recipe, progress: Progress | None = None) -> tuple[list[float], list[float]]:
-    """(per-layer sparsities, per-layer outlier ratios) from a dense pass over the calibration windows."""
+def outlier_ratios(source, calib: Calibration, ms: list[float], progress: Progress | None = None) -> dict[float, list[float]]:
+    """{M: per-layer outlier ratios} from one dense pass over the calibration windows (OWL's LOD)."""
     from zoo.runtime.reference import block_forward, embed, layer_names
 
     config = source.config
     token_embd = source.tensor("token_embd.weight")
     x = np.stack([embed(token_embd, t) for t in calib.tokens])
     del token_embd
-    ratios = []
+    ratios: dict[float, list[float]] = {m: [] for m in ms}
     start = time.monotonic()
     for i in range(config["n_layers"]):
         weights = {n: source.tensor(n) for n in layer_names(config, i)}
         stats = _collect(config, weights, x, i, lambda _: False)
         scores = [np.abs(w) * stats[_short(n)].col_norms[None, :].astype(np.float32)
                   for n, w in weights.items() if w.ndim == 2]
-        ratios.append(outlier_ratio(scores, recipe.owl_m))
+        for m in ms:
+            ratios[m].append(outlier_ratio(scores, m))
         for s in range(x.shape[0]):
             x[s] = block_forward(config, weights, x[s], i)
         if progress:
-            progress(f"owl: layer {i + 1}/{config['n_layers']} outliers {100 * ratios[-1]:.2f}% ({_eta(start, i + 1, config['n_layers'])})")
-    return owl_sparsities(ratios, recipe.sparsity, recipe.owl_lambda), ratios
+            shown = ", ".join(f"M={m:g}: {100 * r[-1]:.2f}%" for m, r in ratios.items())
+            progress(f"owl: layer {i + 1}/{config['n_layers']} outliers {shown} ({_eta(start, i + 1, config['n_layers'])})")
+    return ratios
+
+
+def owl_profile(source, calib: Calibration, recipe: Recipe, progress: Progress | None = None,
+                ratios: list[float] | None = None) -> tuple[list[float], list[float]]:
+    """(per-layer sparsities, per-layer outlier ratios); `ratios` given (for M = recipe.owl_m) skips the dense pass."""
+    if ratios is None:
+        ratios = outlier_ratios(source, calib, [recipe.owl_m], progress)[recipe.owl_m]
+    if len(ratios) != source.config["n_layers"]:
+        raise CompressError(f"owl_ratios has {len(ratios)} entries for {source.config['n_layers']} layers")
+    return owl_sparsities(ratios, recipe.sparsity, recipe.owl_lambda), list(ratios)
 
 
 def _compress_layer(config: dict, i: int, weights: dict[str, np.ndarray], stats: dict[str, InputStats],
@@ -221,23 +233,26 @@ def compress(src, out_dir: str | Path, recipe: Recipe, *, calib_text: str | Path
              eval_text: str | Path | None = None, eval_ctx: int = 512, eval_windows: int | None = 64,
              evaluate: bool = True, base_perplexity: dict | None = None, eval_engine: str = "auto",
              calib_tokens: np.ndarray | None = None, overwrite: bool = False,
-             name: str | None = None, progress: Progress | None = None) -> dict:
+             name: str | None = None, progress: Progress | None = None,
+             owl_ratios: list[float] | None = None) -> dict:
     """Compress `src` (path or Source) into the artifact `out_dir`; returns the card written.
 
     With `evaluate`, the card's metrics include the perplexity of the base model (or the given
     `base_perplexity` result) and of the result on the evaluation text under one protocol.
     `calib_tokens` (int [samples, seq_len]) replaces the calibration text, for models without a
-    tokenizer (random-weight benchmarks); the card then records no calibration file.
+    tokenizer (random-weight benchmarks); the card then records no calibration file. `owl_ratios`
+    (per-layer outlier ratios for the recipe's M, from `outlier_ratios` on the same calibration)
+    skips OWL's dense pass, for sweeps and tuning.
     """
     from zoo.evaluate import fixed_blas_threads
 
     with fixed_blas_threads():
         return _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_windows, evaluate,
-                         base_perplexity, eval_engine, calib_tokens, overwrite, name, progress)
+                         base_perplexity, eval_engine, calib_tokens, overwrite, name, progress, owl_ratios)
 
 
 def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_windows, evaluate, base_perplexity,
-              eval_engine, calib_tokens, overwrite, name, progress) -> dict:
+              eval_engine, calib_tokens, overwrite, name, progress, owl_ratios=None) -> dict:
     from zoo import __version__
     from zoo.convert.source import Source, open_source
     from zoo.evaluate import perplexity
@@ -259,7 +274,7 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
                                     calib_text, config["vocab_size"])
     ratios = None
     if recipe.profile == "owl" and recipe.sparsity > 0:
-        layer_sparsity, ratios = owl_profile(source, calib, recipe, progress)
+        layer_sparsity, ratios = owl_profile(source, calib, recipe, progress, owl_ratios)
     else:
         layer_sparsity = uniform(config["n_layers"], recipe.sparsity)
     staging = out_dir.parent / f".{out_dir.name}.compress-{os.getpid()}"

@@ -32,6 +32,7 @@ class Recipe:
     owl_m: float = 5.0
     percdamp: float = 0.01
     blocksize: int = 128
+    act_order: bool = False  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT pruning)
 
     def validated(self) -> "Recipe":
         """A copy with the sparsity implied by the pattern filled in; CompressError on bad options."""
@@ -69,11 +70,17 @@ class Recipe:
         return bool(prunes and (self.method != "magnitude" or self.profile == "owl")) or \
             (self.bits < 16 and self.quantizer == "gptq")
 
+    @property
+    def uses_act_order(self) -> bool:
+        """act-order in effect: GPTQ quantizes, and SparseGPT is not choosing the mask in the same sweep."""
+        return self.act_order and self.bits < 16 and self.quantizer == "gptq" and \
+            not (self.method == "sparsegpt" and self.sparsity and self.pattern != "neurons")
+
     def for_layer(self, sparsity: float) -> LinearRecipe:
         """The per-linear recipe of a layer whose sparsity the profile fixed."""
         return LinearRecipe(method=self.method, sparsity=sparsity, pattern=self.pattern, scope=self.scope,
                             bits=self.bits, group_size=self.group_size, quantizer=self.quantizer,
-                            blocksize=self.blocksize, percdamp=self.percdamp)
+                            blocksize=self.blocksize, percdamp=self.percdamp, act_order=self.uses_act_order)
 
     def card(self) -> dict:
         """The recipe as the card's `compression` mapping (calibration added by the pipeline)."""
@@ -83,6 +90,8 @@ class Recipe:
                "group_size": self.group_size if quantized else None,
                "quantizer": self.quantizer if quantized else None, "seed": self.seed,
                "dampening": self.percdamp, "blocksize": self.blocksize}
+        if quantized and self.quantizer == "gptq":
+            out["act_order"] = self.uses_act_order
         if self.bits == 3:  # 3-bit codes live in the 4-bit containers: the card states the storage bits
             out["bits"], out["code_bits"] = 4, 3
         if self.method == "magnitude":
