@@ -20,6 +20,8 @@ from .base import CHUNK, FileEntry, Registry, blob_key, check_name, check_tag, m
     parse_manifest
 from .local import INDEX_FILE, build_index
 
+INDEX_ATTEMPTS = 8
+
 
 class S3Registry(Registry):
     """s3://bucket[/prefix]."""
@@ -117,13 +119,29 @@ class S3Registry(Registry):
             self.fs.rm_file(self._key(manifest_key(name, tag)))
         self._write_index()
 
-    def _write_index(self) -> None:
-        """index.json for HTTP mirrors of the bucket (rebuilt from the listing; last writer wins)."""
+    def _index_bytes(self) -> bytes:
         entries = []
         for name, tag in self.list_manifests():
             try:
                 entries.append((name, tag, self.get_manifest(name, tag)))
             except (NotFoundError, RegistryError):
                 continue
-        with self._errors("writing index.json"):
-            self.fs.pipe_file(self._key(INDEX_FILE), build_index(entries))
+        return build_index(entries)
+
+    def _write_index(self) -> None:
+        """index.json for HTTP mirrors of the bucket, rebuilt from the manifests.
+
+        S3 has no lock, so after writing, the listing is read again and the index rewritten until it
+        agrees: a concurrent push whose stale index landed after ours then repairs it itself, since
+        every pusher's last write is followed by such a check (S3 listings are strongly consistent).
+        """
+        index = self._index_bytes()
+        for _ in range(INDEX_ATTEMPTS):
+            with self._errors("writing index.json"):
+                self.fs.pipe_file(self._key(INDEX_FILE), index)
+            fresh = self._index_bytes()
+            if fresh == index:
+                return
+            index = fresh
+        raise RegistryError(f"{self.url}: index.json kept changing under concurrent pushes; the manifests are "
+                            f"written, push again to refresh the index")
