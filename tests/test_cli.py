@@ -56,3 +56,17 @@ def test_missing_path_is_one_line():
 
 def test_usage_error_exit_2():
     assert zoo("inspect").returncode == 2
+
+
+def test_the_command_starts_without_numpy_or_numba():
+    """Start-up is paid on every `zoo pull`/`list`/`search`: the heavy packages load only in the verbs that need them."""
+    code = "import sys, zoo.cli.main; print(sorted(m for m in ('numpy', 'numba', 's3fs', 'huggingface_hub', 'jsonschema') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_convert_help_lists_every_encoding():
+    from zoo.cli.convert_cmd import ENCODING_HELP
+    from zoo.convert.convert import ENCODINGS
+
+    assert ENCODING_HELP.split(", ") == list(ENCODINGS)
