@@ -1,8 +1,10 @@
 """The numba runtime's model graph for Llama and MPT: encoded weights, buffers and KV cache allocated once.
 
 `Model.load(path)` opens the artifact (mmap), validates it, then `forward(ids, pos)` runs T tokens
-at positions pos..pos+T-1 through every block: one token uses the matvec kernels, several tokens
-the batched ones (`zoo.kernels.linear` dispatches on the shape of x). Weights are never densified.
+at positions pos..pos+T-1 through every block: several tokens go op by op through the batched
+kernels (`zoo.kernels.linear` dispatches on the shape of x); one token of a Llama model goes through
+`zoo.kernels.fused.decode_llama`, the whole step in one numba call, when its encodings allow (else op
+by op through the matvec kernels). Weights are never densified.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from zoo.format.architectures import hidden_dims
 from zoo.format.constants import bf16_to_f32
 
 import zoo.kernels as K
+from zoo.errors import KernelError
 
 from .embedding import embed_rows
 
@@ -44,7 +47,8 @@ def _dense_f32(t) -> np.ndarray:
 class Model:
     """A loaded model: config, encoded weights (views on the mmapped files), buffers, KV cache."""
 
-    def __init__(self, path: Path, config: dict, tensors: dict, ctx: int | None = None, chunk: int = 128) -> None:
+    def __init__(self, path: Path, config: dict, tensors: dict, ctx: int | None = None, chunk: int = 128,
+                 fused: bool = True) -> None:
         if config.get("arch") not in SUPPORTED:
             raise RuntimeModelError(f"architecture {config.get('arch')!r} is not supported by the runtime")
         self.path, self.config, self.w = path, config, tensors
@@ -69,14 +73,33 @@ class Model:
         self.lin = {n: prepare(t) for n, t in tensors.items() if len(t.shape) == 2 and n != "token_embd.weight"}
         self.head = self.lin["output.weight"] if "output.weight" in self.lin else prepare(tensors["token_embd.weight"])
         self._alloc()
+        self.plan = self._fused_plan() if fused else None
+
+    def _fused_plan(self):
+        """The fused decode step's weight table, or None when an encoding or the kernel path rules it out."""
+        if self.arch != "llama":
+            return None
+        from zoo.kernels import fused
+
+        blocks = [{s: self.lin[f"blk.{i}.{s}.weight"] for s in fused.SLOTS} for i in range(self.n_layers)]
+        try:
+            plan = fused.plan_llama(blocks, self.head)
+        except KernelError:
+            return None
+        names = [f"blk.{i}.{n}_norm.weight" for i in range(self.n_layers) for n in ("attn", "ffn")]
+        self.norm_table = np.stack([self.norms[n] for n in names + ["output_norm.weight"]])  # [2 n_layers + 1, dim]
+        self.hid1 = np.zeros(plan.hidden_max, np.float32)  # [hidden] SwiGLU output of one token
+        self.qkv1 = np.zeros((self.n_heads + 2 * self.n_kv) * self.head_dim, np.float32)  # q | k | v of one token
+        return plan
 
     @classmethod
-    def load(cls, path: str | Path, ctx: int | None = None, chunk: int = 128) -> "Model":
-        """Open (headers, mmap), validate every invariant, then build the graph; FormatError on bad files."""
+    def load(cls, path: str | Path, ctx: int | None = None, chunk: int = 128, fused: bool = True) -> "Model":
+        """Open (headers, mmap), validate every invariant, then build the graph; FormatError on bad files.
+        fused=False keeps decode op by op (for comparisons)."""
         t0 = time.perf_counter()
         art = open_artifact(path)
         art.validate()
-        model = cls(Path(path), art.config, art.tensors, ctx=ctx, chunk=chunk)
+        model = cls(Path(path), art.config, art.tensors, ctx=ctx, chunk=chunk, fused=fused)
         model.artifact = art  # keeps the mmaps alive
         model.load_s = time.perf_counter() - t0
         return model
@@ -117,6 +140,8 @@ class Model:
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise RuntimeModelError(f"token id {bad[0]} is outside the vocabulary (0..{self.vocab_size - 1})")
+        if len(ids) == 1 and self.plan is not None and not all_logits:
+            return self._decode_fused(ids[0], pos)
         outs = []
         for start in range(0, len(ids), self.chunk):
             last = start + self.chunk >= len(ids)
@@ -143,6 +168,17 @@ class Model:
         norm = K.rmsnorm if self.arch == "llama" else K.layernorm
         h = norm(x, self.norms["output_norm.weight"], self.config["norm_eps"], self.h[:n])
         return self._lin(h, None, self.logits[:n], self.head)
+
+    def _decode_fused(self, token: int, pos: int) -> np.ndarray:
+        """One token through the whole model in one numba call; logits [vocab] (a reused buffer)."""
+        from zoo.kernels.fused import decode_llama
+
+        x, logits = self.x[0], self.logits[0]
+        embed_rows(self.w["token_embd.weight"], [token], self.x[:1])
+        decode_llama(self.plan.meta, self.plan.isa, self.norm_table, self.config["norm_eps"], x, self.h[0], self.qkv1,
+                     self.att[0], self.hid1, self.k_cache, self.v_cache, pos, self.n_heads, self.head_dim, self.cos,
+                     self.sin, self.rope_layout == "interleaved", logits)
+        return logits
 
     def _store_kv(self, layer: int, k: np.ndarray, v: np.ndarray, pos: int) -> None:
         """Write the new tokens' k, v [T, n_kv*head_dim] into the head-major caches [n_kv, ctx, head_dim]."""
