@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Set up zoo in ./.venv and run the main job on the embedded defaults:
-# write a small sparse-q4 example model and inspect it.
+# From nothing to a fast sparse model: set up ./.venv, pull zoo's default sparse model (built from its
+# card's recipe on first run, every file checked against the card's sha256), chat with it once, then
+# compare its size and decode speed with the dense f16 model's, measured here, now.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-OUT="${ZOO_DEMO_DIR:-$(mktemp -d)}/example-sparse90-q4"
-.venv/bin/python bench/make_random_artifact.py "$OUT" --preset tiny-llama --encoding sparse-q4 --sparsity 0.9 --overwrite >/dev/null
-.venv/bin/zoo inspect "$OUT"
+export PATH="$PWD/.venv/bin:$PATH"
+SPARSE="${ZOO_DEMO_MODEL:-smollm2-135m-instruct-sparse50-int4}"
+DENSE="${ZOO_DEMO_DENSE:-smollm2-135m-instruct-f16}"
+zoo pull "$SPARSE"
+zoo run "$SPARSE" "What is a sparse neural network? Answer in two sentences." --max-tokens 64 --temperature 0
+zoo pull "$DENSE"
+zoo bench "$DENSE" "$SPARSE"

@@ -70,3 +70,22 @@ def test_convert_help_lists_every_encoding():
     from zoo.convert.convert import ENCODINGS
 
     assert ENCODING_HELP.split(", ") == list(ENCODINGS)
+
+
+def test_bench_compares_models_side_by_side(tmp_path):
+    """`zoo bench A B`: each model measured in its own process; sizes and ratios against the first."""
+    from zoo.synthetic import TINY_LLAMA, write_random_model
+
+    config = dict(TINY_LLAMA, vocab_size=1024)
+    dense = write_random_model(tmp_path / "dense", config, encoding="dense")
+    sparse = write_random_model(tmp_path / "sparse", config, encoding="sparse-q4", sparsity=0.5, group_size=64)
+    args = ["bench", str(dense), str(sparse), "--prompt-tokens", "4", "--gen-tokens", "4"]
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.main", *args, "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["path"] for r in rows] == [str(dense), str(sparse)]
+    for r, path in zip(rows, (dense, sparse)):
+        assert r["size_bytes"] == sum(f.stat().st_size for f in path.iterdir()) and r["decode_tps"] > 0
+    assert rows[1]["size_bytes"] < rows[0]["size_bytes"]
+    table = subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], capture_output=True, text=True)
+    assert table.returncode == 0 and "x smaller" in table.stdout and "decode tok/s" in table.stdout

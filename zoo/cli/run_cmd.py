@@ -20,7 +20,7 @@ def resolve_model(model: str) -> Path:
         return candidate
     from zoo.store import resolve
 
-    return resolve(model)
+    return resolve(model, log=lambda msg: err.print(f"zoo: {msg}"))
 
 
 def _load(model: str, threads: int | None, ctx: int | None, quiet: bool):
@@ -147,22 +147,28 @@ def run(
 
 
 def bench(
-    model: str = typer.Argument(..., help="Artifact directory (or a model name in the store)."),
+    models: list[str] = typer.Argument(..., help="Artifact directories or model names; several are compared side by side."),
     threads: int = typer.Option(None, "--threads", help="Kernel threads (default: all CPUs)."),
     prompt_tokens: int = typer.Option(128, "--prompt-tokens", help="Prompt length for prefill."),
     gen_tokens: int = typer.Option(128, "--gen-tokens", help="Tokens to decode."),
     repeats: int = typer.Option(1, "--repeats", help="Repeat and keep the best (noisy shared machines)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
-    """Measure prefill and decode tokens/s, load time and peak RSS.
+    """Measure prefill and decode tokens/s, load time and peak RSS; with several models, compare them.
+
+    Each model of a comparison runs in its own process (so load time and peak RSS are its own) and the
+    table adds its size on disk, bits per weight and the perplexity its card records.
 
     Examples:
       zoo bench ./smollm2-q4 --threads 2
       zoo bench ./llama-7b-sparse90-q4 --json --repeats 3
+      zoo bench smollm2-135m-instruct-f16 smollm2-135m-instruct-sparse50-int4
     """
+    if len(models) > 1:
+        return _compare(models, threads, prompt_tokens, gen_tokens, repeats, as_json)
     from zoo.runtime.bench import measure
 
-    m, tok, times = _load(model, threads, prompt_tokens + gen_tokens, quiet=as_json)
+    m, tok, times = _load(models[0], threads, prompt_tokens + gen_tokens, quiet=as_json)
     with err.status("benchmarking") if not as_json else _Null():
         r = measure(m, tok, prompt_tokens, gen_tokens, repeats)
     r["load_s"] = times["load_s"]
@@ -173,6 +179,57 @@ def bench(
         err.print(f"prefill {r['prefill_tps']:.1f} tok/s ({prompt_tokens} tokens)  decode {r['decode_tps']:.1f} tok/s "
                   f"({gen_tokens} tokens)  load {r['load_s']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MiB  "
                   f"threads {r['threads']}")
+
+
+def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, repeats: int, as_json: bool) -> None:
+    """`zoo bench A B ...`: each model benchmarked in a child process, then one table (ratios against A)."""
+    import subprocess
+
+    import yaml
+    from rich.table import Table
+
+    from zoo.card import human_size
+    from zoo.errors import RuntimeModelError
+
+    rows = []
+    for model in models:
+        path = resolve_model(model)
+        cmd = [sys.executable, "-m", "zoo.cli.main", "bench", str(path), "--json", "--prompt-tokens",
+               str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--repeats", str(repeats)]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        with err.status(f"benchmarking {model}") if not as_json else _Null():
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeModelError(f"{model}: benchmark failed: {last.removeprefix('zoo: error: ')}")
+        card = yaml.safe_load((path / "zoo.yaml").read_text()) or {}
+        metrics = card.get("metrics") or {}
+        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        ppl = (metrics.get("perplexity") or {}).get("value")
+        rows.append({"model": model, "path": str(path), "size_bytes": size,
+                     "bits_per_weight": metrics.get("bits_per_weight"), "perplexity": ppl, **json.loads(proc.stdout)})
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    base = rows[0]
+
+    def cell(r: dict, text: str, ratio: float | None, word: str) -> str:
+        return text if r is base or ratio is None else f"{text} ({ratio:.2f}x{' ' + word if word else ''})"
+
+    table = Table("", *(r["model"] for r in rows), box=None)  # one column per model, ratios against the first
+    table.add_row("size on disk", *(cell(r, human_size(r["size_bytes"]), base["size_bytes"] / r["size_bytes"],
+                                         "smaller") for r in rows))
+    table.add_row("bits/weight", *(str(r["bits_per_weight"] or "-") for r in rows))
+    table.add_row("perplexity (card)", *(str(r["perplexity"] or "not measured") for r in rows))
+    table.add_row("decode tok/s", *(cell(r, f"{r['decode_tps']:.1f}", r["decode_tps"] / base["decode_tps"], "")
+                                    for r in rows))
+    table.add_row("prefill tok/s", *(cell(r, f"{r['prefill_tps']:.1f}", r["prefill_tps"] / base["prefill_tps"], "")
+                                     for r in rows))
+    table.add_row("peak RSS", *(f"{r['peak_rss_mb']:.0f} MiB" for r in rows))
+    Console().print(table)
+    err.print(f"{prompt_tokens}-token prefill, {gen_tokens}-token greedy decode, best of {repeats}, "
+              f"{base.get('threads')} threads, each model in its own process")
 
 
 def register(app: typer.Typer) -> None:
