@@ -121,12 +121,19 @@ def _q_dot(is_q4, isa, qw, q, cols, gs, xq, sd):
     return simd.q8_512_32(qw, q, cols, gs, xq, sd)
 
 
+@njit(cache=True, inline="always")
+def _q4x(m, isa):
+    """Whether weight m takes simd's q4x row kernel (avx512, q4, groups of 128k: permuted activations)."""
+    return m[M_KIND] == KIND_Q4 and isa == simd.AVX512 and m[M_GS] % 128 == 0
+
+
 @njit(cache=True, fastmath=FAST, inline="always")
 def _row_dot(m, r, isa, qw, sc, zr, fw, hw, xq, xd, xs, x, sd):
     """Row r of the weight described by meta row m (kind, rows, cols, gs, ...) dotted with x.
 
-    qw/sc/zr: codes, f16 scales, zeros (q4/q8); fw: f32 data; hw: f16/bf16 data; xq/xd/xs: x quantized
-    per group (q kinds); sd float32 [n_groups] scratch.
+    qw/sc/zr: codes, f16 scales, zeros (q4/q8); fw: f32 data; hw: f16/bf16 data; xq/xd/xs: x as
+    `_quantized` prepared it for m (q kinds); sd float32 [n_groups] scratch. The q4/q8 branches are
+    simd.matvec_dense_q's row body, so a fused row equals linear's.
     """
     kind, cols, gs = m[M_KIND], m[M_COLS], m[M_GS]
     if kind <= KIND_Q8:
@@ -134,10 +141,13 @@ def _row_dot(m, r, isa, qw, sc, zr, fw, hw, xq, xd, xs, x, sd):
         n_groups = (cols + gs - 1) // gs
         g0 = r * n_groups
         has_z = m[M_NZEROS] > 0
+        row_len = (cols + 1) // 2 if is_q4 else cols
+        if _q4x(m, isa):
+            return simd.q4x_512(qw, r * row_len, cols, gs, xq, sc, g0, xd, xs, zr, g0 if has_z else 0,
+                                np.int64(1 if has_z else 0))
         zconst = np.float32(8.0) if is_q4 else (np.float32(128.0) if isa == simd.AVX512 else np.float32(0.0))
         zrow = zr[g0:g0 + n_groups] if has_z else zr[:0]
         corr = simd._row_factors(sc[g0:g0 + n_groups], zrow, has_z, zconst, xd, xs, sd)
-        row_len = (cols + 1) // 2 if is_q4 else cols
         return _q_dot(is_q4, isa, qw, r * row_len, cols, gs, xq, sd) - corr
     acc = np.float32(0.0)
     if kind == KIND_F32:
@@ -166,10 +176,14 @@ def _rmsnorm(x, w, eps, out):
 
 
 @njit(cache=True)
-def _quantized(m, x):
-    """x quantized for weight m (q kinds: per its group size, as simd.matvec_dense_q); dummies otherwise."""
+def _quantized(m, x, isa):
+    """x quantized for weight m as simd.matvec_dense_q does (int8 per group; permuted for q4x); dummies
+    for dense weights."""
     if m[M_KIND] <= KIND_Q8:
-        return simd.quantize_activations(x, x.size, m[M_GS])
+        xq, xd, xs = simd.quantize_activations(x, x.size, m[M_GS])
+        if _q4x(m, isa):
+            xq = simd.permute_q4(xq, x.size)
+        return xq, xd, xs
     return np.zeros(1, np.int8), np.zeros(1, np.float32), np.zeros(1, np.float32)
 
 
@@ -220,9 +234,9 @@ def _attend(q, kc, vc, n_keys, scale, out, scores):
 def _linear_rows(meta, s0, n_w, x, isa, out, residual):
     """Weights meta[s0 .. s0+n_w) (n_w <= 3) stacked by rows, all reading x float32 [cols]:
     out[offset_j + r] = row r of weight j . x, or += with residual=True (o and down add into x)."""
-    xq0, xd0, xs0 = _quantized(meta[s0], x)
-    xq1, xd1, xs1 = _quantized(meta[s0 + min(1, n_w - 1)], x)
-    xq2, xd2, xs2 = _quantized(meta[s0 + min(2, n_w - 1)], x)
+    xq0, xd0, xs0 = _quantized(meta[s0], x, isa)
+    xq1, xd1, xs1 = _quantized(meta[s0 + min(1, n_w - 1)], x, isa)
+    xq2, xd2, xs2 = _quantized(meta[s0 + min(2, n_w - 1)], x, isa)
     r0, r1 = meta[s0, M_ROWS], meta[s0 + min(1, n_w - 1), M_ROWS] if n_w > 1 else 0
     r2 = meta[s0 + 2, M_ROWS] if n_w > 2 else 0
     nb0, nb1 = (r0 + ROW_BLOCK - 1) // ROW_BLOCK, (r1 + ROW_BLOCK - 1) // ROW_BLOCK
@@ -248,8 +262,8 @@ def _linear_rows(meta, s0, n_w, x, isa, out, residual):
 @njit(parallel=True, cache=True, fastmath=FAST)
 def _swiglu_rows(mg, mu, x, isa, out):
     """out[r] = silu(gate_r . x) * (up_r . x): gate and up rows in the same iteration, no gate/up buffers."""
-    xqg, xdg, xsg = _quantized(mg, x)
-    xqu, xdu, xsu = _quantized(mu, x)
+    xqg, xdg, xsg = _quantized(mg, x, isa)
+    xqu, xdu, xsu = _quantized(mu, x, isa)
     qg, sg, zg, fg, hg = _arrays(mg)
     qu, su, zu, fu, hu = _arrays(mu)
     rows = mg[M_ROWS]

@@ -15,12 +15,13 @@ from zoo.runtime.model import Model
 from zoo.synthetic import TINY_LLAMA, random_tensor
 
 SLOT_ENCODINGS = {  # a different encoding per weight: q|k|v and gate|up mix kinds inside one fused call
-    "attn_q": ("q4", {"group_size": 32, "zeros": True}), "attn_k": ("q8", {"group_size": 64}),
+    "attn_q": ("q4", {"group_size": 128, "zeros": True}), "attn_k": ("q8", {"group_size": 64}),
     "attn_v": ("dense", {"dtype": "F16"}), "attn_output": ("dense", {"dtype": "BF16"}),
     "ffn_gate": ("q4", {"group_size": 64}), "ffn_up": ("dense", {"dtype": "F32"}), "ffn_down": ("q8", {"group_size": 32}),
     "output": ("q8", {"group_size": 32}),
 }
-UNIFORM = {"q4": ("q4", {"group_size": 64}), "q4-zeros": ("q4", {"group_size": 32, "zeros": True}),
+UNIFORM = {"q4": ("q4", {"group_size": 64}), "q4-g128": ("q4", {"group_size": 128}),
+           "q4-g128-zeros": ("q4", {"group_size": 128, "zeros": True}), "q4-zeros": ("q4", {"group_size": 32, "zeros": True}),
            "q8": ("q8", {"group_size": 64}), "f32": ("dense", {"dtype": "F32"}), "f16": ("dense", {"dtype": "F16"}),
            "bf16": ("dense", {"dtype": "BF16"}), "sparse-q4": ("sparse-q4", {"group_size": 64})}
 CONFIG = dict(TINY_LLAMA, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=10, tied_embeddings=False)
@@ -51,7 +52,7 @@ def _compare(path) -> Model:
     return fused
 
 
-@pytest.mark.parametrize("name", ["q4", "q4-zeros", "q8", "f32", "f16", "bf16"])
+@pytest.mark.parametrize("name", ["q4", "q4-g128", "q4-g128-zeros", "q4-zeros", "q8", "f32", "f16", "bf16"])
 def test_fused_matches_op_by_op(tmp_path, name):
     model = _compare(_write(tmp_path / "m", CONFIG, lambda n: UNIFORM[name]))
     assert model.plan is not None
