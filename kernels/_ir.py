@@ -460,6 +460,7 @@ declare <32 x i8> @llvm.masked.load.v32i8.p0(ptr, i32, <32 x i1>, <32 x i8>)
 declare <64 x i8> @llvm.masked.load.v64i8.p0(ptr, i32, <64 x i1>, <64 x i8>)
 declare void @llvm.prefetch.p0(ptr, i32, i32, i32)
 declare i64 @llvm.ctpop.i64(i64)
+declare i64 @llvm.cttz.i64(i64, i1)
 declare float @llvm.fma.f32(float, float, float)
 declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>)
 declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>)
@@ -475,7 +476,9 @@ def module(isa: str) -> str:
     fns += [sparse_row(isa, kind) for kind in (("q4", "q8") if isa == "avx512" else ("q4",))]  # avx2: one signed kind
     fns += [unpack_fn(isa, widths[0])]
     if isa == "avx512":
-        fns += [dense_q4x(), sparse_rowx("q4"), sparse_rowx("q8")]
+        from ._ir_tiles import module_tiles
+
+        fns += [dense_q4x(), sparse_rowx("q4"), sparse_rowx("q8"), module_tiles()]
     lut = _lut() if isa == "avx2" else ""
     return lut + "\n".join(fns) + _DECLS + f"attributes #0 = {{ nounwind {_attrs(isa)} }}\n"
 

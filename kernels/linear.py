@@ -150,7 +150,7 @@ def linear(x: np.ndarray, w, out: np.ndarray | None = None) -> np.ndarray:
     elif x.ndim == 1:
         _matvec(pw, path, x, out)
     elif x.shape[0] > 0:
-        _matmul(pw, x, out)
+        _matmul(pw, path, x, out)
     return out
 
 
@@ -184,11 +184,46 @@ def _matvec(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
                                  rows, cols, gs, x, out)
 
 
-def _matmul(pw: PreparedWeight, x: np.ndarray, out: np.ndarray) -> None:
+# sparse matmul below this density (stored / dense) takes the float axpy kernel, whose work is
+# proportional to the nonzeros; above it the VNNI tiles are faster (measured crossover 70-90% sparsity)
+AXPY_DENSITY = 0.2
+
+
+def _density(pw: PreparedWeight) -> float:
+    """Stored values / dense size of a sparse weight (sparse-q4 offsets count bytes, two values each)."""
+    stored = int(pw.parts["row_offsets"][-1]) * (2 if pw.encoding == "sparse-q4" else 1)
+    return stored / (pw.rows * pw.cols)
+
+
+def matmul_kernel(pw: PreparedWeight, path: str) -> str:
+    """Which matmul kernel runs: "vnni" (AVX-512 tiles, int8 activations like the matvec), "axpy"
+    (AVX-512, float32, very sparse weights) or "float" (plain numba, every other case)."""
+    if path != "avx512":
+        return "float"
+    if pw.encoding in ("sparse-q4", "sparse-q8"):
+        return "axpy" if _density(pw) < AXPY_DENSITY else "vnni"
+    return "vnni" if pw.encoding == "q4" and pw.group_size % 128 == 0 else "float"
+
+
+def _matmul(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> None:
     """x float32 [tokens, cols]; out float32 [tokens, rows]. Sparse kernels take x transposed."""
     p, enc, rows, cols, gs = pw.parts, pw.encoding, pw.rows, pw.cols, pw.group_size
     tokens = x.shape[0]
     flat_out = out.reshape(-1)
+    kernel = matmul_kernel(pw, path)
+    if kernel != "float":
+        from . import simd_matmul
+
+        if kernel == "axpy":
+            simd_matmul.matmul_sparse_axpy(p["bitmask"], p["row_offsets"], p["values"], p["scales"],
+                                           enc == "sparse-q4", rows, cols, gs, x.reshape(-1), tokens, flat_out)
+        elif enc == "q4":
+            simd_matmul.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), rows, cols,
+                                  gs, x.reshape(-1), tokens, flat_out)
+        else:
+            simd_matmul.matmul_sparse(p["bitmask"], p["row_offsets"], p["values"], p["scales"], enc == "sparse-q4",
+                                      rows, cols, gs, x.reshape(-1), tokens, flat_out)
+        return
     if enc == "dense":
         w32 = p[""] if pw.kind == 0 else _EMPTY_F32
         w16 = p[""] if pw.kind != 0 else _EMPTY_U16

@@ -18,7 +18,7 @@ from ._llvm import data_ptr, declare, f16_to_f32, link_ir
 
 # Must equal _ir.ir_hash() (tests check it): editing the IR then forces an edit here, and numba
 # invalidates the cached kernels of a changed source file.
-IR_HASH = "fdc7d5ed9b615fa0"
+IR_HASH = "2c8ebf80505a62a2"
 AVX512, AVX2 = 0, 1
 _PTR = ir.PointerType()
 _I64 = ir.IntType(64)
@@ -142,8 +142,11 @@ def quantize_activations(x, cols, block):
         xb = x[c0:c1]
         qb = xq[c0:c1]
         amax = np.float32(0.0)
+        poison = np.float32(0.0)  # NaN if any x is NaN or inf (max() alone may skip a NaN)
         for c in range(xb.size):
             amax = max(amax, abs(xb[c]))
+            poison += xb[c] * np.float32(0.0)
+        amax += poison
         if not amax > 0.0:  # all zero, or NaN (then NaN scales carry it to the outputs)
             xd[b] = amax
             xs[b] = amax

@@ -7,6 +7,7 @@ import pytest
 from kernel_reference import encoded, float_bound, int8_activation_bound
 
 import zoo.kernels as K
+from zoo.kernels.linear import matmul_kernel
 
 PATHS = K.available_paths()
 SPARSE = ("sparse-q4", "sparse-q8", "sparse-f16")
@@ -23,10 +24,17 @@ def path(request):
     K.set_path(previous)
 
 
+def _quantizes_activations(t, x, path) -> bool:
+    """Fast-path matvecs of q4/q8/sparse-q4/sparse-q8, and avx512 matmuls of the VNNI kernels, use int8 activations."""
+    if x.ndim == 1 or x.shape[0] == 1:
+        return path != "portable" and t.encoding in ("q4", "q8", "sparse-q4", "sparse-q8")
+    return matmul_kernel(K.prepare(t), path) == "vnni"
+
+
 def _check(t, w, x, path, group_size):
     y = K.linear(x, t)
     ref = x.astype(np.float64) @ w.T
-    quantized_acts = path != "portable" and (x.ndim == 1 or x.shape[0] == 1) and t.encoding in ("q4", "q8", "sparse-q4", "sparse-q8")
+    quantized_acts = _quantizes_activations(t, x, path)
     bound = int8_activation_bound(w, x, group_size) if quantized_acts else float_bound(w, x)
     err = np.abs(y - ref)
     assert y.shape == ref.shape and y.dtype == np.float32
@@ -86,3 +94,41 @@ def test_fast_path_error_is_small_relative_to_output():
         rel = np.linalg.norm(K.linear(x, t) - ref) / np.linalg.norm(ref)
         assert rel < (1e-6 if path == "portable" else 2e-2), (path, rel)
     K.set_path(PATHS[-1])
+
+
+@pytest.mark.parametrize("encoding", ["q4", "sparse-q4", "sparse-q8"])
+def test_matmul_over_several_column_chunks(path, encoding):
+    """Rows long enough for the VNNI matmul's column chunks (partial results summed), with a partial
+    token tile and a partial last group."""
+    rng = np.random.default_rng(5)
+    for rows, cols, gs, tokens in ((6, 7001, 128, 11), (3, 6500, 256, 9)):
+        t, w = encoded(rng, encoding, rows, cols, 0.0 if encoding == "q4" else 0.8, gs)
+        _check(t, w, rng.standard_normal((tokens, cols)).astype(np.float32), path, gs)
+
+
+def test_fast_matmul_error_is_small_relative_to_output():
+    """int8 activations in the VNNI matmul: < 2% relative error on random data (bounded above)."""
+    rng = np.random.default_rng(12)
+    for encoding in ("q4", "sparse-q4"):
+        t, w = encoded(rng, encoding, 128, 1024, 0.5 if encoding == "sparse-q4" else 0.0, 128)
+        x = rng.standard_normal((20, 1024)).astype(np.float32)
+        ref = x.astype(np.float64) @ w.T
+        for path in PATHS:
+            K.set_path(path)
+            rel = np.linalg.norm(K.linear(x, t) - ref) / np.linalg.norm(ref)
+            assert rel < (2e-2 if matmul_kernel(K.prepare(t), path) == "vnni" else 1e-6), (path, encoding, rel)
+    K.set_path(PATHS[-1])
+
+
+def test_nan_activations_propagate(path):
+    """A NaN activation reaches every output whose row stores that column (dense rows: all), on
+    every path: the int8 quantization must not hide it."""
+    rng = np.random.default_rng(13)
+    for encoding in ("q4", "q8", "sparse-q4"):
+        t, w = encoded(rng, encoding, 9, 384, 0.5 if encoding == "sparse-q4" else 0.0, 128)
+        stores = (w[:, 5] != 0) if encoding == "sparse-q4" else np.ones(9, bool)
+        assert stores.any()
+        for shape in ((384,), (10, 384)):
+            x = rng.standard_normal(shape).astype(np.float32)
+            x[..., 5] = np.nan
+            assert np.isnan(K.linear(x, t)[..., stores]).all(), (encoding, shape)

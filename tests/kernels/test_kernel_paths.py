@@ -9,11 +9,12 @@ import sys
 
 import numpy as np
 import pytest
-from kernel_reference import encoded, float_bound
+from kernel_reference import encoded, float_bound, int8_activation_bound
 
 import zoo.kernels as K
 from zoo.errors import KernelError
-from zoo.kernels import _cpu, _ir, simd
+from zoo.kernels import _cpu, _ir, simd, simd_matmul
+from zoo.kernels.linear import matmul_kernel
 
 AVX2_ONLY = {"avx", "avx2", "fma", "f16c", "popcnt", "bmi2"}
 
@@ -47,6 +48,7 @@ def test_env_override_is_read_at_import_and_refused_on_use():
 def test_ir_hash_is_recorded_in_simd():
     """simd.py must change whenever the IR changes, so numba's cache of simd.py is invalidated."""
     assert simd.IR_HASH == _ir.ir_hash()
+    assert simd_matmul.SIMD_PY_HASH == simd_matmul.simd_source_hash()  # and simd_matmul.py whenever simd.py
 
 
 def test_linear_input_errors():
@@ -80,7 +82,9 @@ def test_artifact_tensors_run_in_place(tmp_path):
     t = art.tensors["blk.0.ffn_down.weight"]
     w = decode(t).astype(np.float64)
     x = np.random.default_rng(1).standard_normal((3, t.shape[1])).astype(np.float32)
-    np.testing.assert_array_less(np.abs(K.linear(x, t) - x @ w.T), float_bound(w, x))
+    int8 = matmul_kernel(K.prepare(t), K.selected_path()) == "vnni"  # avx512: int8 activations
+    bound = int8_activation_bound(w, x, t.group_size) if int8 else float_bound(w, x)
+    np.testing.assert_array_less(np.abs(K.linear(x, t) - x @ w.T), bound)
 
 
 def test_second_process_loads_kernels_from_cache():

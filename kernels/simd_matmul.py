@@ -1,0 +1,236 @@
+"""AVX-512 matrix-matrix kernels (prefill): int8 activations x int4 / sparse weight codes, VNNI tiles.
+
+Each token's activations are quantized to int8 per group once per call (as the matvec does), then
+every weight row meets the tokens TILE at a time (kernels/_ir_tiles.py): a step of weight codes is
+decoded once (q4 nibbles; sparse: one vpexpandb per mask word) and dotted with the tile's tokens,
+so decoding costs 1/TILE per token and the int8 dot products run at VNNI speed. Parallel over
+blocks of rows; out float32 [tokens, rows].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from . import simd
+from ._ir_tiles import AXPY_TOKENS, TILE
+from ._llvm import data_ptr, declare, popcount
+
+# numba invalidates a cached kernel only when its own file changes, but these kernels inline code
+# from simd.py (and link the IR that simd.IR_HASH tracks): SIMD_PY_HASH must equal
+# simd_source_hash() (a test checks), so an edit of simd.py forces an edit here.
+SIMD_PY_HASH = "befc57a53648e102"
+_PTR = ir.PointerType()
+_I64 = ir.IntType(64)
+_F32 = ir.FloatType()
+ROW_BLOCK = 8
+CHUNK_BYTES = 24 << 10  # activations of one tile and chunk: with the weights, inside a 48 KiB L1
+
+
+def _tile_intrinsic(fname: str, spec: str):
+    """An intrinsic calling IR function `fname`; spec letters: p = (array, offset) -> pointer,
+    i = int64, f = float32, a = whole array -> pointer to its first element."""
+    n_args = sum(2 if c == "p" else 1 for c in spec)
+    irtypes = [{"p": _PTR, "a": _PTR, "i": _I64, "f": _F32}[c] for c in spec]
+
+    def typer(typingctx, *args):
+        if len(args) != n_args:
+            return None
+        sig = types.void(*args)
+
+        def codegen(context, builder, sig, llargs):
+            simd._link_all(context)
+            fn = declare(builder, fname, ir.VoidType(), irtypes)
+            vals, i = [], 0
+            for c in spec:
+                if c in "pa":
+                    off = llargs[i + 1] if c == "p" else _I64(0)
+                    vals.append(builder.bitcast(data_ptr(context, builder, sig.args[i], llargs[i], off), _PTR))
+                    i += 2 if c == "p" else 1
+                else:
+                    vals.append(llargs[i])
+                    i += 1
+            builder.call(fn, vals)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    # numba lowers an @intrinsic only with a fixed arity (no *args): give it n_args named parameters
+    names = ", ".join(f"a{i}" for i in range(n_args))
+    scope = {"typer": typer}
+    exec(f"def {fname}(typingctx, {names}):\n    return typer(typingctx, {names})", scope)  # noqa: S102
+    return intrinsic(scope[fname])
+
+
+# q4: qw, cols, gs, xq, xstride, sc, xd, xs, ngx, zs, hz, zc, res
+_Q4 = "pii" + "pi" + "pppi" + "pi" + "f" + "a"
+# sparse: mask, nwords, codes, gw, xq, xstride, sc, xd, xs, ngx, zs, hz, zc, res
+_SP = "pipi" + "pi" + "pppi" + "pi" + "f" + "a"
+mm_q4_t, mm_q4_1 = (_tile_intrinsic(f"zoo_mm_q4x_{n}", _Q4) for n in (TILE, 1))
+mm_sq4_t, mm_sq4_1 = (_tile_intrinsic(f"zoo_mm_sparse_q4_{n}", _SP) for n in (TILE, 1))
+mm_sq8_t, mm_sq8_1 = (_tile_intrinsic(f"zoo_mm_sparse_q8_{n}", _SP) for n in (TILE, 1))
+# axpy: mask, nwords, codes, gw, sc, zc, xt, res
+mm_axpy_q4, mm_axpy_q8 = (_tile_intrinsic(f"zoo_mm_axpy_{k}", "pipipfpa") for k in ("q4", "q8"))
+
+
+def simd_source_hash() -> str:
+    """sha256 prefix of simd.py's source (see SIMD_PY_HASH)."""
+    import hashlib
+    from pathlib import Path
+
+    return hashlib.sha256(Path(simd.__file__).read_bytes()).hexdigest()[:16]
+
+
+@njit(parallel=True, cache=True)
+def quantize_tokens(x, tokens, cols, group_size, permute):
+    """x float32 [tokens * cols] -> xq int8 [tokens * stride] (q4: permuted per 128 columns), xd and
+    xs float32 [tokens * n_groups] (see simd.quantize_activations); returns (xq, xd, xs, stride)."""
+    n_groups = (cols + group_size - 1) // group_size
+    stride = (cols + 127) // 128 * 128 + 64
+    xq = np.zeros(tokens * stride, np.int8)
+    xd = np.empty(tokens * n_groups, np.float32)
+    xs = np.empty(tokens * n_groups, np.float32)
+    for t in prange(tokens):
+        q, d, s = simd.quantize_activations(x[t * cols:(t + 1) * cols], cols, group_size)
+        if permute:
+            q = simd.permute_q4(q, cols)
+        xq[t * stride:t * stride + q.size] = q
+        xd[t * n_groups:(t + 1) * n_groups] = d
+        xs[t * n_groups:(t + 1) * n_groups] = s
+    return xq, xd, xs, stride
+
+
+@njit(cache=True)
+def _chunk_cols(cols, group_size):
+    """Columns per step of the column loop: whole groups, about CHUNK_BYTES of activations a token."""
+    return max(group_size, CHUNK_BYTES // TILE // group_size * group_size)
+
+
+@njit(cache=True, inline="always")
+def _store(res, out, rows, r, t0, n, first):
+    for t in range(n):
+        if first:
+            out[(t0 + t) * rows + r] = res[t]
+        else:
+            out[(t0 + t) * rows + r] += res[t]
+
+
+@njit(parallel=True, cache=True)
+def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, x, tokens, out):
+    """q4 rows (group_size a multiple of 128) x tokens; x float32 [tokens * cols], out [tokens * rows].
+    Loops: row blocks (parallel) > column chunks > token tiles > rows, so a tile's activations for
+    one chunk (CHUNK_BYTES) and the block's weights for it stay in L1 while they are reused."""
+    xq, xd, xs, stride = quantize_tokens(x, tokens, cols, group_size, True)
+    n_groups = (cols + group_size - 1) // group_size
+    row_len = (cols + 1) // 2
+    chunk = _chunk_cols(cols, group_size)
+    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        res = np.empty(TILE, np.float32)
+        for c0 in range(0, cols, chunk):
+            cn = min(cols, c0 + chunk) - c0
+            gc = c0 // group_size
+            for t0 in range(0, tokens, TILE):
+                n = min(TILE, tokens - t0)
+                for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
+                    g0 = r * n_groups + gc
+                    z0 = g0 if has_zeros else 0
+                    for t1 in range(t0, t0 + n, TILE if n == TILE else 1):
+                        if n == TILE:
+                            mm_q4_t(qweight, r * row_len + c0 // 2, cn, group_size, xq, t1 * stride + c0, stride, scales,
+                                    g0, xd, t1 * n_groups + gc, xs, t1 * n_groups + gc, n_groups, zeros, z0, has_zeros,
+                                    np.float32(8.0), res)
+                            _store(res, out, rows, r, t1, TILE, c0 == 0)
+                        else:
+                            mm_q4_1(qweight, r * row_len + c0 // 2, cn, group_size, xq, t1 * stride + c0, stride, scales,
+                                    g0, xd, t1 * n_groups + gc, xs, t1 * n_groups + gc, n_groups, zeros, z0, has_zeros,
+                                    np.float32(8.0), res)
+                            _store(res, out, rows, r, t1, 1, c0 == 0)
+
+
+@njit(parallel=True, cache=True)
+def matmul_sparse(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, x, tokens, out):
+    """sparse-q4 / sparse-q8 rows x tokens: the block's codes are staged one a byte (as the matvec),
+    then each mask word is expanded once per tile of tokens; loops as matmul_q4."""
+    xq, xd, xs, stride = quantize_tokens(x, tokens, cols, group_size, False)
+    n_words = (cols + 63) // 64
+    n_groups = (cols + group_size - 1) // group_size
+    gw = group_size // 64
+    zc = np.float32(8.0) if is_q4 else np.float32(128.0)
+    chunk = _chunk_cols(cols, group_size)
+    pitch = (cols + 256 + 63) // 64 * 64
+    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        r0, r1 = blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)
+        res = np.empty(TILE, np.float32)
+        codes = np.zeros(ROW_BLOCK * pitch, np.uint8)  # [ROW_BLOCK, pitch] the block's codes + SIMD pad
+        pos = np.zeros(ROW_BLOCK, np.int64)  # each row's first code of the current chunk
+        for r in range(r0, r1):
+            simd._stage_codes(values, row_offsets, r, is_q4, simd.AVX512, codes[(r - r0) * pitch:(r - r0 + 1) * pitch])
+        for c0 in range(0, cols, chunk):
+            cn = min(cols, c0 + chunk) - c0
+            w0, wn, gc = c0 // 64, (cn + 63) // 64, c0 // group_size
+            for t0 in range(0, tokens, TILE):
+                n = min(TILE, tokens - t0)
+                for r in range(r0, r1):
+                    m, g0, co = r * n_words + w0, r * n_groups + gc, (r - r0) * pitch + pos[r - r0]
+                    for t1 in range(t0, t0 + n, TILE if n == TILE else 1):
+                        if n == TILE and is_q4:
+                            mm_sq4_t(bitmask, m, wn, codes, co, gw, xq, t1 * stride + c0, stride, scales, g0, xd,
+                                     t1 * n_groups + gc, xs, t1 * n_groups + gc, n_groups, values, 0, 0, zc, res)
+                        elif n == TILE:
+                            mm_sq8_t(bitmask, m, wn, codes, co, gw, xq, t1 * stride + c0, stride, scales, g0, xd,
+                                     t1 * n_groups + gc, xs, t1 * n_groups + gc, n_groups, values, 0, 0, zc, res)
+                        elif is_q4:
+                            mm_sq4_1(bitmask, m, wn, codes, co, gw, xq, t1 * stride + c0, stride, scales, g0, xd,
+                                     t1 * n_groups + gc, xs, t1 * n_groups + gc, n_groups, values, 0, 0, zc, res)
+                        else:
+                            mm_sq8_1(bitmask, m, wn, codes, co, gw, xq, t1 * stride + c0, stride, scales, g0, xd,
+                                     t1 * n_groups + gc, xs, t1 * n_groups + gc, n_groups, values, 0, 0, zc, res)
+                        _store(res, out, rows, r, t1, TILE if n == TILE else 1, c0 == 0)
+            for r in range(r0, r1):
+                for wd in range(w0, w0 + wn):
+                    pos[r - r0] += popcount(bitmask[r * n_words + wd])
+
+
+@njit(parallel=True, cache=True)
+def transpose_tiles(x, tokens, cols):
+    """x float32 [tokens * cols] -> float32 [n_tiles * n_words * 64 * AXPY_TOKENS]: per tile of
+    AXPY_TOKENS tokens, the activations transposed to [column, token] (missing tokens zero)."""
+    n_tiles = (tokens + AXPY_TOKENS - 1) // AXPY_TOKENS
+    n_cols = (cols + 63) // 64 * 64
+    xt = np.zeros(n_tiles * n_cols * AXPY_TOKENS, np.float32)
+    for tile in prange(n_tiles):
+        base = tile * n_cols * AXPY_TOKENS
+        for t in range(tile * AXPY_TOKENS, min(tokens, (tile + 1) * AXPY_TOKENS)):
+            row = x[t * cols:(t + 1) * cols]
+            dst = xt[base + t - tile * AXPY_TOKENS:base + n_cols * AXPY_TOKENS]
+            for c in range(cols):
+                dst[c * AXPY_TOKENS] = row[c]
+    return xt
+
+
+@njit(parallel=True, cache=True)
+def matmul_sparse_axpy(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, x, tokens, out):
+    """sparse-q4 / sparse-q8 rows x tokens in float32, work proportional to the nonzeros (see
+    _ir_tiles.sparse_axpy): faster than the VNNI tiles at high sparsity (linear.py chooses)."""
+    xt = transpose_tiles(x, tokens, cols)
+    n_words = (cols + 63) // 64
+    n_groups = (cols + group_size - 1) // group_size
+    gw = group_size // 64
+    zc = np.float32(8.0) if is_q4 else np.float32(0.0)
+    tile_len = n_words * 64 * AXPY_TOKENS
+    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        res = np.empty(AXPY_TOKENS, np.float32)
+        codes = np.zeros(cols + 256, np.uint8)  # one row's codes, one a byte (q8: the int8 values)
+        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
+            simd._stage_codes(values, row_offsets, r, is_q4, simd.AVX512, codes)
+            for tile in range((tokens + AXPY_TOKENS - 1) // AXPY_TOKENS):
+                if is_q4:
+                    mm_axpy_q4(bitmask, r * n_words, n_words, codes, 0, gw, scales, r * n_groups, zc, xt,
+                               tile * tile_len, res)
+                else:
+                    mm_axpy_q8(bitmask, r * n_words, n_words, codes, 0, gw, scales, r * n_groups, zc, xt,
+                               tile * tile_len, res)
+                for t in range(tile * AXPY_TOKENS, min(tokens, (tile + 1) * AXPY_TOKENS)):
+                    out[t * rows + r] = res[t - tile * AXPY_TOKENS]
