@@ -36,11 +36,14 @@ def _floats(text: str, what: str) -> list[float]:
         raise CompressError(f"{what}: expected comma-separated numbers, got {text!r}") from None
 
 
-def _recipe(method, sparsity, pattern, profile, bits, group_size, quantizer, samples, seq_len, seed):
+def _recipe(method, sparsity, pattern, profile, bits, group_size, quantizer, samples, seq_len, seed,
+            act_order=True, owl_lambda=None, owl_m=None):
     from zoo.compress import Recipe
 
+    owl = {k: v for k, v in (("owl_lambda", owl_lambda), ("owl_m", owl_m)) if v is not None}
     return Recipe(method=method, sparsity=sparsity, pattern=pattern, profile=profile, bits=bits,
-                  group_size=group_size, quantizer=quantizer, samples=samples, seq_len=seq_len, seed=seed)
+                  group_size=group_size, quantizer=quantizer, samples=samples, seq_len=seq_len, seed=seed,
+                  act_order=act_order, **owl)
 
 
 METHOD = typer.Option("sparsegpt", "--method", "-m", help="magnitude | wanda | sparsegpt.")
@@ -48,6 +51,10 @@ PATTERN = typer.Option("unstructured", "--pattern", help="unstructured | 2:4 | 4
 PROFILE = typer.Option("uniform", "--profile", help="Per-layer sparsity: uniform | owl.")
 GROUP = typer.Option(128, "--group-size", help="Quantization group size (multiple of 64 when sparse).")
 QUANTIZER = typer.Option("rtn", "--quantizer", help="rtn | gptq.")
+ACT_ORDER = typer.Option(True, "--act-order/--no-act-order",
+                         help="GPTQ: quantize columns by decreasing Hessian diagonal (static groups).")
+OWL_LAMBDA = typer.Option(None, "--owl-lambda", help="OWL: half-width of the per-layer sparsity range (default: Recipe's).")
+OWL_M = typer.Option(None, "--owl-m", help="OWL: a weight is an outlier above M x its layer's mean Wanda score.")
 CALIB = typer.Option(None, "--calib", help="Calibration text (default: the shipped one, zoo/data/calibration.txt).")
 SAMPLES = typer.Option(128, "--samples", help="Calibration windows.")
 SEQ_LEN = typer.Option(512, "--seq-len", help="Tokens per calibration window.")
@@ -69,6 +76,9 @@ def compress_cmd(
     bits: int = typer.Option(16, "--bits", "-b", help="16 (f16) | 8 | 4."),
     group_size: int = GROUP,
     quantizer: str = QUANTIZER,
+    act_order: bool = ACT_ORDER,
+    owl_lambda: float = OWL_LAMBDA,
+    owl_m: float = OWL_M,
     calib: Path = CALIB,
     samples: int = SAMPLES,
     seq_len: int = SEQ_LEN,
@@ -93,7 +103,7 @@ def compress_cmd(
     if bits not in (16, 8, 4):
         raise typer.BadParameter("must be 16, 8 or 4", param_hint="--bits")
     recipe = _recipe(method, sparsity if sparsity is not None else (None if ":" in pattern else 0.0), pattern, profile,
-                     bits, group_size, quantizer, samples, seq_len, seed)
+                     bits, group_size, quantizer, samples, seq_len, seed, act_order, owl_lambda, owl_m)
     t0 = time.monotonic()
     card = compress(src, out, recipe, calib_text=calib, eval_text=eval_text, eval_ctx=ctx,
                     eval_windows=eval_windows or None, evaluate=not no_eval, overwrite=overwrite, progress=_log(quiet))
@@ -118,6 +128,9 @@ def sweep_cmd(
     profile: str = PROFILE,
     group_size: int = GROUP,
     quantizer: str = QUANTIZER,
+    act_order: bool = ACT_ORDER,
+    owl_lambda: float = OWL_LAMBDA,
+    owl_m: float = OWL_M,
     calib: Path = CALIB,
     samples: int = SAMPLES,
     seq_len: int = SEQ_LEN,
@@ -140,7 +153,8 @@ def sweep_cmd(
     bit_list = [int(b) for b in _floats(bits, "--bits")]
     if any(b not in (16, 8, 4) for b in bit_list):
         raise typer.BadParameter("each must be 16, 8 or 4", param_hint="--bits")
-    recipe = _recipe(method, 0.0, pattern, profile, 16, group_size, quantizer, samples, seq_len, seed)
+    recipe = _recipe(method, 0.0, pattern, profile, 16, group_size, quantizer, samples, seq_len, seed, act_order,
+                     owl_lambda, owl_m)
     result = sweep(src, recipe, _floats(sparsity, "--sparsity"), bit_list, out, calib_text=calib, eval_text=eval_text,
                    eval_ctx=ctx, eval_windows=eval_windows or None, speed=speed, progress=_log(quiet))
     if as_json:

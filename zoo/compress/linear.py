@@ -14,7 +14,7 @@ from zoo.errors import CompressError
 from zoo.format import EncodedTensor
 
 from .masks import magnitude_scores, select, wanda_scores
-from .obs import hessian, obs_compress
+from .obs import hessian, inverse_hessian_factor, obs_compress
 from .quant import pack
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -30,18 +30,27 @@ class InputStats:
     tokens: int = 0
     sq_sum: np.ndarray = field(init=False)  # float64 [cols]
     xtx: np.ndarray | None = field(init=False)  # float64 [cols, cols]
+    _factors: dict = field(init=False, repr=False)  # percdamp -> (U, dead) of the finished XᵀX
 
     def __post_init__(self) -> None:
         self.sq_sum = np.zeros(self.cols)
         self.xtx = np.zeros((self.cols, self.cols)) if self.need_hessian else None
+        self._factors = {}
+
+    def inverse_factor(self, percdamp: float) -> tuple[np.ndarray, np.ndarray]:
+        """`inverse_hessian_factor(XᵀX, percdamp)`, computed once: q/k/v (and gate/up) share one input."""
+        if percdamp not in self._factors:
+            self._factors[percdamp] = inverse_hessian_factor(self.xtx, percdamp)
+        return self._factors[percdamp]
 
     def add(self, x: np.ndarray) -> None:
         """Accumulate a batch x [tokens, cols]."""
         x = x.reshape(-1, self.cols)
+        self._factors.clear()
         self.tokens += x.shape[0]
         self.sq_sum += np.einsum("tc,tc->c", x, x, dtype=np.float64)
         if self.xtx is not None:
-            self.xtx += hessian(x)
+            np.add(self.xtx, hessian(x), out=self.xtx)  # float32 product, float64 sum (no temporary)
 
     @property
     def col_norms(self) -> np.ndarray:
@@ -62,7 +71,7 @@ class LinearRecipe:
     quantizer: str = "rtn"
     blocksize: int = 128
     percdamp: float = 0.01
-    act_order: bool = False  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT)
+    act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT)
 
     @property
     def prunes(self) -> bool:
@@ -87,7 +96,8 @@ def compress_linear(w: np.ndarray, stats: InputStats | None, recipe: LinearRecip
     if r.prunes and r.method == "sparsegpt":
         joint = quant and r.quantizer == "gptq"
         res = obs_compress(w, stats.xtx, sparsity=r.sparsity, pattern=r.pattern, bits=r.bits if joint else None,
-                           group_size=r.group_size, blocksize=r.blocksize, percdamp=r.percdamp)
+                           group_size=r.group_size, blocksize=r.blocksize, percdamp=r.percdamp,
+                           factor=stats.inverse_factor(r.percdamp))
         if joint:
             return pack(res.weight, res.mask, r.bits, r.group_size, res.codes, res.scales), res.mask
         return pack(res.weight, res.mask, r.bits, r.group_size), res.mask
@@ -97,6 +107,7 @@ def compress_linear(w: np.ndarray, stats: InputStats | None, recipe: LinearRecip
         w = np.where(mask, w, np.float32(0))
     if quant and r.quantizer == "gptq":
         res = obs_compress(w, stats.xtx, fixed_mask=mask, bits=r.bits, group_size=r.group_size,
-                           blocksize=r.blocksize, percdamp=r.percdamp, act_order=r.act_order)
+                           blocksize=r.blocksize, percdamp=r.percdamp, act_order=r.act_order,
+                           factor=None if r.act_order else stats.inverse_factor(r.percdamp))
         return pack(res.weight, mask, r.bits, r.group_size, res.codes, res.scales), mask
     return pack(w, mask, r.bits, r.group_size), mask

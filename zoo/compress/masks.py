@@ -1,7 +1,7 @@
 """Pruning masks from importance scores: per row, per layer, N:M; magnitude and Wanda scores.
 
-A mask is bool [rows, cols] with True = keep. Selection sorts with a stable sort so ties break by
-position and the same scores always give the same mask.
+A mask is bool [rows, cols] with True = keep. Selection is that of a stable sort (ties break by
+position), so the same scores always give the same mask; the k lowest are found by partition.
 """
 
 from __future__ import annotations
@@ -31,23 +31,30 @@ def n_pruned(total: int, sparsity: float) -> int:
     return int(np.rint(total * sparsity))
 
 
+def _lowest_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Bool [rows, n]: the k lowest of every row, ties broken by position — the first k of a stable
+    argsort, found in O(n) with a partition (a full sort of 7B-sized layers dominated Wanda's time)."""
+    kth = np.partition(scores, k - 1, axis=1)[:, k - 1:k]  # [rows, 1] the k-th lowest value of each row
+    below = scores < kth
+    ties = scores == kth
+    need = k - below.sum(axis=1, keepdims=True)  # [rows, 1] how many tied values to take, leftmost first
+    return below | (ties & (np.cumsum(ties, axis=1) <= need))
+
+
 def prune_lowest_per_row(scores: np.ndarray, sparsity: float) -> np.ndarray:
     """Keep-mask pruning the round(sparsity*cols) lowest scores of every row."""
     rows, cols = scores.shape
     k = n_pruned(cols, sparsity)
-    mask = np.ones((rows, cols), dtype=bool)
-    if k:
-        order = np.argsort(scores, axis=1, kind="stable")[:, :k]  # [rows, k] column indices
-        np.put_along_axis(mask, order, False, axis=1)
-    return mask
+    if not k:
+        return np.ones((rows, cols), dtype=bool)
+    return ~_lowest_k(scores, k)
 
 
 def prune_lowest_global(scores: np.ndarray, k: int) -> np.ndarray:
     """Keep-mask pruning the k lowest scores of the whole matrix."""
-    mask = np.ones(scores.size, dtype=bool)
-    if k:
-        mask[np.argsort(scores, axis=None, kind="stable")[:k]] = False
-    return mask.reshape(scores.shape)
+    if not k:
+        return np.ones(scores.shape, dtype=bool)
+    return ~_lowest_k(scores.reshape(1, -1), k).reshape(scores.shape)
 
 
 def prune_nm(scores: np.ndarray, n: int, m: int) -> np.ndarray:

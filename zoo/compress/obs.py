@@ -91,13 +91,15 @@ def _sweep(w1, u1, mask1, scale1, qmax, codes1, err1, lo, hi):  # pragma: no cov
 
 def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern: str = "unstructured",
                  fixed_mask: np.ndarray | None = None, bits: int | None = None, group_size: int = 128,
-                 blocksize: int = 128, percdamp: float = 0.01, act_order: bool = False) -> ObsResult:
+                 blocksize: int = 128, percdamp: float = 0.01, act_order: bool = False,
+                 factor: tuple[np.ndarray, np.ndarray] | None = None) -> ObsResult:
     """Prune (adaptive mask, or `fixed_mask`) and/or quantize `w` [rows, cols] given H [cols, cols].
 
     - SparseGPT: sparsity > 0 or an N:M pattern, no fixed mask.
     - GPTQ: bits set; with `fixed_mask` the pruned weights are held at zero (joint with Wanda/magnitude).
       `act_order`: columns by decreasing H_cc with static group scales (GPTQ only, not SparseGPT's masks).
     Unstructured masks prune exactly round(sparsity · rows · cols) weights, spread over the blocks.
+    `factor`: `inverse_hessian_factor(h, percdamp)` already computed (linears sharing an input share it).
     """
     rows, cols = w.shape
     nm = parse_nm(pattern)
@@ -126,7 +128,7 @@ def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern
         scales = np.zeros((rows, n_groups), np.float16)
     else:
         scales = None
-    u, _ = inverse_hessian_factor(h, percdamp)
+    u = factor[0] if factor is not None and perm is None else inverse_hessian_factor(h, percdamp)[0]
     codes = np.zeros((rows, cols), np.int8) if qmax is not None else None
     total = rows * cols
     for i1 in range(0, cols, blocksize):
@@ -169,10 +171,10 @@ def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern
 
 
 def hessian(x: np.ndarray) -> np.ndarray:
-    """XᵀX [cols, cols] of inputs x [tokens, cols]: float32 product (the expensive part), float64 result.
+    """XᵀX [cols, cols] float32 of inputs x [tokens, cols] (one BLAS syrk; the caller sums batches in float64).
 
-    The caller sums batches in float64; one BLAS call per batch with a fixed thread count is
-    deterministic (see docs/compress.md).
+    With a fixed BLAS thread count the product is deterministic; OpenBLAS rounds it differently with
+    1 and 2 threads, hence `zoo.evaluate.fixed_blas_threads` (docs/compress.md).
     """
     x32 = np.ascontiguousarray(x, np.float32)
-    return (x32.T @ x32).astype(np.float64)
+    return x32.T @ x32

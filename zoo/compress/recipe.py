@@ -32,7 +32,7 @@ class Recipe:
     owl_m: float = 5.0
     percdamp: float = 0.01
     blocksize: int = 128
-    act_order: bool = False  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT pruning)
+    act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT pruning)
 
     def validated(self) -> "Recipe":
         """A copy with the sparsity implied by the pattern filled in; CompressError on bad options."""
@@ -57,6 +57,8 @@ class Recipe:
             raise CompressError(f"sparse quantized weights need a group size that is a multiple of 64, got {self.group_size}")
         if self.profile == "owl" and parse_nm(self.pattern) is not None:
             raise CompressError("the OWL profile varies sparsity per layer; it does not apply to N:M patterns")
+        if self.profile == "owl" and not (0 < self.owl_lambda < 0.5 and self.owl_m > 0):
+            raise CompressError(f"OWL needs 0 < lambda < 0.5 and M > 0, got {self.owl_lambda} and {self.owl_m}")
         if self.samples < 1 or self.seq_len < 2:
             raise CompressError("need --samples >= 1 and --seq-len >= 2")
         if not 0 < self.percdamp < 1:
