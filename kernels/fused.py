@@ -24,6 +24,7 @@ from zoo.errors import KernelError
 from . import simd
 from ._llvm import bf16_to_f32, f16_to_f32
 from ._paths import active_path
+from .fused_attention import attend, silu_mul_into
 from .linear import PreparedWeight
 
 FAST = {"reassoc", "contract"}
@@ -202,34 +203,6 @@ def _rope(v, n_heads, head_dim, pos, cos, sin, interleaved):
             v[i1] = x0 * s + x1 * c
 
 
-@njit(cache=True, fastmath=FAST, inline="always")
-def _attend(q, kc, vc, n_keys, scale, out, scores):
-    """One query head: q, out float32 [head_dim]; kc, vc [>= n_keys, head_dim]; scores scratch [>= n_keys]."""
-    head_dim = q.size
-    best = -np.inf
-    for j in range(n_keys):
-        kr = kc[j]
-        s = np.float32(0.0)
-        for d in range(head_dim):
-            s += q[d] * kr[d]
-        s *= scale
-        scores[j] = s
-        best = max(best, s)
-    total = np.float32(0.0)
-    for j in range(n_keys):
-        e = np.exp(scores[j] - best)
-        scores[j] = e
-        total += e
-    inv = np.float32(1.0) / total
-    for d in range(head_dim):
-        out[d] = 0.0
-    for j in range(n_keys):
-        p = scores[j] * inv
-        vr = vc[j]
-        for d in range(head_dim):
-            out[d] += p * vr[d]
-
-
 @njit(parallel=True, cache=True, fastmath=FAST)
 def _linear_rows(meta, s0, n_w, x, isa, out, residual):
     """Weights meta[s0 .. s0+n_w) (n_w <= 3) stacked by rows, all reading x float32 [cols]:
@@ -261,7 +234,7 @@ def _linear_rows(meta, s0, n_w, x, isa, out, residual):
 
 @njit(parallel=True, cache=True, fastmath=FAST)
 def _swiglu_rows(mg, mu, x, isa, out):
-    """out[r] = silu(gate_r . x) * (up_r . x): gate and up rows in the same iteration, no gate/up buffers."""
+    """out[r] = silu(gate_r . x) * (up_r . x): gate and up rows in the same block, no [hidden] gate/up buffers."""
     xqg, xdg, xsg = _quantized(mg, x, isa)
     xqu, xdu, xsu = _quantized(mu, x, isa)
     qg, sg, zg, fg, hg = _arrays(mg)
@@ -269,10 +242,12 @@ def _swiglu_rows(mg, mu, x, isa, out):
     rows = mg[M_ROWS]
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
         sd = np.empty((max(mg[M_COLS], mu[M_COLS]) + 31) // 32, np.float32)  # [n_groups] (groups >= 32 columns)
-        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
-            g = _row_dot(mg, r, isa, qg, sg, zg, fg, hg, xqg, xdg, xsg, x, sd)
-            u = _row_dot(mu, r, isa, qu, su, zu, fu, hu, xqu, xdu, xsu, x, sd)
-            out[r] = g / (np.float32(1.0) + np.exp(-g)) * u
+        up = np.empty(ROW_BLOCK, np.float32)  # [ROW_BLOCK] up projections of the block's rows
+        r0, r1 = blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)
+        for r in range(r0, r1):
+            out[r] = _row_dot(mg, r, isa, qg, sg, zg, fg, hg, xqg, xdg, xsg, x, sd)
+            up[r - r0] = _row_dot(mu, r, isa, qu, su, zu, fu, hu, xqu, xdu, xsu, x, sd)
+        silu_mul_into(out[r0:r1], up[:r1 - r0], out[r0:r1])
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
@@ -282,8 +257,8 @@ def _attention_heads(q, k_cache, v_cache, n_keys, scale, n_heads, head_dim, out)
     for h in prange(n_heads):
         scores = np.empty(n_keys, np.float32)
         kvh = h // group
-        _attend(q[h * head_dim:(h + 1) * head_dim], k_cache[kvh], v_cache[kvh], n_keys, scale,
-                out[h * head_dim:(h + 1) * head_dim], scores)
+        attend(q[h * head_dim:(h + 1) * head_dim], k_cache[kvh], v_cache[kvh], n_keys, scale, np.float32(0.0),
+               n_keys - 1, out[h * head_dim:(h + 1) * head_dim], scores)
 
 
 @njit(cache=True, fastmath=FAST)

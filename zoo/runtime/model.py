@@ -22,6 +22,7 @@ from zoo.format.constants import bf16_to_f32
 
 import zoo.kernels as K
 from zoo.errors import KernelError
+from zoo.kernels import fused_attention as FA
 
 from .embedding import embed_rows
 
@@ -199,13 +200,13 @@ class Model:
         K.rope(q, pos, self.cos, self.sin, self.rope_layout)
         K.rope(k.reshape(T, self.n_kv, self.head_dim), pos, self.cos, self.sin, self.rope_layout)
         self._store_kv(i, k, v, pos)
-        att = K.attention(q, self.k_cache[i], self.v_cache[i], pos + T, self.att[:T].reshape(T, self.n_heads, self.head_dim))
+        att = FA.attention(q, self.k_cache[i], self.v_cache[i], pos + T, self.att[:T].reshape(T, self.n_heads, self.head_dim))
         x += self._lin(att.reshape(T, -1), b + "attn_output.weight", self.o[:T])
         h = K.rmsnorm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T])
         hidden = self.lin[b + "ffn_up.weight"].rows
         gate = self._lin(h, b + "ffn_gate.weight", self.gate[:T * hidden].reshape(T, hidden))
         up = self._lin(h, b + "ffn_up.weight", self.up[:T * hidden].reshape(T, hidden))
-        x += self._lin(K.silu_mul(gate, up, gate), b + "ffn_down.weight", self.o[:T])
+        x += self._lin(FA.silu_mul(gate, up, gate), b + "ffn_down.weight", self.o[:T])
 
     def _mpt_block(self, i: int, x: np.ndarray, pos: int) -> None:
         T, b, eps, dim = x.shape[0], f"blk.{i}.", self.config["norm_eps"], self.dim
@@ -217,8 +218,8 @@ class Model:
         self._store_kv(i, qkv[:, dim:2 * dim], qkv[:, 2 * dim:], pos)
         q = self.q[:T]
         q[:] = qkv[:, :dim]
-        att = K.attention(q.reshape(T, self.n_heads, self.head_dim), self.k_cache[i], self.v_cache[i], pos + T,
-                          self.att[:T].reshape(T, self.n_heads, self.head_dim), alibi_slopes=self.slopes)
+        att = FA.attention(q.reshape(T, self.n_heads, self.head_dim), self.k_cache[i], self.v_cache[i], pos + T,
+                           self.att[:T].reshape(T, self.n_heads, self.head_dim), alibi_slopes=self.slopes)
         x += self._lin(att.reshape(T, -1), b + "attn_output.weight", self.o[:T])
         h = K.layernorm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T])
         hidden = self.lin[b + "ffn_up.weight"].rows
