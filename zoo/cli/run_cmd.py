@@ -24,7 +24,7 @@ def resolve_model(model: str) -> Path:
 
 
 def _load(model: str, threads: int | None, ctx: int | None, quiet: bool):
-    """Resolve, validate, load; then run each kernel once (numba compiles on a first run) as a visible step."""
+    """Resolve, validate and load (the kernels are prepared later by `_warm`, only those a request needs)."""
     from zoo.runtime import load
 
     path = resolve_model(model)
@@ -32,11 +32,24 @@ def _load(model: str, threads: int | None, ctx: int | None, quiet: bool):
     with err.status(f"loading {path.name} (validating)", spinner="dots") if not quiet else _Null():
         m, tok = load(path, ctx=ctx, threads=threads)
     t1 = time.perf_counter()
+    return m, tok, {"load_s": t1 - t0, "validate_load_s": t1 - t0, "kernels_s": 0.0, "warm": set()}
+
+
+def _warm(m, times: dict, prefill: bool, decode: bool, quiet: bool) -> None:
+    """Run the prefill (several tokens) and/or decode (one token) path once, as a visible step: numba
+    compiles on a first run and loads its cache afterwards. Only what the request needs: a one-token
+    prompt with one new token never loads the prefill kernels (warm start to first token)."""
+    need = [kind for kind, wanted in (("prefill", prefill), ("decode", decode)) if wanted and kind not in times["warm"]]
+    if not need:
+        return
+    t0 = time.perf_counter()
     with err.status("preparing kernels (compiles on the first run, cached afterwards)") if not quiet else _Null():
-        m.forward([0, 0], 0)
-        m.forward([0], 0)
-    t2 = time.perf_counter()
-    return m, tok, {"load_s": t2 - t0, "validate_load_s": t1 - t0, "kernels_s": t2 - t1}
+        for kind in need:
+            m.forward([0, 0] if kind == "prefill" else [0], 0)
+            times["warm"].add(kind)
+    dt = time.perf_counter() - t0
+    times["kernels_s"] += dt
+    times["load_s"] += dt
 
 
 class _Null:
@@ -100,6 +113,9 @@ def run(
         else:
             ids = tok.encode(text)
         out = (lambda s: None) if as_json else (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+        if not session.history:  # warming writes cache positions 0-1: only before a history exists
+            n = len(session.pending) + len(ids)
+            _warm(m, times, n > 1, n == 1 or max_tokens > 1, quiet=as_json)
         res = session.generate(ids, max_tokens, params, stop, on_text=out)
         if use_template:
             messages.append({"role": "assistant", "content": res.text})
@@ -169,6 +185,7 @@ def bench(
     from zoo.runtime.bench import measure
 
     m, tok, times = _load(models[0], threads, prompt_tokens + gen_tokens, quiet=as_json)
+    _warm(m, times, True, True, quiet=as_json)
     with err.status("benchmarking") if not as_json else _Null():
         r = measure(m, tok, prompt_tokens, gen_tokens, repeats)
     r["load_s"] = times["load_s"]
