@@ -70,6 +70,7 @@ SCHEMA: dict[str, Any] = {
                 "scope": _NULL_STR,  # magnitude: row | layer
                 "owl": {"type": ["object", "null"]},  # OWL's lambda, M and the measured outlier ratios
                 "code_bits": _NULL_INT,  # 3-bit codes stored in 4-bit containers
+                "act_order": {"type": ["boolean", "null"]},  # GPTQ: columns in decreasing Hessian-diagonal order
             },
         },
         "metrics": {
