@@ -56,9 +56,18 @@ class _Stream:
     reports: list[LayerReport] = field(default_factory=list)
 
 
+class _LastInputSeen(Exception):
+    """Raised by the statistics hook at the block's last linear (ffn_down): the rest of a dense pass is unused."""
+
+
 def _collect(config: dict, weights: dict[str, np.ndarray], x: np.ndarray, layer: int,
-             need_hessian: Callable[[str], bool]) -> dict[str, InputStats]:
-    """Run every calibration window through the dense layer, accumulating each linear's input statistics."""
+             need_hessian: Callable[[str], bool], advance: bool = False) -> dict[str, InputStats]:
+    """Run every calibration window through the dense layer, accumulating each linear's input statistics.
+
+    The dense layer's outputs are not needed when the compressed layer recomputes them, so each
+    window stops at ffn_down's input (a quarter of the layer's matmul work saved). With `advance`
+    the windows run to the end and x is replaced in place by the dense layer's outputs (OWL's pass).
+    """
     from zoo.runtime.reference import block_forward
 
     stats: dict[str, InputStats] = {}
@@ -71,9 +80,16 @@ def _collect(config: dict, weights: dict[str, np.ndarray], x: np.ndarray, layer:
         if short not in stats:
             stats[short] = InputStats(inp.shape[-1], need_hessian(short))
         stats[short].add(inp)
+        if short == "ffn_down" and not advance:
+            raise _LastInputSeen
 
     for s in range(x.shape[0]):
-        block_forward(config, weights, x[s], layer, hook)
+        try:
+            out = block_forward(config, weights, x[s], layer, hook)
+        except _LastInputSeen:
+            continue
+        if advance:
+            x[s] = out
     if shares:
         for follower, leader in _FOLLOWERS.items():
             if leader in stats:
@@ -90,7 +106,7 @@ def _eta(start: float, done: int, total: int) -> str:
 
 def outlier_ratios(source, calib: Calibration, ms: list[float], progress: Progress | None = None) -> dict[float, list[float]]:
     """{M: per-layer outlier ratios} from one dense pass over the calibration windows (OWL's LOD)."""
-    from zoo.runtime.reference import block_forward, embed, layer_names
+    from zoo.runtime.reference import embed, layer_names
 
     config = source.config
     token_embd = source.tensor("token_embd.weight")
@@ -100,13 +116,11 @@ def outlier_ratios(source, calib: Calibration, ms: list[float], progress: Progre
     start = time.monotonic()
     for i in range(config["n_layers"]):
         weights = {n: source.tensor(n) for n in layer_names(config, i)}
-        stats = _collect(config, weights, x, i, lambda _: False)
+        stats = _collect(config, weights, x, i, lambda _: False, advance=True)  # x <- the dense layer's outputs
         scores = [np.abs(w) * stats[_short(n)].col_norms[None, :].astype(np.float32)
                   for n, w in weights.items() if w.ndim == 2]
         for m in ms:
             ratios[m].append(outlier_ratio(scores, m))
-        for s in range(x.shape[0]):
-            x[s] = block_forward(config, weights, x[s], i)
         if progress:
             shown = ", ".join(f"M={m:g}: {100 * r[-1]:.2f}%" for m, r in ratios.items())
             progress(f"owl: layer {i + 1}/{config['n_layers']} outliers {shown} ({_eta(start, i + 1, config['n_layers'])})")
