@@ -2,8 +2,8 @@
 
 Why: on a small model (SmolLM2-135M: 30 blocks x ~13 ops) the per-op path spends more time in Python
 dispatch and in starting ~400 parallel regions per token than in the matvec kernels. Here a token costs
-5 parallel regions per block (q|k|v rows, attention heads, o rows, gate|up rows with SwiGLU, down rows)
-and no Python. The row dot products are the matvec kernels' own (simd.py: int8 activations x q4/q8
+4 parallel regions per block (q|k|v rows, o rows, gate|up rows with SwiGLU, down rows; a 5th over heads
+for attention over long contexts) and no Python. The row dot products are the matvec kernels' own (simd.py: int8 activations x q4/q8
 codes through VNNI/AVX2 IR, one activation scale per weight group), so results equal `linear`'s.
 
 Weights arrive as a `DecodePlan` built once by `plan_llama` from PreparedWeights (zero-copy views).
@@ -34,6 +34,9 @@ SLOTS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn
 # dense values), the f16 scales and the q4 zeros (0, 0 when absent)
 M_KIND, M_ROWS, M_COLS, M_GS, M_DATA, M_NDATA, M_SCALES, M_NSCALES, M_ZEROS, M_NZEROS = range(10)
 ROW_BLOCK = 16
+# decode attention runs serially below this many multiply-adds per block (heads x keys x head_dim):
+# ~10 us of work, about what starting a parallel region and waiting for it costs on a busy machine
+SERIAL_ATTENTION = 1 << 17
 
 
 @dataclass
@@ -263,19 +266,21 @@ def _attention_heads(q, k_cache, v_cache, n_keys, scale, n_heads, head_dim, out)
 
 @njit(cache=True, fastmath=FAST)
 def decode_llama(meta, isa, norms, eps, x, h, qkv, att, hid, k_cache, v_cache, pos, n_heads,
-                 head_dim, cos, sin, interleaved, logits):
+                 head_dim, cos, sin, interleaved, logits, serial_attention=SERIAL_ATTENTION):
     """One token at position pos through every block and the head.
 
     x float32 [dim]: the token's embedding in, the final residual stream out. norms float32
     [2 * n_layers + 1, dim]: attn_norm, ffn_norm of each block, then output_norm. Scratch: h [dim],
     qkv [(n_heads + 2 n_kv) * head_dim], att [n_heads * head_dim], hid [>= hidden]. Caches float32
     [n_layers, n_kv, ctx, head_dim] (position pos is written here). logits float32 [vocab] out.
+    Attention runs serially up to `serial_attention` multiply-adds per block, else parallel over heads.
     """
     n_layers = k_cache.shape[0]
     n_kv = k_cache.shape[1]
     q_dim, kv_dim = n_heads * head_dim, n_kv * head_dim
     scale = np.float32(1.0) / np.sqrt(np.float32(head_dim))
     q, k, v = qkv[:q_dim], qkv[q_dim:q_dim + kv_dim], qkv[q_dim + kv_dim:q_dim + 2 * kv_dim]
+    scores = np.empty(pos + 1, np.float32)  # [keys] scratch of the serial attention
     for i in range(n_layers):
         s = i * 7
         _rmsnorm(x, norms[2 * i], eps, h)
@@ -285,7 +290,13 @@ def decode_llama(meta, isa, norms, eps, x, h, qkv, att, hid, k_cache, v_cache, p
         for kvh in range(n_kv):
             k_cache[i, kvh, pos, :] = k[kvh * head_dim:(kvh + 1) * head_dim]
             v_cache[i, kvh, pos, :] = v[kvh * head_dim:(kvh + 1) * head_dim]
-        _attention_heads(q, k_cache[i], v_cache[i], pos + 1, scale, n_heads, head_dim, att)
+        if n_heads * (pos + 1) * head_dim <= serial_attention:  # short context: not worth a parallel region
+            for hh in range(n_heads):
+                kvh = hh // (n_heads // n_kv)
+                attend(q[hh * head_dim:(hh + 1) * head_dim], k_cache[i, kvh], v_cache[i, kvh], pos + 1, scale,
+                       np.float32(0.0), pos, att[hh * head_dim:(hh + 1) * head_dim], scores)
+        else:
+            _attention_heads(q, k_cache[i], v_cache[i], pos + 1, scale, n_heads, head_dim, att)
         _linear_rows(meta, s + 3, 1, att, isa, x, True)
         _rmsnorm(x, norms[2 * i + 1], eps, h)
         hidden = meta[s + 5, M_ROWS]

@@ -43,8 +43,10 @@ def _logits(model: Model, prompt: list[int], steps: list[int]) -> np.ndarray:
     return np.array([model.forward([t], len(prompt) + i).copy() for i, t in enumerate(steps)])
 
 
-def _compare(path) -> Model:
+def _compare(path, serial_attention: int | None = None) -> Model:
     fused, plain = Model.load(path), Model.load(path, fused=False)
+    if serial_attention is not None and fused.plan is not None:
+        fused.serial_attention = serial_attention
     prompt, steps = [1, 5, 9, 2, 7], [3, 11, 0, 23, 6, 6, 14]
     got, want = _logits(fused, prompt, steps), _logits(plain, prompt, steps)
     assert plain.plan is None
@@ -58,10 +60,11 @@ def test_fused_matches_op_by_op(tmp_path, name):
     assert model.plan is not None
 
 
-@pytest.mark.parametrize("layout", ["half", "interleaved"])
-def test_fused_mixed_encodings_and_layouts(tmp_path, layout):
+@pytest.mark.parametrize("layout, serial_attention", [("half", None), ("interleaved", 0)])
+def test_fused_mixed_encodings_and_layouts(tmp_path, layout, serial_attention):
+    """Also attention parallel over heads (serial_attention=0) instead of serial (tiny contexts)."""
     config = dict(CONFIG, rope_layout=layout)
-    model = _compare(_write(tmp_path / "m", config, lambda n: SLOT_ENCODINGS[n.split(".")[-2]]))
+    model = _compare(_write(tmp_path / "m", config, lambda n: SLOT_ENCODINGS[n.split(".")[-2]]), serial_attention)
     assert model.plan is not None
 
 

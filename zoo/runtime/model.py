@@ -91,6 +91,7 @@ class Model:
         self.norm_table = np.stack([self.norms[n] for n in names + ["output_norm.weight"]])  # [2 n_layers + 1, dim]
         self.hid1 = np.zeros(plan.hidden_max, np.float32)  # [hidden] SwiGLU output of one token
         self.qkv1 = np.zeros((self.n_heads + 2 * self.n_kv) * self.head_dim, np.float32)  # q | k | v of one token
+        self.serial_attention = fused.SERIAL_ATTENTION
         return plan
 
     @classmethod
@@ -178,7 +179,7 @@ class Model:
         embed_rows(self.w["token_embd.weight"], [token], self.x[:1])
         decode_llama(self.plan.meta, self.plan.isa, self.norm_table, self.config["norm_eps"], x, self.h[0], self.qkv1,
                      self.att[0], self.hid1, self.k_cache, self.v_cache, pos, self.n_heads, self.head_dim, self.cos,
-                     self.sin, self.rope_layout == "interleaved", logits)
+                     self.sin, self.rope_layout == "interleaved", logits, self.serial_attention)
         return logits
 
     def _store_kv(self, layer: int, k: np.ndarray, v: np.ndarray, pos: int) -> None:
