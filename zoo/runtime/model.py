@@ -116,7 +116,8 @@ class Model:
         self.q = np.zeros((C, q_dim), f32)
         self.k, self.v = np.zeros((C, kv_dim), f32), np.zeros((C, kv_dim), f32)
         self.qkv = np.zeros((C, 3 * self.dim), f32) if self.arch == "mpt" else None
-        self.gate, self.up = np.zeros(C * hmax, f32), np.zeros(C * hmax, f32)  # viewed as [T, hidden_i]
+        # viewed as [T, hidden_i]; SwiGLU writes act, not gate in place: LLVM vectorizes only non-aliased loops
+        self.gate, self.up, self.act = (np.zeros(C * hmax, f32) for _ in range(3))
         self.logits = lazy_zeros((C, self.vocab_size))  # usually only row 0 is written
         shape = (self.n_layers, self.n_kv, self.ctx, self.head_dim)  # head-major, as zoo.kernels.attention wants
         self.k_cache, self.v_cache = lazy_zeros(shape), lazy_zeros(shape)
@@ -207,7 +208,8 @@ class Model:
         hidden = self.lin[b + "ffn_up.weight"].rows
         gate = self._lin(h, b + "ffn_gate.weight", self.gate[:T * hidden].reshape(T, hidden))
         up = self._lin(h, b + "ffn_up.weight", self.up[:T * hidden].reshape(T, hidden))
-        x += self._lin(FA.silu_mul(gate, up, gate), b + "ffn_down.weight", self.o[:T])
+        act = FA.silu_mul(gate, up, self.act[:T * hidden].reshape(T, hidden))
+        x += self._lin(act, b + "ffn_down.weight", self.o[:T])
 
     def _mpt_block(self, i: int, x: np.ndarray, pos: int) -> None:
         T, b, eps, dim = x.shape[0], f"blk.{i}.", self.config["norm_eps"], self.dim
