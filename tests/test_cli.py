@@ -76,7 +76,7 @@ def test_bench_compares_models_side_by_side(tmp_path):
     """`zoo bench A B`: each model measured in its own process; sizes and ratios against the first."""
     from zoo.synthetic import TINY_LLAMA, write_random_model
 
-    config = dict(TINY_LLAMA, vocab_size=1024)
+    config = TINY_LLAMA  # 24 tokens and no tokenizer: the benchmark's prompt must stay inside the vocabulary
     dense = write_random_model(tmp_path / "dense", config, encoding="dense")
     sparse = write_random_model(tmp_path / "sparse", config, encoding="sparse-q4", sparsity=0.5, group_size=64)
     args = ["bench", str(dense), str(sparse), "--prompt-tokens", "4", "--gen-tokens", "4"]

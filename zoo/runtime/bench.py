@@ -14,10 +14,10 @@ _TEXT = ("The history of the printing press begins in the fifteenth century, whe
          "combined movable metal type, oil-based inks and a wooden press adapted from wine making. ")
 
 
-def prompt_ids(tokenizer, n: int) -> list[int]:
-    """n token ids of English text (repeated as needed); random ids if there is no tokenizer."""
+def prompt_ids(tokenizer, n: int, vocab_size: int = 1000) -> list[int]:
+    """n token ids of English text (repeated as needed); random ids below vocab_size if there is no tokenizer."""
     if tokenizer is None:
-        return [int(i) for i in np.random.default_rng(0).integers(0, 1000, n)]
+        return [int(i) for i in np.random.default_rng(0).integers(0, min(1000, vocab_size), n)]
     ids: list[int] = []
     while len(ids) < n:
         ids += tokenizer.encode(_TEXT, add_bos=False)
@@ -27,7 +27,7 @@ def prompt_ids(tokenizer, n: int) -> list[int]:
 def measure(model: Model, tokenizer=None, prompt_tokens: int = 128, gen_tokens: int = 128,
             repeats: int = 1) -> dict:
     """Best-of-`repeats` prefill of `prompt_tokens` and greedy decode of `gen_tokens` (EOS ignored)."""
-    ids = prompt_ids(tokenizer, prompt_tokens)
+    ids = prompt_ids(tokenizer, prompt_tokens, model.config["vocab_size"])
     if prompt_tokens + gen_tokens > model.ctx:
         from zoo.errors import RuntimeModelError
 
