@@ -89,7 +89,7 @@ class Model:
             return None
         names = [f"blk.{i}.{n}_norm.weight" for i in range(self.n_layers) for n in ("attn", "ffn")]
         self.norm_table = np.stack([self.norms[n] for n in names + ["output_norm.weight"]])  # [2 n_layers + 1, dim]
-        self.hid1 = np.zeros(plan.hidden_max, np.float32)  # [hidden] SwiGLU output of one token
+        self.hid1 = np.zeros(2 * plan.hidden_max, np.float32)  # [2, hidden]: SwiGLU output | up of one token
         self.qkv1 = np.zeros((self.n_heads + 2 * self.n_kv) * self.head_dim, np.float32)  # q | k | v of one token
         self.serial_attention = fused.SERIAL_ATTENTION
         return plan
