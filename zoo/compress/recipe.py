@@ -28,7 +28,7 @@ class Recipe:
     seq_len: int = 512
     seed: int = 0
     scope: str = "row"  # magnitude: compare weights within a row or across the layer
-    owl_lambda: float = 0.08
+    owl_lambda: float = 0.08  # the paper's LLaMA settings; SmolLM2 + Wanda: M 7, λ 0.12 (docs/compress.md)
     owl_m: float = 5.0
     percdamp: float = 0.01
     blocksize: int = 128
