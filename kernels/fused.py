@@ -27,6 +27,23 @@ from ._paths import active_path
 from .fused_attention import attend, silu_mul_into
 from .linear import PreparedWeight
 
+# numba invalidates a cached function only when its own file changes, but the decode step inlines
+# simd.py, fused_attention.py and _llvm.py: INLINED_HASH must equal inlined_source_hash() (a test
+# checks), so editing any of them forces an edit here and a recompile of the fused step.
+INLINED_HASH = "f42eff820c941a01"
+_INLINED = ("simd.py", "fused_attention.py", "_llvm.py")
+
+
+def inlined_source_hash() -> str:
+    """sha256 prefix over the sources the fused step inlines (see INLINED_HASH)."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for name in _INLINED:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()[:16]
+
 FAST = {"reassoc", "contract"}
 KIND_Q4, KIND_Q8, KIND_F32, KIND_F16, KIND_BF16 = 0, 1, 2, 3, 4
 SLOTS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")  # per block, in order

@@ -49,6 +49,9 @@ def test_ir_hash_is_recorded_in_simd():
     """simd.py must change whenever the IR changes, so numba's cache of simd.py is invalidated."""
     assert simd.IR_HASH == _ir.ir_hash()
     assert simd_matmul.SIMD_PY_HASH == simd_matmul.simd_source_hash()  # and simd_matmul.py whenever simd.py
+    from zoo.kernels import fused
+
+    assert fused.INLINED_HASH == fused.inlined_source_hash()  # and fused.py whenever what it inlines changes
 
 
 def test_linear_input_errors():
