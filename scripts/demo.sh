@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-SPARSE="${ZOO_DEMO_MODEL:-smollm2-135m-instruct-sparse50-int4}"
+SPARSE="${ZOO_DEMO_MODEL:-smollm2-135m-instruct-sparse30-int4}"
 DENSE="${ZOO_DEMO_DENSE:-smollm2-135m-instruct-f16}"
 zoo pull "$SPARSE"
 zoo run "$SPARSE" "What is a sparse neural network? Answer in two sentences." --max-tokens 64 --temperature 0

@@ -202,7 +202,9 @@ def test_search_and_show_read_registry_cards_and_catalog(zoo_env, tiny_artifact)
     assert "mpt-7b-sparse60-int8" not in names
     assert [r["name"] for r in search("tiny", registry=reg)] == ["tiny"]
     assert [r["name"] for r in search(registry=reg, arch="mpt")] == ["mpt-7b-sparse60-int8"]
-    assert search(registry=reg, max_perplexity=100.0) == []  # nothing measured yet: no card passes
+    good = search(registry=reg, max_perplexity=100.0)  # only measured cards can pass a filter on perplexity
+    assert good and all(r["source"] == "catalog" and r["perplexity"] <= 100.0 for r in good)
+    assert not {"tiny", "llama-7b-sparse90-int4"} & {r["name"] for r in good}
     index = json.loads((zoo_env / "reg" / "index.json").read_text())
     assert [(m["name"], m["tag"]) for m in index["models"]] == [("tiny", "v1")]
     assert show("tiny:v1", registry=reg)["source"] == reg
@@ -273,3 +275,14 @@ def test_registry_interface_reads_byte_ranges(zoo_env, tiny_artifact):
     assert reg.has_blob(entry) and reg.list_manifests() == [("tiny", "latest")]
     reg.delete_manifest("tiny", "latest")
     assert reg.list_manifests() == [] and json.loads((reg.root / "index.json").read_text())["models"] == []
+
+
+def test_push_a_model_from_the_store_by_name(zoo_env, tiny_artifact, tmp_path):
+    """`zoo push NAME` publishes a stored model (e.g. one built from a recipe) without naming its directory."""
+    stored = Store().add(tiny_artifact, "built", "v1")
+    assert_same_tree(tiny_artifact, stored.path)
+    registry = str(tmp_path / "registry")
+    push("built:v1", "shared:v2", registry=registry)
+    assert_same_tree(tiny_artifact, pull("shared:v2", registry=registry).path)
+    with pytest.raises(NotFoundError, match="neither an artifact directory"):
+        push("not-stored:v1", "x:v1", registry=registry)

@@ -40,7 +40,7 @@ def _bar(label: str, quiet: bool):
 
 
 def push(
-    artifact: Path = typer.Argument(..., help="Artifact directory (written by zoo.format)."),
+    artifact: str = typer.Argument(..., help="Artifact directory, or NAME[:TAG] of a model in the local store."),
     name: str = typer.Argument(..., help="NAME[:TAG], or a full s3://, hf:// reference."),
     registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing tag."),
@@ -52,6 +52,7 @@ def push(
       zoo push ./smollm2-sparse50 smollm2-sparse50:v1
       zoo push ./smollm2-sparse50 s3://models/zoo/smollm2-sparse50:v1
       zoo push ./smollm2-sparse50 hf://me/smollm2-sparse50
+      zoo push smollm2-135m-instruct-q8 smol-q8:v1 --registry ./registry
     """
     from zoo.registry.transfer import push as do_push
 

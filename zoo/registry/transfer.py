@@ -80,10 +80,29 @@ def build_manifest(artifact: str | os.PathLike, name: str, tag: str) -> tuple[di
     return manifest, warnings
 
 
+def _artifact_dir(artifact: str | os.PathLike) -> Path:
+    """A directory as given, else the snapshot of a model in the local store (never pulled here)."""
+    from zoo.store import Store
+
+    path = Path(artifact).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        stored = parse_ref(os.fspath(artifact))
+    except RegistryError:
+        stored = None
+    store = Store()
+    if stored is not None and stored.registry is None and store.has(stored.store_name, stored.tag):
+        return store.path(stored.store_name, stored.tag)
+    raise NotFoundError(f"{artifact}: neither an artifact directory nor a model in the local store")
+
+
 def push(artifact: str | os.PathLike, ref: str, *, registry: str | None = None, force: bool = False,
          progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> dict:
-    """Validate `artifact` and publish it as `ref`; refuses an existing tag unless force. Returns a summary."""
+    """Validate `artifact` (a directory or a stored NAME[:TAG]) and publish it as `ref`; refuses an existing tag
+    unless force. Returns a summary."""
     parsed = parse_ref(ref)
+    artifact = _artifact_dir(artifact)
     reg = registry_for(parsed, registry)
     manifest, warnings = build_manifest(artifact, parsed.name, parsed.tag)
     if not force and reg.has_manifest(parsed.name, parsed.tag):
