@@ -157,7 +157,7 @@ def _build_instead(parsed: Ref, registry_url: str, store, missing: NotFoundError
         log(f"{parsed.name}:{parsed.tag} is not in {registry_url}; building it from its catalog recipe "
             f"({describe(card['recipe']['base'])})")
     try:
-        built = build(parsed.name, tag=parsed.tag, store=store, log=log)
+        built = build(parsed.name, tag=parsed.tag, store=store, log=log, progress=log)  # per-layer progress
     except ZooError as err:
         raise type(err)(f"{parsed.name}:{parsed.tag} is not in {registry_url}, and building it from its "
                         f"recipe failed: {err}") from None
