@@ -68,9 +68,17 @@ def test_partial_blob_resumes_with_a_range_request(zoo_env, nginx, mid_artifact)
     assert f'"GET /blobs/sha256/{big["sha256"]} HTTP/1.1" 206 {big["size"] - have}' in nginx.access_log()
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT delivered and handled by Python, whatever the test runner's process inherited."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _pull_process(url: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "zoo.cli.main", "pull", url, "--json"], env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
 
 
 def test_pull_killed_at_a_random_moment_resumes(zoo_env, nginx, mid_artifact):

@@ -103,11 +103,19 @@ def test_run_refuses_bad_input_with_one_line(tmp_path, tiny_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT delivered and handled by Python, whatever the test runner's process inherited."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_generation_cleanly(tmp_path):
     path = tiny.write_tiny(tmp_path / "long", max_seq_len=200_000)
     proc = subprocess.Popen([*ZOO, "run", str(path), "the fox", "--raw", "-n", "190000", "--ctx", "200000",
                              "--temperature", "1", "--seed", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     try:
         first = proc.stdout.read(1)  # generation has started
         assert first
