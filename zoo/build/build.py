@@ -45,7 +45,7 @@ class BuildResult:
 
 def find_card(target: str | os.PathLike) -> tuple[dict, str]:
     """(card, where): a card file path, or the name of a built-in catalog card."""
-    from zoo.registry.transfer import catalog_cards
+    from zoo.registry.transfer import catalog_card
 
     path = Path(os.fspath(target)).expanduser()
     if path.is_file():
@@ -53,9 +53,9 @@ def find_card(target: str | os.PathLike) -> tuple[dict, str]:
     if path.is_dir() and (path / CARD_FILE).is_file():
         return cards.load(path / CARD_FILE), str(path / CARD_FILE)
     name = os.fspath(target).split(":", 1)[0]
-    for catalog_name, card in catalog_cards():
-        if catalog_name == name:
-            return card, f"catalog card {name}"
+    card = catalog_card(name)
+    if card is not None:
+        return card, f"catalog card {name}"
     raise NotFoundError(f"{target}: no such card file and no catalog card of that name (see `zoo search`)")
 
 
@@ -158,9 +158,7 @@ def _check_files(out: Path, card: dict, where: str) -> bool:
 
 def buildable(name: str) -> dict | None:
     """The built-in catalog card of `name` when it carries a recipe (what `zoo pull` falls back to)."""
-    from zoo.registry.transfer import catalog_cards
+    from zoo.registry.transfer import catalog_card
 
-    for catalog_name, card in catalog_cards():
-        if catalog_name == name and card.get("recipe"):
-            return card
-    return None
+    card = catalog_card(name)
+    return card if card is not None and card.get("recipe") else None

@@ -188,6 +188,11 @@ def catalog_cards() -> list[tuple[str, dict]]:
     return out
 
 
+def catalog_card(name: str) -> dict | None:
+    """The built-in catalog's card named `name`, or None."""
+    return next((card for catalog_name, card in catalog_cards() if catalog_name == name), None)
+
+
 def search(query: str | None = None, *, registry: str | None = None, include_catalog: bool = True,
            **filters: Any) -> list[dict]:
     """Cards matching query and filters, from the registry (if it exists) and the built-in catalog."""
@@ -236,9 +241,9 @@ def show(ref: str, *, registry: str | None = None) -> dict:
         m = reg.get_manifest(parsed.name, parsed.tag)
         return {"name": parsed.name, "tag": parsed.tag, "source": reg.url, "card": m["card"], "files": m["files"]}
     except NotFoundError:
-        for name, card in catalog_cards():
-            if name == parsed.name:
-                return {"name": name, "tag": None, "source": "catalog", "card": card, "files": card.get("files", [])}
-        raise
+        card = catalog_card(parsed.name)
+        if card is None:
+            raise
+        return {"name": parsed.name, "tag": None, "source": "catalog", "card": card, "files": card.get("files", [])}
     finally:
         reg.close()
