@@ -75,6 +75,17 @@ def test_a_wrong_digest_names_the_file_and_stores_nothing(zoo_env, tiny_gguf, tm
     assert not any((store.root / "tmp").iterdir())  # the staging directory is gone
 
 
+def test_a_card_without_digests_builds_unverified(zoo_env, tiny_gguf, tmp_path):
+    """Like the 7B cards: nothing to check against, so the model is stored and the result says unverified."""
+    card = make_card(tmp_path, {"path": str(tiny_gguf)})
+    listed = card.pop("files")
+    result = build(save(card, tmp_path / "card.yaml"))
+    assert not result.verified
+    stored = Store().get_manifest("tiny-wanda50-int4", "latest")
+    assert {f["path"]: f["sha256"] for f in stored["files"] if f["path"] != "zoo.yaml"} == \
+        {f["path"]: f["sha256"] for f in listed}
+
+
 def test_a_different_base_is_refused_before_compressing(zoo_env, tiny_gguf, tmp_path):
     from tests.build.conftest import write_tiny_gguf
 

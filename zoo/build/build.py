@@ -22,11 +22,11 @@ import yaml
 
 from zoo import card as cards
 from zoo.errors import BuildError, ChecksumError, NotFoundError
+from zoo.format.constants import CARD_FILE
 
 from . import base as bases
 
 Log = Callable[[str], None]
-CARD_FILE = "zoo.yaml"
 
 
 @dataclass
@@ -119,10 +119,11 @@ def build(target: str | os.PathLike, *, tag: str = "latest", store=None, log: Lo
     staging = Path(tempfile.mkdtemp(prefix=f"build-{name.replace('/', '_')}-", dir=work))
     try:
         out = staging / "artifact"
-        compress(source, out, recipe, calib_text=calib, evaluate=False, name=card["base_model"]["name"]
-                 if card.get("base_model") else None, progress=progress)
-        verified = _check_files(out, card, where)
-        (out / CARD_FILE).write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        made = compress(source, out, recipe, calib_text=calib, evaluate=False, name=card["base_model"]["name"]
+                        if card.get("base_model") else None, progress=progress)
+        verified = _check_files(made["files"], card, where)
+        stored = card if verified else {**card, "files": made["files"]}  # the format needs every file listed
+        (out / CARD_FILE).write_text(yaml.safe_dump(stored, sort_keys=False, allow_unicode=True), encoding="utf-8")
         pulled = store.add(out, name, tag)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -131,28 +132,26 @@ def build(target: str | os.PathLike, *, tag: str = "latest", store=None, log: Lo
                        bases.describe(spec))
 
 
-def _check_files(out: Path, card: dict, where: str) -> bool:
-    """Compare the built files with the card's list; ChecksumError names the first file that differs."""
+def _check_files(built: list[dict], card: dict, where: str) -> bool:
+    """Compare the built files (as the artifact writer hashed them) with the card's list; ChecksumError names
+    the first file that differs. False when the card lists no files (nothing to verify against)."""
     from zoo import __version__
-    from zoo.registry.transfer import sha256_file
 
-    built = {p.name: p for p in out.iterdir() if p.is_file() and p.name != CARD_FILE}
+    produced = {f["path"]: f for f in built}
     listed = {f["path"]: f for f in card.get("files") or []}
     if not listed:
         return False
     hint = "" if card.get("zoo_version") in (None, __version__) else \
         f" (the card was made by zoo {card['zoo_version']}, this is zoo {__version__})"
-    for path in sorted(set(listed) | set(built)):
-        if path not in built:
+    for path in sorted(set(listed) | set(produced)):
+        if path not in produced:
             raise ChecksumError(f"{path}: listed in {where} but the build did not produce it{hint}")
         if path not in listed:
             raise ChecksumError(f"{path}: produced by the build but not listed in {where}{hint}")
-        size = built[path].stat().st_size
-        digest = sha256_file(built[path])
-        if size != listed[path]["size"] or digest != listed[path]["sha256"]:
-            raise ChecksumError(f"{path}: built sha256 {digest[:16]}… ({size} bytes) does not match {where}'s "
-                                f"{listed[path]['sha256'][:16]}… ({listed[path]['size']} bytes){hint}; "
-                                f"nothing was stored")
+        got, want = produced[path], listed[path]
+        if got["size"] != want["size"] or got["sha256"] != want["sha256"]:
+            raise ChecksumError(f"{path}: built sha256 {got['sha256'][:16]}… ({got['size']} bytes) does not match "
+                                f"{where}'s {want['sha256'][:16]}… ({want['size']} bytes){hint}; nothing was stored")
     return True
 
 
