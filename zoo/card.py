@@ -314,10 +314,10 @@ def render(card: dict, title: str | None = None):
         f"{tps['value']} ({tps.get('machine') or 'machine not stated'}, {tps.get('threads') or '?'} threads)", True)
     recipe = card.get("recipe")
     if recipe:
+        from zoo.build.base import describe
+
         base = recipe.get("base") or {}
-        where = (f"{base['pypi']['package']}=={base['pypi']['version']} (PyPI)" if "pypi" in base else
-                 f"{base['hf']['repo']}@{base['hf']['revision']} (Hugging Face)" if "hf" in base else
-                 str(base.get("url") or base.get("path")))
+        where = describe(base)
         options = ", ".join(f"{k}={v}" for k, v in (recipe.get("compress") or {}).items())
         check = "digests pinned" if card.get("files") and base.get("sha256") else "digests not pinned yet"
         row("recipe", f"{where}: {options} ({check}; `zoo build {card.get('name') or 'CARD'}`)")
