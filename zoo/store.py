@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,17 @@ from .registry.sink import HashingSink
 
 Progress = Callable[[int], None]  # called with the number of bytes just transferred (from any thread)
 PARALLEL_BLOBS = 4  # blobs fetched at once
+
+
+def _interruptible_result(future: Future, poll: float = 0.2):
+    """future.result(), waking every `poll` seconds so the main thread sees Ctrl-C.
+
+    The kernel may hand SIGINT to any thread; Python only raises KeyboardInterrupt once the main
+    thread runs bytecode again, which an untimed wait delays until the whole blob has arrived.
+    """
+    while not wait([future], timeout=poll).done:
+        pass
+    return future.result()
 
 
 class _Cancelled(Exception):
@@ -144,7 +155,7 @@ class Store:
                 futures = [pool.submit(self._fetch_blob, registry, entry, tick) for entry in order]
                 try:
                     for entry, future in zip(order, futures):
-                        got = future.result()
+                        got = _interruptible_result(future)
                         if got:
                             result.downloaded_bytes += got
                         else:
