@@ -1,10 +1,13 @@
 """Benchmark: stream a random Llama-2-7B-shaped model through Wanda 50% and report time and peak RSS.
 
-Usage: python bench/compress_7b.py [--src DIR] [--samples 2] [--seq-len 128] [--out DIR]
+Usage: python bench/compress_7b.py [--src DIR] [--samples 2] [--seq-len 128] [--out DIR] [--stop-after N]
 Without --src, a random-weight q4 artifact with Llama-2-7B shapes is written first (zoo.synthetic,
 seed 0; in a child process, so its memory does not count). The model has no tokenizer, so the
 calibration windows are random token ids (seeded). Peak RSS is this process's ru_maxrss: the
 streamed pipeline holds about one layer (decoded to float32) plus the calibration activations.
+Every layer's progress line carries VmRSS (now, with its file-backed part RssFile) and VmHWM (peak),
+from /proc/self/status, so per-layer growth shows in a short run: `--stop-after N` ends the run
+after N layers (nothing is written to --out/wanda50; the JSON row says how many layers ran).
 """
 
 from __future__ import annotations
@@ -20,12 +23,27 @@ from pathlib import Path
 import numpy as np
 
 
+class _Stop(Exception):
+    """Raised from the progress callback after --stop-after layers."""
+
+
+def _mem() -> dict[str, float]:
+    """VmRSS, RssFile, RssAnon and VmHWM of this process in GB (/proc/self/status)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssFile", "RssAnon", "VmHWM"):
+            out[key] = round(int(rest.split()[0]) / 2**20, 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--src", default=None)
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--out", default="/tmp/zoo-bench-compress-7b")
+    ap.add_argument("--stop-after", type=int, default=None, help="stop after this many layers (memory profile)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -39,14 +57,33 @@ def main() -> None:
 
     config = open_source(src).config
     tokens = np.random.default_rng(0).integers(0, config["vocab_size"], (args.samples, args.seq_len))
-    log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)  # noqa: E731
+    layers: list[dict] = []
+
+    def log(message: str) -> None:
+        mem = _mem()
+        print(f"[{time.strftime('%H:%M:%S')}] {message} | mem GB {mem}", file=sys.stderr, flush=True)
+        if message.startswith("layer "):
+            layers.append(mem)
+            if args.stop_after and len(layers) >= args.stop_after:
+                raise _Stop
+
     t = time.time()
-    card = compress(src, out / "wanda50", Recipe(method="wanda", sparsity=0.5, samples=args.samples, seq_len=args.seq_len),
-                    calib_tokens=tokens, evaluate=False, overwrite=True, progress=log)
+    card = None
+    try:
+        card = compress(src, out / "wanda50", Recipe(method="wanda", sparsity=0.5, samples=args.samples,
+                                                      seq_len=args.seq_len),
+                        calib_tokens=tokens, evaluate=False, overwrite=True, progress=log)
+    except _Stop:
+        pass
     row = {"model": "random Llama-2-7B shapes (q4 source)", "method": "wanda 0.5 unstructured, f16 values",
-           "samples": args.samples, "seq_len": args.seq_len, "seconds": round(time.time() - t, 1),
+           "samples": args.samples, "seq_len": args.seq_len, "layers_run": len(layers),
+           "seconds": round(time.time() - t, 1),
            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-           "size_bytes": card["metrics"]["size_bytes"], "sparsity": card["metrics"]["sparsity"]}
+           "rss_gb_after_each_layer": [m["VmRSS"] for m in layers],
+           "rss_file_gb_after_each_layer": [m.get("RssFile") for m in layers],
+           "hwm_gb_after_each_layer": [m["VmHWM"] for m in layers]}
+    if card is not None:
+        row.update(size_bytes=card["metrics"]["size_bytes"], sparsity=card["metrics"]["sparsity"])
     print(json.dumps(row))
     (out / "result.json").write_text(json.dumps(row))
 

@@ -31,19 +31,22 @@ for name, opts in recipes.items():
 process_blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 with fixed_blas_threads():
     blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+from zoo.compress.windows import compress_threads
 print(json.dumps({"digests": digests, "numba_threads": numba.get_num_threads(), "blas_threads": blas,
+                  "window_threads": compress_threads(),
                   "process_blas_threads": process_blas}))
 """
 
 
 def _run(src: Path, out: Path, threads: int) -> dict:
-    """Compress in a fresh process whose numba and BLAS thread pools have `threads` threads.
+    """Compress in a fresh process whose numba, BLAS and calibration-window thread pools have `threads` threads.
 
     ZOO_BLAS_THREADS is left at its default (1): compress() pins BLAS to it whatever the process
     has, because OpenBLAS's XᵀX (syrk) and Cholesky round differently with 1 and 2 threads.
     """
     env = {k: v for k, v in os.environ.items() if k != "ZOO_BLAS_THREADS"}
     env.update({"NUMBA_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
+                "ZOO_COMPRESS_THREADS": str(threads),
                 "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
     proc = subprocess.run([sys.executable, "-c", RUN, str(src), str(out)], env=env, capture_output=True, text=True,
                           timeout=600)
@@ -55,6 +58,7 @@ def test_identical_bytes_with_one_and_two_threads(tiny_llama, tmp_path):
     one = _run(tiny_llama, tmp_path / "t1", 1)
     two = _run(tiny_llama, tmp_path / "t2", 2)
     assert one["numba_threads"] == 1 and two["numba_threads"] == 2
+    assert one["window_threads"] == 1 and two["window_threads"] == 2  # serial loop vs the thread pool
     assert set(one["process_blas_threads"]) == {1} and set(two["process_blas_threads"]) == {2}
     assert set(one["blas_threads"]) == set(two["blas_threads"]) == {1}  # pinned inside compress()
     assert one["digests"] == two["digests"]

@@ -46,11 +46,16 @@ class InputStats:
     def add(self, x: np.ndarray) -> None:
         """Accumulate a batch x [tokens, cols]."""
         x = x.reshape(-1, self.cols)
+        self.add_parts(x.shape[0], np.einsum("tc,tc->c", x, x, dtype=np.float64),
+                       hessian(x) if self.xtx is not None else None)
+
+    def add_parts(self, tokens: int, sq_sum: np.ndarray, xtx: np.ndarray | None) -> None:
+        """Accumulate one batch's own Σx² (float64 [cols]) and XᵀX (float32 [cols, cols], computed elsewhere)."""
         self._factors.clear()
-        self.tokens += x.shape[0]
-        self.sq_sum += np.einsum("tc,tc->c", x, x, dtype=np.float64)
+        self.tokens += tokens
+        self.sq_sum += sq_sum
         if self.xtx is not None:
-            np.add(self.xtx, hessian(x), out=self.xtx)  # float32 product, float64 sum (no temporary)
+            np.add(self.xtx, xtx, out=self.xtx)  # float32 product, float64 sum (no temporary)
 
     @property
     def col_norms(self) -> np.ndarray:

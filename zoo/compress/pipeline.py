@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,15 +26,12 @@ from zoo.format import ArtifactWriter, decode, encode
 from .calibration import Calibration, calibration_windows
 from .linear import InputStats, compress_linear
 from .neurons import channel_scores, keep_channels, kept_hidden
+from .pages import release_source_pages
 from .profile import outlier_ratio, owl_sparsities, uniform
 from .recipe import Recipe
+from .windows import collect, forward, short_name
 
 Progress = Callable[[str], None]
-_FOLLOWERS = {"attn_k": "attn_q", "attn_v": "attn_q", "ffn_up": "ffn_gate"}  # llama: linears sharing an input
-
-
-def _short(name: str) -> str:
-    return name.split(".")[2]  # "blk.3.attn_q.weight" -> "attn_q"
 
 
 @dataclass
@@ -46,55 +43,6 @@ class LayerReport:
     nbytes: int = 0
     sparsity_target: float = 0.0
     hidden: int | None = None
-
-
-@dataclass
-class _Stream:
-    """The state carried from layer to layer."""
-
-    x: np.ndarray  # [samples, seq_len, dim] float32: activations entering the current layer
-    reports: list[LayerReport] = field(default_factory=list)
-
-
-class _LastInputSeen(Exception):
-    """Raised by the statistics hook at the block's last linear (ffn_down): the rest of a dense pass is unused."""
-
-
-def _collect(config: dict, weights: dict[str, np.ndarray], x: np.ndarray, layer: int,
-             need_hessian: Callable[[str], bool], advance: bool = False) -> dict[str, InputStats]:
-    """Run every calibration window through the dense layer, accumulating each linear's input statistics.
-
-    The dense layer's outputs are not needed when the compressed layer recomputes them, so each
-    window stops at ffn_down's input (a quarter of the layer's matmul work saved). With `advance`
-    the windows run to the end and x is replaced in place by the dense layer's outputs (OWL's pass).
-    """
-    from zoo.runtime.reference import block_forward
-
-    stats: dict[str, InputStats] = {}
-    shares = config["arch"] == "llama"
-
-    def hook(name: str, inp: np.ndarray) -> None:
-        short = _short(name)
-        if shares and short in _FOLLOWERS:
-            return
-        if short not in stats:
-            stats[short] = InputStats(inp.shape[-1], need_hessian(short))
-        stats[short].add(inp)
-        if short == "ffn_down" and not advance:
-            raise _LastInputSeen
-
-    for s in range(x.shape[0]):
-        try:
-            out = block_forward(config, weights, x[s], layer, hook)
-        except _LastInputSeen:
-            continue
-        if advance:
-            x[s] = out
-    if shares:
-        for follower, leader in _FOLLOWERS.items():
-            if leader in stats:
-                stats[follower] = stats[leader]
-    return stats
 
 
 def _eta(start: float, done: int, total: int) -> str:
@@ -116,8 +64,8 @@ def outlier_ratios(source, calib: Calibration, ms: list[float], progress: Progre
     start = time.monotonic()
     for i in range(config["n_layers"]):
         weights = {n: source.tensor(n) for n in layer_names(config, i)}
-        stats = _collect(config, weights, x, i, lambda _: False, advance=True)  # x <- the dense layer's outputs
-        scores = [np.abs(w) * stats[_short(n)].col_norms[None, :].astype(np.float32)
+        stats = collect(config, weights, x, i, lambda _: False, advance=True)  # x <- the dense layer's outputs
+        scores = [np.abs(w) * stats[short_name(n)].col_norms[None, :].astype(np.float32)
                   for n, w in weights.items() if w.ndim == 2]
         for m in ms:
             ratios[m].append(outlier_ratio(scores, m))
@@ -139,7 +87,11 @@ def owl_profile(source, calib: Calibration, recipe: Recipe, progress: Progress |
 
 def _compress_layer(config: dict, i: int, weights: dict[str, np.ndarray], stats: dict[str, InputStats],
                     recipe: Recipe, sparsity: float) -> tuple[dict, dict[str, np.ndarray], LayerReport]:
-    """Encode the layer's tensors; returns (encoded by name, decoded weights for the forward, report)."""
+    """Encode the layer's tensors; returns (encoded by name, decoded weights for the forward, report).
+
+    Consumes `weights`: each dense matrix leaves the dict once encoded, so the layer's float32 weights
+    and their decoded copies are not all held at once (a 7B layer is 0.8 GB of each).
+    """
     b = f"blk.{i}."
     report = LayerReport(sparsity_target=sparsity)
     lin = recipe.for_layer(sparsity)
@@ -148,11 +100,11 @@ def _compress_layer(config: dict, i: int, weights: dict[str, np.ndarray], stats:
         norms = stats["ffn_down"].col_norms if "ffn_down" in stats and recipe.method != "magnitude" else None
         keep = keep_channels(channel_scores(down, up, norms), sparsity)
         report.hidden = int(keep.size)
-        weights = dict(weights)
         for short in ("ffn_gate", "ffn_up"):
             if b + short + ".weight" in weights:
                 weights[b + short + ".weight"] = np.ascontiguousarray(weights[b + short + ".weight"][keep])
         weights[b + "ffn_down.weight"] = np.ascontiguousarray(down[:, keep])
+        del up, down
         if "ffn_down" in stats:
             old = stats["ffn_down"]
             new = InputStats(int(keep.size), old.xtx is not None)
@@ -161,16 +113,18 @@ def _compress_layer(config: dict, i: int, weights: dict[str, np.ndarray], stats:
                 new.xtx = old.xtx[np.ix_(keep, keep)]
             stats = {**stats, "ffn_down": new}
     encoded, decoded = {}, {}
-    for name, w in weights.items():
+    for name in list(weights):
+        w = weights.pop(name)
         if w.ndim == 1:
             enc = encode(w, "dense", dtype="F32")
             encoded[name], decoded[name] = enc, w
             continue
-        enc, mask = compress_linear(w, stats.get(_short(name)), lin)
+        enc, mask = compress_linear(w, stats.get(short_name(name)), lin)
         encoded[name] = enc
         decoded[name] = decode(enc)
         report.kept += int(w.size if mask is None else mask.sum())
         report.nbytes += enc.nbytes
+        del w, mask
     return encoded, decoded, report
 
 
@@ -193,7 +147,7 @@ def _dense_linear_count(config: dict, i: int) -> int:
 def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calibration | None,
                     layer_sparsity: list[float], progress: Progress | None = None) -> list[LayerReport]:
     """Compress every decoder layer of `source` into `writer`, one layer in memory at a time."""
-    from zoo.runtime.reference import block_forward, embed, layer_names
+    from zoo.runtime.reference import embed, layer_names
 
     config = source.config
     n_layers = config["n_layers"]
@@ -201,12 +155,13 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
     writer.add("token_embd.weight", encode(token_embd, "dense", dtype="F16"))
     x = np.stack([embed(token_embd, t) for t in calib.tokens]) if calib is not None else None
     del token_embd
+    release_source_pages(source, source.names)  # opening may have read (validated) every tensor
     reports = []
     start = time.monotonic()
     for i in range(n_layers):
         weights = {n: source.tensor(n) for n in layer_names(config, i)}
         need = recipe.for_layer(layer_sparsity[i]).needs_hessian
-        stats = _collect(config, weights, x, i, lambda _: need) if x is not None else {}
+        stats = collect(config, weights, x, i, lambda _: need) if x is not None else {}
         encoded, decoded, report = _compress_layer(config, i, weights, stats, recipe, layer_sparsity[i])
         del weights, stats
         report.total = _dense_linear_count(config, i)
@@ -214,9 +169,9 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
             writer.add(name, encoded[name])
         del encoded
         if x is not None:
-            for s in range(x.shape[0]):
-                x[s] = block_forward(config, decoded, x[s], i)
+            forward(config, decoded, x, i)
         del decoded
+        release_source_pages(source, layer_names(config, i))  # a mmapped source's pages: RSS stays one layer
         reports.append(report)
         if progress:
             progress(f"layer {i + 1}/{n_layers}: sparsity {1 - report.kept / report.total:.3f}, "
@@ -224,6 +179,7 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
     writer.add("output_norm.weight", encode(source.tensor("output_norm.weight"), "dense", dtype="F32"))
     if not config["tied_embeddings"]:
         writer.add("output.weight", encode(source.tensor("output.weight"), "dense", dtype="F16"))
+    release_source_pages(source, source.names)
     return reports
 
 
