@@ -14,7 +14,7 @@ import numpy as np
 
 from zoo.errors import KernelError
 
-from . import matmul, portable
+from . import csr_matmul, matmul, portable
 from ._paths import active_path
 
 ENCODINGS = ("dense", "q8", "q4", "sparse-q4", "sparse-q8", "sparse-f16")
@@ -197,7 +197,10 @@ def _density(pw: PreparedWeight) -> float:
 
 def matmul_kernel(pw: PreparedWeight, path: str) -> str:
     """Which matmul kernel runs: "vnni" (AVX-512 tiles, int8 activations like the matvec), "axpy"
-    (AVX-512, float32, very sparse weights) or "float" (plain numba, every other case)."""
+    (AVX-512, float32, very sparse weights), "csr" (float32 over the nonzeros, generic IR: sparse
+    weights on the portable and avx2 paths, sparse-f16 on all) or "float" (plain numba, the rest)."""
+    if pw.encoding == "sparse-f16" or (path != "avx512" and pw.encoding.startswith("sparse")):
+        return "csr"
     if path != "avx512":
         return "float"
     if pw.encoding in ("sparse-q4", "sparse-q8"):
@@ -206,11 +209,15 @@ def matmul_kernel(pw: PreparedWeight, path: str) -> str:
 
 
 def _matmul(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> None:
-    """x float32 [tokens, cols]; out float32 [tokens, rows]. Sparse kernels take x transposed."""
+    """x float32 [tokens, cols]; out float32 [tokens, rows]."""
     p, enc, rows, cols, gs = pw.parts, pw.encoding, pw.rows, pw.cols, pw.group_size
     tokens = x.shape[0]
     flat_out = out.reshape(-1)
     kernel = matmul_kernel(pw, path)
+    if kernel == "csr":
+        csr_matmul.matmul_csr(p["bitmask"], p["row_offsets"], p["values"], p.get("scales", _EMPTY_U16), pw.kind, rows,
+                              cols, gs, x.reshape(-1), tokens, flat_out)
+        return
     if kernel != "float":
         from . import simd_matmul
 
@@ -228,11 +235,6 @@ def _matmul(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
         w32 = p[""] if pw.kind == 0 else _EMPTY_F32
         w16 = p[""] if pw.kind != 0 else _EMPTY_U16
         matmul.matmul_dense(w32, w16, pw.kind, rows, cols, x.reshape(-1), tokens, flat_out)
-    elif enc in ("q4", "q8"):
+    else:
         matmul.matmul_q(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), "zeros" in p, enc == "q4", rows, cols,
                         gs, x.reshape(-1), tokens, flat_out)
-    else:
-        xt = np.ascontiguousarray(x.T).reshape(-1)  # [cols * tokens]
-        scales = p.get("scales", _EMPTY_U16)
-        matmul.matmul_sparse(p["bitmask"], p["row_offsets"], p["values"], scales, pw.kind, rows, cols, gs, xt, tokens,
-                             flat_out)

@@ -1,10 +1,8 @@
-"""Matrix-matrix kernels (prefill, a block of tokens): plain numba, work proportional to stored values.
+"""Matrix-matrix kernels (prefill, a block of tokens) for dense, q4 and q8 weights: plain numba.
 
-Dense and q4/q8 rows are decoded once into a float32 row buffer, then dotted with each token's
-activations (x float32 [tokens, cols], row-major). Sparse rows take activations transposed, xt
-float32 [cols, tokens], so each stored weight w[r, c] is decoded once and applied to all tokens with
-one vectorized `acc[:] += w * xt[c, :]`: a sparse row costs its nonzeros, not its columns. Output
-out float32 [tokens, rows]. Rows go in blocks of ROW_BLOCK with per-block scratch (no shared state).
+Rows are decoded once into a float32 row buffer, then dotted with each token's activations
+(x float32 [tokens, cols], row-major). Output out float32 [tokens, rows]. Rows go in blocks of
+ROW_BLOCK with per-block scratch (no shared state). Sparse weights: csr_matmul.py.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._llvm import bf16_to_f32, f16_to_f32, trailing_zeros
+from ._llvm import bf16_to_f32, f16_to_f32
 from .portable import FAST
 
 ROW_BLOCK = 16
@@ -77,56 +75,3 @@ def matmul_q(qweight, scales, zeros, has_zeros, is_q4, rows, cols, group_size, x
                     for k in range(c1 - c0):
                         wg[k] = np.float32(np.int8(qb[k])) * s
             _row_dots(wrow, x, tokens, cols, out, r, rows)
-
-
-@njit(cache=True, fastmath=FAST, inline="always")
-def _axpy(acc, w, xt, c, tokens):
-    xr = xt[c * tokens:(c + 1) * tokens]  # a slice indexed by range(len) vectorizes (see portable.py)
-    for t in range(tokens):
-        acc[t] += w * xr[t]
-
-
-LANES = 4  # independent accumulators: consecutive nonzeros update different buffers
-
-
-@njit(cache=True, fastmath=FAST, inline="always")
-def _store_lanes(acc, out, r, rows, tokens):
-    """out[t, r] = sum of the LANES accumulators; resets them. acc float32 [LANES, tokens]."""
-    for t in range(tokens):
-        total = np.float32(0.0)
-        for lane in range(LANES):
-            total += acc[lane, t]
-            acc[lane, t] = 0.0
-        out[t * rows + r] = total
-
-
-@njit(parallel=True, cache=True, fastmath=FAST)
-def matmul_sparse(bitmask, row_offsets, values, scales, kind, rows, cols, group_size, xt, tokens, out):
-    """Sparse weights; kind 0 = sparse-q4, 1 = sparse-q8 (int8 as uint8), 2 = sparse-f16 (uint16 values)."""
-    n_words = (cols + 63) // 64
-    n_groups = (cols + group_size - 1) // group_size
-    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        # LANES accumulators: one buffer would chain every nonzero's update through a store and a reload
-        acc = np.zeros((LANES, tokens), np.float32)
-        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
-            pos = row_offsets[r] * 2 if kind == 0 else row_offsets[r]
-            s = np.float32(1.0)
-            for wd in range(n_words):
-                m = bitmask[r * n_words + wd]
-                if m == 0:
-                    continue
-                if kind != 2:
-                    s = f16_to_f32(scales[r * n_groups + (wd * 64) // group_size])
-                base = wd * 64
-                while m != 0:
-                    c = base + trailing_zeros(m)
-                    if kind == 0:
-                        v = np.float32(np.int32((values[pos >> 1] >> ((pos & 1) * 4)) & 15) - 8) * s
-                    elif kind == 1:
-                        v = np.float32(np.int8(values[pos])) * s
-                    else:
-                        v = f16_to_f32(np.uint16(values[pos]))
-                    _axpy(acc[pos & (LANES - 1)], v, xt, c, tokens)
-                    pos += 1
-                    m &= m - np.uint64(1)
-            _store_lanes(acc, out, r, rows, tokens)
