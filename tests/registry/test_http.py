@@ -77,11 +77,11 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _interrupt_a_worker_thread(pid: int) -> None:
-    """Ctrl-C as the kernel may deliver it: to one of the download threads, not the main one."""
+def _signal_a_worker_thread(pid: int, signum: int) -> None:
+    """A signal as the kernel may deliver it: to one of the download threads, not the main one."""
     libc = ctypes.CDLL(None, use_errno=True)
     workers = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
-    assert workers and libc.tgkill(pid, workers[-1], signal.SIGINT) == 0, os.strerror(ctypes.get_errno())
+    assert workers and libc.tgkill(pid, workers[-1], signum) == 0, os.strerror(ctypes.get_errno())
 
 
 def _pull_process(url: str) -> subprocess.Popen:
@@ -89,15 +89,21 @@ def _pull_process(url: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
 
 
+def _slow_pull_underway(url: str, home: Path) -> subprocess.Popen:
+    """`zoo pull` of `url` through the rate-limited location, returned once its first bytes are on disk."""
+    proc = _pull_process(url)
+    deadline = time.monotonic() + 60
+    while not any(_partials(home).values()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    return proc
+
+
 def test_pull_killed_at_a_random_moment_resumes(zoo_env, nginx, mid_artifact):
     push(mid_artifact, "mid-kill", registry=str(nginx.root))
     manifest = LocalRegistry(nginx.root).get_manifest("mid-kill", "latest")
     total = sum(f["size"] for f in manifest["files"])
     home = zoo_env / "home"
-    proc = _pull_process(f"{nginx.url}/slow/mid-kill")  # 512 KB/s per connection
-    deadline = time.monotonic() + 60
-    while not any(_partials(home).values()) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
+    proc = _slow_pull_underway(f"{nginx.url}/slow/mid-kill", home)  # 512 KB/s per connection
     delay = random.uniform(0.0, 2.0)  # the two blobs download in parallel, ~4 s at 512 KB/s each
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
@@ -151,10 +157,7 @@ def test_tampered_blob_on_the_mirror(zoo_env, nginx, tiny_artifact):
 def test_gc_during_a_pull_keeps_what_the_pull_needs(zoo_env, nginx, mid_artifact):
     push(mid_artifact, "mid-gc", registry=str(nginx.root))
     home = zoo_env / "home"
-    proc = _pull_process(f"{nginx.url}/slow/mid-gc")
-    deadline = time.monotonic() + 60
-    while not any(_partials(home).values()) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
+    proc = _slow_pull_underway(f"{nginx.url}/slow/mid-gc", home)
     before = _partials(home)
     assert Store().gc()["blobs_removed"] == 0  # the running pull's blobs and partials are in use
     assert all(name in _partials(home) or name[: -len(".partial")] in store_files(home) for name in before)
@@ -170,36 +173,20 @@ def test_credentials_in_the_url_are_never_echoed(zoo_env, nginx):
     assert "s3cr3t-pw" not in str(err.value) and "127.0.0.1" in str(err.value)
 
 
-def test_ctrl_c_stops_a_pull_promptly_and_it_resumes(zoo_env, nginx, mid_artifact):
-    push(mid_artifact, "mid-int", registry=str(nginx.root))
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_pull_promptly_and_it_resumes(zoo_env, nginx, mid_artifact, signum):
+    name = f"mid-sig{signum}"
+    push(mid_artifact, name, registry=str(nginx.root))
     home = zoo_env / "home"
-    proc = _pull_process(f"{nginx.url}/slow/mid-int")
-    deadline = time.monotonic() + 60
-    while not any(_partials(home).values()) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    _interrupt_a_worker_thread(proc.pid)
+    proc = _slow_pull_underway(f"{nginx.url}/slow/{name}", home)
+    _signal_a_worker_thread(proc.pid, signum)
     start = time.monotonic()
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err.decode()[-300:]  # the CLI's exit code for an interrupt
+    want = 130 if signum == signal.SIGINT else 128 + signum  # the CLI's exit codes: interrupted / stopped
+    assert proc.returncode == want, err.decode()[-300:]
     assert time.monotonic() - start < 5  # the other blob downloads stopped at their next chunk
-    assert _partials(home) and not Store().has("mid-int", "latest")
-    result = pull(f"{nginx.url}/mid-int")
-    assert result.downloaded_bytes < sum(p.stat().st_size for p in mid_artifact.iterdir())
-    assert_same_tree(mid_artifact, result.path)
-
-
-def test_sigterm_stops_a_pull_and_keeps_its_partials(zoo_env, nginx, mid_artifact):
-    push(mid_artifact, "mid-term", registry=str(nginx.root))
-    home = zoo_env / "home"
-    proc = _pull_process(f"{nginx.url}/slow/mid-term")
-    deadline = time.monotonic() + 60
-    while not any(_partials(home).values()) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM and b"stopped by SIGTERM" in err, err.decode()[-300:]
-    assert _partials(home) and not Store().has("mid-term", "latest")
+    assert _partials(home) and not Store().has(name, "latest")
     assert not list((home / "inflight").iterdir())  # the pull's gc marker went with it
-    result = pull(f"{nginx.url}/mid-term")
+    result = pull(f"{nginx.url}/{name}")
     assert result.downloaded_bytes < sum(p.stat().st_size for p in mid_artifact.iterdir())
     assert_same_tree(mid_artifact, result.path)
