@@ -35,6 +35,7 @@ class PreparedWeight:
     group_size: int
     parts: dict  # suffix -> 1-D read-only ndarray (f16 as uint16 bits, int8 as uint8)
     kind: int  # dense: 0 f32, 1 f16, 2 bf16; sparse: 0 q4, 1 q8, 2 f16
+    density: float = 1.0  # stored values / dense size (sparse encodings), measured once in prepare()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -90,7 +91,7 @@ def prepare(w) -> PreparedWeight:
                 "row_offsets": part("row_offsets", ("<i8",), (rows + 1,)),
                 "values": part("values", ("<f2",), None)}
         _check_values(flat, encoding)
-        return PreparedWeight(encoding, rows, cols, 64, flat, 2)
+        return PreparedWeight(encoding, rows, cols, 64, flat, 2, _density(flat, encoding, rows, cols))
     multiple = 32 if encoding in ("q4", "q8") else 64
     if not isinstance(gs, (int, np.integer)) or gs <= 0 or gs % multiple:
         raise KernelError(f"linear: {encoding} needs group_size a positive multiple of {multiple}, got {gs!r}")
@@ -110,7 +111,8 @@ def prepare(w) -> PreparedWeight:
     flat["row_offsets"] = part("row_offsets", ("<i8",), (rows + 1,))
     flat["values"] = part("values", ("u1",) if encoding == "sparse-q4" else ("i1",), None)
     _check_values(flat, encoding)
-    return PreparedWeight(encoding, rows, cols, gs, flat, 0 if encoding == "sparse-q4" else 1)
+    return PreparedWeight(encoding, rows, cols, gs, flat, 0 if encoding == "sparse-q4" else 1,
+                          _density(flat, encoding, rows, cols))
 
 
 def _check_values(flat: dict, encoding: str) -> None:
@@ -184,27 +186,31 @@ def _matvec(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
                                  rows, cols, gs, x, out)
 
 
-# sparse matmul below this density (stored / dense) takes the float axpy kernel, whose work is
-# proportional to the nonzeros; above it the VNNI tiles are faster (measured crossover 70-90% sparsity)
-AXPY_DENSITY = 0.2
+# avx512 sparse matmul at or below this density (stored / dense) takes the VNNI CSR kernel, whose work
+# is proportional to the nonzeros; above it the VNNI tiles (work proportional to the dense size) are
+# as fast (measured, one thread, 32 tokens: equal at 50% sparsity, CSR 1.3x the tiles at 70%, 2x at 90%)
+VCSR_DENSITY = 0.55
+VCSR_MAX_COLS = 65535  # its columns are uint16
 
 
-def _density(pw: PreparedWeight) -> float:
-    """Stored values / dense size of a sparse weight (sparse-q4 offsets count bytes, two values each)."""
-    stored = int(pw.parts["row_offsets"][-1]) * (2 if pw.encoding == "sparse-q4" else 1)
-    return stored / (pw.rows * pw.cols)
+def _density(parts: dict, encoding: str, rows: int, cols: int) -> float:
+    """Stored values / dense size of a sparse weight (sparse-q4 offsets count bytes, two values each:
+    an odd row count rounds up, which is within a value a row)."""
+    stored = int(parts["row_offsets"][-1]) * (2 if encoding == "sparse-q4" else 1)
+    return min(1.0, stored / (rows * cols))
 
 
 def matmul_kernel(pw: PreparedWeight, path: str) -> str:
-    """Which matmul kernel runs: "vnni" (AVX-512 tiles, int8 activations like the matvec), "axpy"
-    (AVX-512, float32, very sparse weights), "csr" (float32 over the nonzeros, generic IR: sparse
-    weights on the portable and avx2 paths, sparse-f16 on all) or "float" (plain numba, the rest)."""
+    """Which matmul kernel runs: "vnni" (AVX-512 tiles, int8 activations like the matvec), "vcsr"
+    (AVX-512, int8 activations, VNNI over the nonzeros: sparse-q4/q8 at density <= VCSR_DENSITY),
+    "csr" (float32 over the nonzeros, generic IR: sparse weights on the portable and avx2 paths,
+    sparse-f16 on all) or "float" (plain numba, the rest)."""
     if pw.encoding == "sparse-f16" or (path != "avx512" and pw.encoding.startswith("sparse")):
         return "csr"
     if path != "avx512":
         return "float"
     if pw.encoding in ("sparse-q4", "sparse-q8"):
-        return "axpy" if _density(pw) < AXPY_DENSITY else "vnni"
+        return "vcsr" if pw.density <= VCSR_DENSITY and pw.cols <= VCSR_MAX_COLS else "vnni"
     return "vnni" if pw.encoding == "q4" and pw.group_size % 128 == 0 else "float"
 
 
@@ -221,9 +227,11 @@ def _matmul(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
     if kernel != "float":
         from . import simd_matmul
 
-        if kernel == "axpy":
-            simd_matmul.matmul_sparse_axpy(p["bitmask"], p["row_offsets"], p["values"], p["scales"],
-                                           enc == "sparse-q4", rows, cols, gs, x.reshape(-1), tokens, flat_out)
+        if kernel == "vcsr":
+            from . import vnni_csr
+
+            vnni_csr.matmul_vcsr(p["bitmask"], p["row_offsets"], p["values"], p["scales"], enc == "sparse-q4", rows,
+                                 cols, gs, vnni_csr.quads_per_group(pw.density, gs), x.reshape(-1), tokens, flat_out)
         elif enc == "q4":
             simd_matmul.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), rows, cols,
                                   gs, x.reshape(-1), tokens, flat_out)

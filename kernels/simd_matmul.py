@@ -15,7 +15,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from . import simd
-from ._ir_tiles import AXPY_TOKENS, TILE
+from ._ir_tiles import TILE
 from ._llvm import data_ptr, declare, popcount
 
 # numba invalidates a cached kernel only when its own file changes, but these kernels inline code
@@ -71,8 +71,6 @@ _SP = "pipi" + "pi" + "pppi" + "pi" + "f" + "a"
 mm_q4_t, mm_q4_1 = (_tile_intrinsic(f"zoo_mm_q4x_{n}", _Q4) for n in (TILE, 1))
 mm_sq4_t, mm_sq4_1 = (_tile_intrinsic(f"zoo_mm_sparse_q4_{n}", _SP) for n in (TILE, 1))
 mm_sq8_t, mm_sq8_1 = (_tile_intrinsic(f"zoo_mm_sparse_q8_{n}", _SP) for n in (TILE, 1))
-# axpy: mask, nwords, codes, gw, sc, zc, xt, res
-mm_axpy_q4, mm_axpy_q8 = (_tile_intrinsic(f"zoo_mm_axpy_{k}", "pipipfpa") for k in ("q4", "q8"))
 
 
 def simd_source_hash() -> str:
@@ -191,46 +189,3 @@ def matmul_sparse(bitmask, row_offsets, values, scales, is_q4, rows, cols, group
             for r in range(r0, r1):
                 for wd in range(w0, w0 + wn):
                     pos[r - r0] += popcount(bitmask[r * n_words + wd])
-
-
-@njit(parallel=True, cache=True)
-def transpose_tiles(x, tokens, cols):
-    """x float32 [tokens * cols] -> float32 [n_tiles * n_words * 64 * AXPY_TOKENS]: per tile of
-    AXPY_TOKENS tokens, the activations transposed to [column, token] (missing tokens zero)."""
-    n_tiles = (tokens + AXPY_TOKENS - 1) // AXPY_TOKENS
-    n_cols = (cols + 63) // 64 * 64
-    xt = np.zeros(n_tiles * n_cols * AXPY_TOKENS, np.float32)
-    for tile in prange(n_tiles):
-        base = tile * n_cols * AXPY_TOKENS
-        for t in range(tile * AXPY_TOKENS, min(tokens, (tile + 1) * AXPY_TOKENS)):
-            row = x[t * cols:(t + 1) * cols]
-            dst = xt[base + t - tile * AXPY_TOKENS:base + n_cols * AXPY_TOKENS]
-            for c in range(cols):
-                dst[c * AXPY_TOKENS] = row[c]
-    return xt
-
-
-@njit(parallel=True, cache=True)
-def matmul_sparse_axpy(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, x, tokens, out):
-    """sparse-q4 / sparse-q8 rows x tokens in float32, work proportional to the nonzeros (see
-    _ir_tiles.sparse_axpy): faster than the VNNI tiles at high sparsity (linear.py chooses)."""
-    xt = transpose_tiles(x, tokens, cols)
-    n_words = (cols + 63) // 64
-    n_groups = (cols + group_size - 1) // group_size
-    gw = group_size // 64
-    zc = np.float32(8.0) if is_q4 else np.float32(0.0)
-    tile_len = n_words * 64 * AXPY_TOKENS
-    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        res = np.empty(AXPY_TOKENS, np.float32)
-        codes = np.zeros(cols + 256, np.uint8)  # one row's codes, one a byte (q8: the int8 values)
-        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
-            simd._stage_codes(values, row_offsets, r, is_q4, simd.AVX512, codes)
-            for tile in range((tokens + AXPY_TOKENS - 1) // AXPY_TOKENS):
-                if is_q4:
-                    mm_axpy_q4(bitmask, r * n_words, n_words, codes, 0, gw, scales, r * n_groups, zc, xt,
-                               tile * tile_len, res)
-                else:
-                    mm_axpy_q8(bitmask, r * n_words, n_words, codes, 0, gw, scales, r * n_groups, zc, xt,
-                               tile * tile_len, res)
-                for t in range(tile * AXPY_TOKENS, min(tokens, (tile + 1) * AXPY_TOKENS)):
-                    out[t * rows + r] = res[t - tile * AXPY_TOKENS]

@@ -1,14 +1,16 @@
-"""The CSR matmul (kernels/csr_matmul.py) against a float64 reference, called directly so that every
-kind runs here whatever path linear() would choose: token tiles of 32 and 16, several column chunks
-and row blocks, sparsity up to 100%."""
+"""The CSR matmuls (kernels/csr_matmul.py, kernels/vnni_csr.py) against a float64 reference, called
+directly so that every kind runs here whatever path linear() would choose: token tiles of 32 and
+16, several column chunks and row blocks, sparsity up to 100%."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from kernel_reference import encoded, float_bound
+from kernel_reference import encoded, float_bound, int8_activation_bound
 
+import zoo.kernels as K
 from zoo.kernels import csr_matmul as C
+from zoo.kernels.linear import matmul_kernel
 
 KINDS = {"sparse-q4": 0, "sparse-q8": 1, "sparse-f16": 2}
 
@@ -55,3 +57,39 @@ def test_bit_table_lists_set_bits():
     for b in (0, 1, 0x80, 0xA5, 0xFF):
         bits = [j for j in range(8) if b >> j & 1]
         assert list(lut[b, :len(bits)]) == bits
+
+
+needs_avx512 = pytest.mark.skipif("avx512" not in K.available_paths(), reason="the VNNI CSR kernel is AVX-512 only")
+
+
+@needs_avx512
+@pytest.mark.parametrize("encoding", ["sparse-q4", "sparse-q8"])
+def test_vnni_csr_matmul_within_int8_bound(encoding):
+    """The avx512 VNNI CSR kernel: int8 activations, so the int8 bound; groups padded to kq quads
+    with kq below, at and above what the groups hold (1 = most groups take the longer loop)."""
+    from zoo.kernels import vnni_csr as V
+
+    rng = np.random.default_rng(20 + KINDS[encoding])
+    for rows, cols, gs in ((1, 70, 64), (13, 200, 64), (40, 129, 64), (5, 1111, 128), (9, 333, 192)):
+        for sparsity in (0.0, 0.5, 0.9, 0.99, 1.0):
+            t, w = encoded(rng, encoding, rows, cols, sparsity, gs)
+            p = t.parts
+            for kq in (1, V.quads_per_group(1.0 - sparsity, gs), 9):
+                for tokens in (2, 33):
+                    x = rng.standard_normal((tokens, cols)).astype(np.float32)
+                    out = np.full((tokens, rows), np.nan, np.float32)
+                    V.matmul_vcsr(p["bitmask"].reshape(-1), p["row_offsets"], p["values"].reshape(-1).view(np.uint8),
+                                  p["scales"].reshape(-1).view(np.uint16), encoding == "sparse-q4", rows, cols, gs, kq,
+                                  x.reshape(-1), tokens, out.reshape(-1))
+                    err = np.abs(out - x.astype(np.float64) @ w.T)
+                    assert np.all(err <= int8_activation_bound(w, x, gs)), (encoding, rows, cols, sparsity, kq, tokens)
+
+
+@needs_avx512
+def test_avx512_dispatch_by_density():
+    """Decided once in prepare() from the stored count: VNNI CSR at and below VCSR_DENSITY, tiles above."""
+    rng = np.random.default_rng(4)
+    for sparsity, want in ((0.3, "vnni"), (0.7, "vcsr"), (0.95, "vcsr")):
+        t, _ = encoded(rng, "sparse-q4", 64, 512, sparsity, 128)
+        assert matmul_kernel(K.prepare(t), "avx512") == want, sparsity
+        assert matmul_kernel(K.prepare(t), "portable") == "csr"
