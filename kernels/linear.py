@@ -14,7 +14,7 @@ import numpy as np
 
 from zoo.errors import KernelError
 
-from . import csr_matmul, matmul, portable
+from . import csr_matmul, matmul, portable, portable_sparse
 from ._paths import active_path
 
 ENCODINGS = ("dense", "q8", "q4", "sparse-q4", "sparse-q8", "sparse-f16")
@@ -182,8 +182,8 @@ def _matvec(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
     elif enc == "sparse-f16":
         portable.matvec_sparse_f16(p["bitmask"], p["row_offsets"], p["values"], rows, cols, x, out)
     else:
-        portable.matvec_sparse_q(p["bitmask"], p["row_offsets"], p["values"], p["scales"], enc == "sparse-q4",
-                                 rows, cols, gs, x, out)
+        portable_sparse.matvec_sparse_q(p["bitmask"], p["row_offsets"], p["values"], p["scales"], enc == "sparse-q4",
+                                        rows, cols, gs, x, out)
 
 
 # avx512 sparse matmul at or below this density (stored / dense) takes the VNNI CSR kernel, whose work

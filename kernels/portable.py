@@ -1,5 +1,7 @@
 """Portable matrix-vector kernels (decode, one token): plain numba, float32 activations.
 
+(sparse-q4 / sparse-q8 rows: portable_sparse.py, generic LLVM IR.)
+
 One function per encoding, parallel over output rows with `prange`, float32 accumulation. They
 read each stored weight byte once and never build a dense row. Weight parts arrive flattened to
 1-D (see linear.py); f16 scales and values arrive as their uint16 bits.
@@ -112,48 +114,6 @@ def matvec_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, x, out)
             part = _dot_nibbles(qweight[b0:b0 + nb], x_even[c0 // 2:c0 // 2 + nb], x_odd[c0 // 2:c0 // 2 + nb])
             z = np.float32(zeros[r * n_groups + g]) if has_zeros else np.float32(8.0)
             acc += f16_to_f32(scales[r * n_groups + g]) * (part - z * sums[g])
-        out[r] = acc
-
-
-@njit(cache=True, inline="always")
-def _code(values, pos, is_q4):
-    """Signed code of stored value `pos`: a nibble minus 8 (sparse-q4) or an int8 (sparse-q8)."""
-    if is_q4:
-        return np.int32((values[pos >> 1] >> ((pos & 1) * 4)) & 15) - 8
-    return np.int32(np.int8(values[pos]))
-
-
-@njit(parallel=True, cache=True, fastmath=FAST)
-def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, x, out):
-    """sparse-q4 / sparse-q8: bitmask uint64 [rows * n_words], row_offsets int64 [rows + 1],
-    values uint8 nibbles (q4) or int8 viewed as uint8 (q8), scales uint16 [rows * n_groups].
-
-    Walks the set bits of each mask word (count trailing zeros, clear lowest bit), two stored values
-    a step into two sums (one sum chains every value through a float add); the SIMD paths place 64
-    columns per instruction instead.
-    """
-    n_words = (cols + 63) // 64
-    n_groups = (cols + group_size - 1) // group_size
-    words_per_group = group_size // 64
-    for r in prange(rows):
-        pos = row_offsets[r] * 2 if is_q4 else row_offsets[r]  # nibble (q4) or byte (q8) index
-        acc = np.float32(0.0)
-        for g in range(n_groups):
-            part0 = np.float32(0.0)
-            part1 = np.float32(0.0)
-            for wd in range(g * words_per_group, min(n_words, (g + 1) * words_per_group)):
-                m = bitmask[r * n_words + wd]
-                xs = x[wd * 64:wd * 64 + 64]
-                while m != 0:
-                    part0 += np.float32(_code(values, pos, is_q4)) * xs[trailing_zeros(m)]
-                    pos += 1
-                    m &= m - np.uint64(1)
-                    if m == 0:
-                        break
-                    part1 += np.float32(_code(values, pos, is_q4)) * xs[trailing_zeros(m)]
-                    pos += 1
-                    m &= m - np.uint64(1)
-            acc += f16_to_f32(scales[r * n_groups + g]) * (part0 + part1)
         out[r] = acc
 
 

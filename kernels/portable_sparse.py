@@ -1,0 +1,139 @@
+"""Portable sparse-q4 / sparse-q8 matvec (decode): 64 columns a step with generic LLVM intrinsics.
+
+`llvm.masked.expandload` places the stored codes of a 64-column mask word at their columns (the
+missing ones get the zero point), then 4 x 16 lanes are widened to float32 and multiplied with
+the float32 activations in 4 independent accumulators; one multiply by the group's scale per
+group. Only target-independent IR (expandload, ctpop, fmuladd, fpext half): LLVM lowers it for
+the host CPU (AVX-512 `vpexpandb` here; AVX2 / NEON code elsewhere), so it is the portable path,
+float32 activations as the other portable kernels (no int8 quantization). sparse-q4 codes are
+unpacked one a byte per row first; sparse-q8 values are read in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from ._llvm import data_ptr, declare, link_ir
+
+ROW_BLOCK = 16
+_PTR = ir.PointerType()
+_I64 = ir.IntType(64)
+_I8 = ir.IntType(8)
+_F32 = ir.FloatType()
+
+
+def _row_ir() -> str:
+    """float @zoo_psparse_row(mask, nwords, gw, codes, x, sc, zc): one row. mask uint64 [nwords], codes
+    uint8 one a stored value (q4 0..15, q8 the int8 bits), x float32 [nwords * 64] (zero padded), sc
+    f16 [groups], zc the codes' zero point (8 or 0): sum over groups of scale x sum (code - zc) * x."""
+    lanes = []
+    for k in range(4):
+        idx = ", ".join(f"i32 {16 * k + i}" for i in range(16))
+        lanes.append(f"""  %d{k}b = shufflevector <64 x i8> %d, <64 x i8> poison, <16 x i32> <{idx}>
+  %d{k}i = sext <16 x i8> %d{k}b to <16 x i32>
+  %d{k}f = sitofp <16 x i32> %d{k}i to <16 x float>
+  %xp{k} = getelementptr float, ptr %xw, i64 {16 * k}
+  %x{k} = load <16 x float>, ptr %xp{k}, align 4
+  %a{k}n = call <16 x float> @llvm.fmuladd.v16f32(<16 x float> %d{k}f, <16 x float> %x{k}, <16 x float> %a{k})
+""")
+    aphis = "".join(f"  %a{k} = phi <16 x float> [zeroinitializer, %gl], [%a{k}n, %wl]\n" for k in range(4))
+    return f"""define float @zoo_psparse_row(ptr %mask, i64 %nwords, i64 %gw, ptr %codes, ptr %x, ptr %sc, i8 %zc) #0 {{
+entry:
+  %t0 = add i64 %nwords, %gw
+  %t1 = sub i64 %t0, 1
+  %ng = udiv i64 %t1, %gw
+  %zi = insertelement <64 x i8> poison, i8 %zc, i64 0
+  %zv = shufflevector <64 x i8> %zi, <64 x i8> poison, <64 x i32> zeroinitializer
+  br label %gl
+gl:
+  %g = phi i64 [0, %entry], [%g2, %gend]
+  %p = phi i64 [0, %entry], [%pn, %gend]
+  %tot = phi <16 x float> [zeroinitializer, %entry], [%totn, %gend]
+  %w0 = mul i64 %g, %gw
+  %w1a = add i64 %w0, %gw
+  %w1c = icmp ult i64 %w1a, %nwords
+  %w1 = select i1 %w1c, i64 %w1a, i64 %nwords
+  br label %wl
+wl:
+  %w = phi i64 [%w0, %gl], [%w2, %wl]
+  %pp = phi i64 [%p, %gl], [%pn, %wl]
+{aphis}  %mp = getelementptr i64, ptr %mask, i64 %w
+  %m = load i64, ptr %mp, align 8
+  %mk = bitcast i64 %m to <64 x i1>
+  %cp = getelementptr i8, ptr %codes, i64 %pp
+  %e = call <64 x i8> @llvm.masked.expandload.v64i8(ptr %cp, <64 x i1> %mk, <64 x i8> %zv)
+  %d = sub <64 x i8> %e, %zv
+  %xo = shl i64 %w, 6
+  %xw = getelementptr float, ptr %x, i64 %xo
+{"".join(lanes)}  %pc = call i64 @llvm.ctpop.i64(i64 %m)
+  %pn = add i64 %pp, %pc
+  %w2 = add i64 %w, 1
+  %wmore = icmp ult i64 %w2, %w1
+  br i1 %wmore, label %wl, label %gend
+gend:
+  %s01 = fadd <16 x float> %a0n, %a1n
+  %s23 = fadd <16 x float> %a2n, %a3n
+  %sg = fadd <16 x float> %s01, %s23
+  %scp = getelementptr i16, ptr %sc, i64 %g
+  %sch = load half, ptr %scp, align 2
+  %s = fpext half %sch to float
+  %si = insertelement <16 x float> poison, float %s, i64 0
+  %sv = shufflevector <16 x float> %si, <16 x float> poison, <16 x i32> zeroinitializer
+  %totn = call <16 x float> @llvm.fmuladd.v16f32(<16 x float> %sg, <16 x float> %sv, <16 x float> %tot)
+  %g2 = add i64 %g, 1
+  %gmore = icmp ult i64 %w1, %nwords
+  br i1 %gmore, label %gl, label %done
+done:
+  %r = call reassoc float @llvm.vector.reduce.fadd.v16f32(float 0.0, <16 x float> %totn)
+  ret float %r
+}}
+declare <64 x i8> @llvm.masked.expandload.v64i8(ptr, <64 x i1>, <64 x i8>)
+declare <16 x float> @llvm.fmuladd.v16f32(<16 x float>, <16 x float>, <16 x float>)
+declare float @llvm.vector.reduce.fadd.v16f32(float, <16 x float>)
+declare i64 @llvm.ctpop.i64(i64)
+attributes #0 = {{ nounwind "min-legal-vector-width"="512" }}
+"""
+
+
+@intrinsic
+def sparse_row(typingctx, mask, moff, nwords, gw, codes, coff, x, sc, soff, zc):
+    """float32 dot of one sparse row (see _row_ir); (array, offset) pairs become pointers."""
+    sig = types.float32(mask, moff, nwords, gw, codes, coff, x, sc, soff, zc)
+
+    def codegen(context, builder, sig, args):
+        link_ir(context, "zoo_psparse", _row_ir())
+        fn = declare(builder, "zoo_psparse_row", _F32, [_PTR, _I64, _I64, _PTR, _PTR, _PTR, _I8])
+
+        def ptr(i, off):
+            return builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], off), _PTR)
+
+        return builder.call(fn, [ptr(0, args[1]), args[2], args[3], ptr(4, args[5]), ptr(6, ir.Constant(_I64, 0)),
+                                 ptr(7, args[8]), builder.trunc(args[9], _I8)])
+
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True)
+def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, x, out):
+    """sparse-q4 / sparse-q8: bitmask uint64 [rows * n_words], row_offsets int64 [rows + 1], values
+    uint8 nibbles (q4) or int8 as uint8 (q8), scales uint16 [rows * n_groups]; x float32 [cols]."""
+    n_words = (cols + 63) // 64
+    n_groups = (cols + group_size - 1) // group_size
+    gw = group_size // 64
+    xp = np.zeros(n_words * 64, np.float32)  # x zero padded to whole mask words
+    xp[:cols] = x
+    for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        codes = np.empty(n_words * 64 + 2, np.uint8)  # [stored values of a row] q4 codes one a byte
+        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
+            v0 = row_offsets[r]
+            if is_q4:
+                src = values[v0:row_offsets[r + 1]]
+                for k in range(src.size):
+                    codes[2 * k] = src[k] & 15
+                    codes[2 * k + 1] = src[k] >> 4
+                out[r] = sparse_row(bitmask, r * n_words, n_words, gw, codes, 0, xp, scales, r * n_groups, 8)
+            else:
+                out[r] = sparse_row(bitmask, r * n_words, n_words, gw, values, v0, xp, scales, r * n_groups, 0)
