@@ -1,6 +1,7 @@
 """Benchmark zoo's CPU kernels against numpy fp32 and our own dense q4, in one run (issue 3).
 
-    python bench/kernels.py [--quick] [--json] [--paths avx512,portable] [--reps N]
+    python bench/kernels.py [--quick] [--json] [--paths avx512,portable] [--reps N] [--sparsities 0.5,0.7,0.9]
+                            [--threads 1,2]
     python bench/kernels.py --from-json results.json      # markdown table of a saved run
 
 For each kernel (matvec = decode, matmul = prefill of 32 tokens), encoding, shape (rows x cols),
@@ -139,6 +140,11 @@ def measure_group(rng, base, weights, shape, threads, tokens, mode, paths, fast,
             cases[(path, t.encoding, sparsity)] = [_linear_call(path, p, x, out) for p in prepared]
             nbytes[(path, t.encoding, sparsity)] = weight_bytes(t)
     best = interleaved_best(cases, reps, threads)
+    impl = {}
+    if tokens > 1:
+        from zoo.kernels.linear import matmul_kernel
+
+        impl = {(path, t.encoding, sp): matmul_kernel(K.prepare(t), path) for sp, t in weights for path in paths}
     rows = []
     for (path, enc, sparsity), sec in best.items():
         q4 = best.get((path, "q4", 0.0))
@@ -146,14 +152,18 @@ def measure_group(rng, base, weights, shape, threads, tokens, mode, paths, fast,
                          sparsity=sparsity, threads=threads, tokens=tokens, mode=mode, ms=sec * 1e3,
                          gbps=nbytes[(path, enc, sparsity)] / sec / 1e9,
                          vs_numpy_f32=best[("numpy", "numpy-f32", 0.0)] / sec,
-                         vs_dense_q4=q4 / sec if q4 and path != "numpy" else None))
+                         vs_dense_q4=q4 / sec if q4 and path != "numpy" else None,
+                         impl=impl.get((path, enc, sparsity))))
     return rows
 
 
 def plan(args) -> tuple[list, tuple, tuple]:
-    if args.quick:
-        return [(4096, 11008)], (0.0, 0.5, 0.9), (2,)
-    return SHAPES, SPARSITIES, (1, 2)
+    shapes, sparsities, threads = ([(4096, 11008)], (0.0, 0.5, 0.9), (2,)) if args.quick else (SHAPES, SPARSITIES, (1, 2))
+    if args.sparsities:
+        sparsities = tuple(sorted({0.0} | {float(s) for s in args.sparsities.split(",")}))
+    if args.threads:
+        threads = tuple(int(t) for t in args.threads.split(","))
+    return shapes, sparsities, threads
 
 
 def encodings_for(sparsity: float, quick: bool) -> list[str]:
@@ -285,9 +295,12 @@ def markdown(doc: dict) -> str:
              f"machine {doc['machine']}", f"compile (import + first calls): {doc['compile']}", "",
              "| kernel | encoding | path | shape | sparsity | threads | tokens | mode | ms | GB/s | bw share | vs numpy f32 | vs dense q4 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    if any(r.get("impl") for r in doc["rows"]):
+        lines[-2] = lines[-2].replace("| kernel |", "| kernel (matmul impl) |")
     for r in doc["rows"]:
         fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
-        lines.append(f"| {r['kernel']} | {r['encoding']} | {r['path']} | {r['shape']} | {r['sparsity']:.0%} | "
+        kernel = f"{r['kernel']} ({r['impl']})" if r.get("impl") else r["kernel"]
+        lines.append(f"| {kernel} | {r['encoding']} | {r['path']} | {r['shape']} | {r['sparsity']:.0%} | "
                      f"{r['threads']} | {r['tokens']} | {r['mode']} | {r['ms']:.3f} | {r['gbps']:.1f} | "
                      f"{fmt(r['bw_share'])} | {fmt(r['vs_numpy_f32'])} | {fmt(r['vs_dense_q4'])} |")
     return "\n".join(lines)
@@ -299,6 +312,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     parser.add_argument("--paths", default="", help="comma-separated kernel paths (default: all this CPU runs)")
     parser.add_argument("--reps", type=int, default=7, help="repetitions; the best is reported")
+    parser.add_argument("--sparsities", default="", help="comma-separated sparsities (0 is always added), e.g. 0.5,0.7,0.9")
+    parser.add_argument("--threads", default="", help="comma-separated thread counts, e.g. 1,2")
     parser.add_argument("--from-json", metavar="FILE", help="render a saved --json document as markdown")
     args = parser.parse_args()
     doc = json.loads(Path(args.from_json).read_text()) if args.from_json else run(args)
