@@ -6,7 +6,8 @@ int8 per (token, group) as for the VNNI tiles, offset to unsigned (x + 128) and 
 xt uint8 [cols, 32 tokens]. Four nonzeros (c0..c3) make a quad: their four 32-byte token rows are
 interleaved with 8 unpacks into four ymm of (x[c0,t], x[c1,t], x[c2,t], x[c3,t]) dwords and each
 meets the quad's 4 codes (one broadcast dword) in one `vpdpbusd`: 128 multiply-adds for 4
-nonzeros. Per group, int32 lanes minus 128 x (sum of the group's codes) are scaled by weight
+nonzeros. Per group, int32 lanes minus 128 x (sum of the group's codes, one more `vpdpbusd` a
+quad) are scaled by weight
 scale x activation scale into float accumulators. Work is proportional to the nonzeros (plus the
 padding), and activations take 32 bytes per nonzero instead of 128 in float32.
 The token order inside xt is permuted (`_slot`) so that the unpacked lanes come out in order.
@@ -29,10 +30,10 @@ _I64 = ir.IntType(64)
 
 
 def _build_ir() -> str:
-    """i64 @zoo_vcsr_build(mask, nwords, gw, ub, idx, codes, gq, gsum, kq): one row's CSR. ub int8
+    """i64 @zoo_vcsr_build(mask, nwords, gw, ub, idx, codes, gq, kq): one row's CSR. ub int8
     [nnz] signed codes in stored order (64 of slack); out: idx uint16 columns and codes int8 of each
     group's values, padded with zero codes (column 0) to max(ceil(n / 4), kq) quads, gq int64
-    [groups] each group's quads, gsum int32 [groups] the sum of its codes. No branch depends on the
+    [groups] each group's quads. No branch depends on the
     data: 2 `vpcompressw` and one 64-byte code copy a mask word, a fixed zero fill a group, so a
     group's quad count is kq unless it holds more values (kq is chosen so that this is rare).
     Returns the padded length."""
@@ -53,7 +54,7 @@ def _build_ir() -> str:
   %c{k} = call i64 @llvm.ctpop.i64(i64 %mz{k})
   %q{k + 1} = add i64 %q{k}, %c{k}
 """
-    return f"""define i64 @zoo_vcsr_build(ptr %mask, i64 %nwords, i64 %gw, ptr %ub, ptr %idx, ptr %codes, ptr %gq, ptr %gsum, i64 %kq) #0 {{
+    return f"""define i64 @zoo_vcsr_build(ptr %mask, i64 %nwords, i64 %gw, ptr %ub, ptr %idx, ptr %codes, ptr %gq, i64 %kq) #0 {{
 entry:
   %kq3 = add i64 %kq, 3
   %nz0 = lshr i64 %kq3, 2
@@ -72,7 +73,6 @@ wl:
   %w = phi i64 [%w0, %gl], [%w2, %wl]
   %q0 = phi i64 [%p, %gl], [%qe, %wl]
   %uu = phi i64 [%u, %gl], [%uw, %wl]
-  %sacc = phi <16 x i32> [zeroinitializer, %gl], [%saccn, %wl]
   %mp = getelementptr i64, ptr %mask, i64 %w
   %m = load i64, ptr %mp, align 8
   %w64 = shl i64 %w, 6
@@ -82,13 +82,6 @@ wl:
   %cb = load <64 x i8>, ptr %up, align 1
   %cp = getelementptr i8, ptr %codes, i64 %q0
   store <64 x i8> %cb, ptr %cp, align 1
-  %full = icmp eq i64 %pc, 64
-  %sh = shl i64 1, %pc
-  %lm1 = sub i64 %sh, 1
-  %lm = select i1 %full, i64 -1, i64 %lm1
-  %lmk = bitcast i64 %lm to <64 x i1>
-  %cz = select <64 x i1> %lmk, <64 x i8> %cb, <64 x i8> zeroinitializer
-  %saccn = call <16 x i32> @llvm.x86.avx512.vpdpbusd.512(<16 x i32> %sacc, <64 x i8> splat(i8 1), <64 x i8> %cz)
   %qe = add i64 %q2, 0
   %uw = add i64 %uu, %pc
   %w2 = add i64 %w, 1
@@ -104,9 +97,6 @@ pad:
   %pr = add i64 %p, %plen
   %gqp = getelementptr i64, ptr %gq, i64 %g
   store i64 %nq, ptr %gqp, align 8
-  %sum = call i32 @llvm.vector.reduce.add.v16i32(<16 x i32> %saccn)
-  %gsp = getelementptr i32, ptr %gsum, i64 %g
-  store i32 %sum, ptr %gsp, align 4
   br label %zl
 zl:
   %z = phi i64 [0, %pad], [%zn, %zl]
@@ -144,7 +134,7 @@ def _unpack(a: str, b: str, out: str, width: str, hi: bool) -> str:
 
 
 def _row_ir() -> str:
-    """void @zoo_vcsr_row(idx, codes, gq, gsum, ng, sc, xt, xd, res): one row (its CSR from
+    """void @zoo_vcsr_row(idx, codes, gq, ng, sc, xt, xd, res): one row (its CSR from
     zoo_vcsr_build) against a tile of 32 tokens: xt uint8 [cols, 32] (x + 128, slot order), xd float32
     [groups, 32] activation scales (token order), sc f16 [groups]; res float32 [32] out."""
     quad = ""
@@ -165,8 +155,8 @@ def _row_ir() -> str:
         quad += f"""  %d{k} = bitcast <16 x i16> %d{k}w to <32 x i8>
   %a{k}n = call <8 x i32> @llvm.x86.avx512.vpdpbusd.256(<8 x i32> %a{k}, <32 x i8> %d{k}, <32 x i8> %wb)
 """
-    aphis = "".join(f"  %a{k} = phi <8 x i32> [zeroinitializer, %gbody], [%a{k}n, %ql]\n" for k in range(4))
-    return f"""define void @zoo_vcsr_row(ptr %idx, ptr %codes, ptr %gq, ptr %gsum, i64 %ng, ptr %sc, ptr %xt, ptr %xd, ptr %res) #0 {{
+    aphis = "".join(f"  %a{k} = phi <8 x i32> [zeroinitializer, %gbody], [%a{k}n, %ql]\n" for k in range(5))
+    return f"""define void @zoo_vcsr_row(ptr %idx, ptr %codes, ptr %gq, i64 %ng, ptr %sc, ptr %xt, ptr %xd, ptr %res) #0 {{
 entry:
   br label %gl
 gl:
@@ -190,15 +180,12 @@ ql:
   %wi = insertelement <8 x i32> poison, i32 %wd, i64 0
   %wv = shufflevector <8 x i32> %wi, <8 x i32> poison, <8 x i32> zeroinitializer
   %wb = bitcast <8 x i32> %wv to <32 x i8>
+  %a4n = call <8 x i32> @llvm.x86.avx512.vpdpbusd.256(<8 x i32> %a4, <32 x i8> splat(i8 -128), <32 x i8> %wb)
 {quad}  %qn = add i64 %qi, 1
   %qmore = icmp ult i64 %qn, %pn
   br i1 %qmore, label %ql, label %gfin
 gfin:
-  %gsp = getelementptr i32, ptr %gsum, i64 %g
-  %gs = load i32, ptr %gsp, align 4
-  %corr = shl i32 %gs, 7
-  %ci = insertelement <8 x i32> poison, i32 %corr, i64 0
-  %cv = shufflevector <8 x i32> %ci, <8 x i32> poison, <8 x i32> zeroinitializer
+  %cv = add <8 x i32> %a4n, zeroinitializer
   %e0 = sub <8 x i32> %a0n, %cv
   %e1 = sub <8 x i32> %a1n, %cv
   %e2 = sub <8 x i32> %a2n, %cv
@@ -241,7 +228,6 @@ def module_ir() -> str:
     return (_build_ir() + _row_ir()
             + "declare <32 x i16> @llvm.x86.avx512.mask.compress.v32i16(<32 x i16>, <32 x i16>, <32 x i1>)\n"
             + "declare <8 x i32> @llvm.x86.avx512.vpdpbusd.256(<8 x i32>, <32 x i8>, <32 x i8>)\n"
-            + "declare <16 x i32> @llvm.x86.avx512.vpdpbusd.512(<16 x i32>, <64 x i8>, <64 x i8>)\n"
             + "declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>)\n"
             + "declare i64 @llvm.ctpop.i64(i64)\ndeclare i32 @llvm.vector.reduce.add.v16i32(<16 x i32>)\n"
             + 'attributes #0 = { nounwind "target-features"="+avx512f,+avx512bw,+avx512vl,+avx512vnni,+avx512vbmi2,+popcnt" '
@@ -280,10 +266,10 @@ def _call_intrinsic(fname: str, spec: str, ret: str = "v"):
     return intrinsic(scope[fname])
 
 
-# build: mask, nwords, gw, ub, idx, codes, gq, gsum, kq
-row_build = _call_intrinsic("zoo_vcsr_build", "pii" + "pppp" + "pi", ret="i")
-# row: idx, codes, gq, gsum, ng, sc, xt, xd, res
-row_dot = _call_intrinsic("zoo_vcsr_row", "pppp" + "i" + "pppp")
+# build: mask, nwords, gw, ub, idx, codes, gq, kq
+row_build = _call_intrinsic("zoo_vcsr_build", "pii" + "ppp" + "pi", ret="i")
+# row: idx, codes, gq, ng, sc, xt, xd, res
+row_dot = _call_intrinsic("zoo_vcsr_row", "ppp" + "i" + "pppp")
 
 
 def quads_per_group(density: float, group_size: int) -> int:
@@ -338,7 +324,6 @@ def matmul_vcsr(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_s
         idx = np.zeros(cap, np.uint16)  # [padded values] column of each (cols < 65536)
         codes = np.zeros(cap, np.int8)  # [padded values] signed code of each, 4 a quad
         gq = np.zeros(n_groups, np.int64)  # quads of each group
-        gsum = np.zeros(n_groups, np.int32)  # sum of each group's codes
         res = np.empty(TILE, np.float32)
         for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
             v0 = row_offsets[r]
@@ -351,9 +336,9 @@ def matmul_vcsr(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_s
                 src = values[v0:row_offsets[r + 1]]
                 for k in range(src.size):
                     ub[k] = np.int8(src[k])
-            row_build(bitmask, r * n_words, n_words, gw, ub, 0, idx, 0, codes, 0, gq, 0, gsum, 0, kq)
+            row_build(bitmask, r * n_words, n_words, gw, ub, 0, idx, 0, codes, 0, gq, 0, kq)
             for tile in range(n_tiles):
-                row_dot(idx, 0, codes, 0, gq, 0, gsum, 0, n_groups, scales, r * n_groups, xt, tile * cols * TILE, xdt,
+                row_dot(idx, 0, codes, 0, gq, 0, n_groups, scales, r * n_groups, xt, tile * cols * TILE, xdt,
                         tile * n_groups * TILE, res, 0)
                 for t in range(tile * TILE, min(tokens, (tile + 1) * TILE)):
                     out[t * rows + r] = res[t - tile * TILE]
