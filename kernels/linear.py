@@ -14,7 +14,7 @@ import numpy as np
 
 from zoo.errors import KernelError
 
-from . import csr_matmul, matmul, portable, portable_sparse
+from . import csr_matmul, matmul, portable, portable_ir
 from ._paths import active_path
 
 ENCODINGS = ("dense", "q8", "q4", "sparse-q4", "sparse-q8", "sparse-f16")
@@ -177,12 +177,14 @@ def _matvec(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
             portable.matvec_dense_16(p[""], pw.kind == 2, rows, cols, x, out)
     elif enc == "q8":
         portable.matvec_q8(p["qweight"], p["scales"], rows, cols, gs, x, out)
+    elif enc == "q4" and gs % 64 == 0:
+        portable_ir.matvec_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), "zeros" in p, rows, cols, gs, x, out)
     elif enc == "q4":
         portable.matvec_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), "zeros" in p, rows, cols, gs, x, out)
     elif enc == "sparse-f16":
         portable.matvec_sparse_f16(p["bitmask"], p["row_offsets"], p["values"], rows, cols, x, out)
     else:
-        portable_sparse.matvec_sparse_q(p["bitmask"], p["row_offsets"], p["values"], p["scales"], enc == "sparse-q4",
+        portable_ir.matvec_sparse_q(p["bitmask"], p["row_offsets"], p["values"], p["scales"], enc == "sparse-q4",
                                         rows, cols, gs, x, out)
 
 

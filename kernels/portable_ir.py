@@ -1,12 +1,14 @@
-"""Portable sparse-q4 / sparse-q8 matvec (decode): 64 columns a step with generic LLVM intrinsics.
+"""Portable q4 / sparse-q4 / sparse-q8 matvec (decode): 64 columns a step in generic LLVM IR.
 
-`llvm.masked.expandload` places the stored codes of a 64-column mask word at their columns (the
+Sparse rows: `llvm.masked.expandload` places the stored codes of a 64-column mask word at their columns (the
 missing ones get the zero point), then 4 x 16 lanes are widened to float32 and multiplied with
 the float32 activations in 4 independent accumulators; one multiply by the group's scale per
 group. Only target-independent IR (expandload, ctpop, fmuladd, fpext half): LLVM lowers it for
 the host CPU (AVX-512 `vpexpandb` here; AVX2 / NEON code elsewhere), so it is the portable path,
 float32 activations as the other portable kernels (no int8 quantization). sparse-q4 codes are
-unpacked one a byte per row first; sparse-q8 values are read in place.
+unpacked one a byte per row first; sparse-q8 values are read in place. q4 rows (group size a
+multiple of 64): 32 bytes a step, nibbles interleaved to column order, minus the zero point,
+widened and multiplied the same way.
 """
 
 from __future__ import annotations
@@ -95,7 +97,111 @@ declare <16 x float> @llvm.fmuladd.v16f32(<16 x float>, <16 x float>, <16 x floa
 declare float @llvm.vector.reduce.fadd.v16f32(float, <16 x float>)
 declare i64 @llvm.ctpop.i64(i64)
 attributes #0 = {{ nounwind "min-legal-vector-width"="512" }}
+""" + _q4_row_ir()
+
+
+def _q4_row_ir() -> str:
+    """float @zoo_pq4_row(qw, rowbytes, ng, spg, x, sc, zs, hz): one q4 row. qw uint8 [rowbytes] nibbles
+    (low first), ng groups of spg steps of 32 bytes (64 columns; steps past the row's end: masked loads),
+    x float32 [ng * spg * 64] zero padded, sc f16 [ng], zs uint8 [ng] zero points when hz (else 8)."""
+    lanes = []
+    for k in range(4):
+        idx = ", ".join(f"i32 {16 * k + i}" for i in range(16))
+        lanes.append(f"""  %d{k}b = shufflevector <64 x i8> %d, <64 x i8> poison, <16 x i32> <{idx}>
+  %d{k}i = sext <16 x i8> %d{k}b to <16 x i32>
+  %d{k}f = sitofp <16 x i32> %d{k}i to <16 x float>
+  %xp{k} = getelementptr float, ptr %xw, i64 {16 * k}
+  %x{k} = load <16 x float>, ptr %xp{k}, align 4
+  %a{k}n = call <16 x float> @llvm.fmuladd.v16f32(<16 x float> %d{k}f, <16 x float> %x{k}, <16 x float> %a{k})
+""")
+    aphis = "".join(f"  %a{k} = phi <16 x float> [zeroinitializer, %gl], [%a{k}n, %sj]\n" for k in range(4))
+    iota = ", ".join(f"i8 {i}" for i in range(32))
+    return f"""define float @zoo_pq4_row(ptr %qw, i64 %rowbytes, i64 %ng, i64 %spg, ptr %x, ptr %sc, ptr %zs, i64 %hz) #0 {{
+entry:
+  br label %gl
+gl:
+  %g = phi i64 [0, %entry], [%g2, %gend]
+  %tot = phi <16 x float> [zeroinitializer, %entry], [%totn, %gend]
+  %hasz = icmp ne i64 %hz, 0
+  %zg = mul i64 %g, %hz
+  %zp = getelementptr i8, ptr %zs, i64 %zg
+  %zl = load i8, ptr %zp, align 1
+  %z = select i1 %hasz, i8 %zl, i8 8
+  %zi = insertelement <64 x i8> poison, i8 %z, i64 0
+  %zv = shufflevector <64 x i8> %zi, <64 x i8> poison, <64 x i32> zeroinitializer
+  %k0 = mul i64 %g, %spg
+  %k1 = add i64 %k0, %spg
+  br label %sl
+sl:
+  %k = phi i64 [%k0, %gl], [%k2, %sj]
+{aphis}  %bo = shl i64 %k, 5
+  %bp = getelementptr i8, ptr %qw, i64 %bo
+  %rem = sub i64 %rowbytes, %bo
+  %full = icmp sge i64 %rem, 32
+  br i1 %full, label %lf, label %lt
+lf:
+  %vf = load <32 x i8>, ptr %bp, align 1
+  br label %sj
+lt:
+  %neg = icmp slt i64 %rem, 0
+  %remc = select i1 %neg, i64 0, i64 %rem
+  %r8 = trunc i64 %remc to i8
+  %ri = insertelement <32 x i8> poison, i8 %r8, i64 0
+  %rs = shufflevector <32 x i8> %ri, <32 x i8> poison, <32 x i32> zeroinitializer
+  %mk = icmp ult <32 x i8> <{iota}>, %rs
+  %vt = call <32 x i8> @llvm.masked.load.v32i8.p0(ptr %bp, i32 1, <32 x i1> %mk, <32 x i8> zeroinitializer)
+  br label %sj
+sj:
+  %v = phi <32 x i8> [%vf, %lf], [%vt, %lt]
+  %vw = zext <32 x i8> %v to <32 x i16>
+  %lo = and <32 x i16> %vw, splat(i16 15)
+  %sh = shl <32 x i16> %vw, splat(i16 4)
+  %hi = and <32 x i16> %sh, splat(i16 3840)
+  %or = or <32 x i16> %lo, %hi
+  %u = bitcast <32 x i16> %or to <64 x i8>
+  %d = sub <64 x i8> %u, %zv
+  %xo = shl i64 %k, 6
+  %xw = getelementptr float, ptr %x, i64 %xo
+{"".join(lanes)}  %k2 = add i64 %k, 1
+  %kmore = icmp ult i64 %k2, %k1
+  br i1 %kmore, label %sl, label %gend
+gend:
+  %s01 = fadd <16 x float> %a0n, %a1n
+  %s23 = fadd <16 x float> %a2n, %a3n
+  %sg = fadd <16 x float> %s01, %s23
+  %scp = getelementptr i16, ptr %sc, i64 %g
+  %sch = load half, ptr %scp, align 2
+  %s = fpext half %sch to float
+  %si = insertelement <16 x float> poison, float %s, i64 0
+  %sv = shufflevector <16 x float> %si, <16 x float> poison, <16 x i32> zeroinitializer
+  %totn = call <16 x float> @llvm.fmuladd.v16f32(<16 x float> %sg, <16 x float> %sv, <16 x float> %tot)
+  %g2 = add i64 %g, 1
+  %gmore = icmp ult i64 %g2, %ng
+  br i1 %gmore, label %gl, label %done
+done:
+  %r = call reassoc float @llvm.vector.reduce.fadd.v16f32(float 0.0, <16 x float> %totn)
+  ret float %r
+}}
+declare <32 x i8> @llvm.masked.load.v32i8.p0(ptr, i32, <32 x i1>, <32 x i8>)
 """
+
+
+@intrinsic
+def q4_row(typingctx, qw, qoff, rowbytes, ng, spg, x, sc, soff, zs, zoff, hz):
+    """float32 dot of one q4 row (see _q4_row_ir); (array, offset) pairs become pointers."""
+    sig = types.float32(qw, qoff, rowbytes, ng, spg, x, sc, soff, zs, zoff, hz)
+
+    def codegen(context, builder, sig, args):
+        link_ir(context, "zoo_psparse", _row_ir())
+        fn = declare(builder, "zoo_pq4_row", _F32, [_PTR, _I64, _I64, _I64, _PTR, _PTR, _PTR, _I64])
+
+        def ptr(i, off):
+            return builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], off), _PTR)
+
+        return builder.call(fn, [ptr(0, args[1]), args[2], args[3], args[4], ptr(5, ir.Constant(_I64, 0)),
+                                 ptr(6, args[7]), ptr(8, args[9]), args[10]])
+
+    return sig, codegen
 
 
 @intrinsic
@@ -137,3 +243,17 @@ def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, rows, cols, gro
                 out[r] = sparse_row(bitmask, r * n_words, n_words, gw, codes, 0, xp, scales, r * n_groups, 8)
             else:
                 out[r] = sparse_row(bitmask, r * n_words, n_words, gw, values, v0, xp, scales, r * n_groups, 0)
+
+
+@njit(parallel=True, cache=True)
+def matvec_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, x, out):
+    """q4 with group_size a multiple of 64: qweight uint8 [rows * ceil(cols/2)], scales uint16
+    [rows * n_groups], zeros uint8 [rows * n_groups] when has_zeros; x float32 [cols]."""
+    n_groups = (cols + group_size - 1) // group_size
+    spg = group_size // 64
+    row_bytes = (cols + 1) // 2
+    xp = np.zeros(n_groups * group_size, np.float32)  # x zero padded to whole groups
+    xp[:cols] = x
+    for r in prange(rows):
+        out[r] = q4_row(qweight, r * row_bytes, row_bytes, n_groups, spg, xp, scales, r * n_groups, zeros,
+                        r * n_groups if has_zeros else 0, 1 if has_zeros else 0)
