@@ -52,3 +52,23 @@ def test_thread_count_setting(monkeypatch):
         monkeypatch.setenv("ZOO_COMPRESS_THREADS", bad)
         with pytest.raises(CompressError, match="ZOO_COMPRESS_THREADS"):
             compress_threads()
+
+
+def test_an_error_in_a_window_stops_the_pass(monkeypatch):
+    from zoo.compress.windows import _ordered
+
+    monkeypatch.setenv("ZOO_COMPRESS_THREADS", "2")
+    ran = []
+
+    def fn(s: int) -> int:
+        ran.append(s)
+        if s == 3:
+            raise ValueError("window 3")
+        return s
+
+    got = []
+    with pytest.raises(ValueError, match="window 3"):
+        for r in _ordered(fn, 100):
+            got.append(r)
+    assert got == [0, 1, 2]  # results in order up to the failing window
+    assert max(ran) < 3 + 2 * 2 + 1  # at most the look-ahead was submitted; the other windows never ran

@@ -48,7 +48,8 @@ def _ordered(fn: Callable[[int], object], count: int) -> Iterator[object]:
     if threads <= 1:
         yield from (fn(s) for s in range(count))
         return
-    with ThreadPoolExecutor(threads, thread_name_prefix="zoo-calib") as pool:
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="zoo-calib")
+    try:
         pending = [pool.submit(fn, s) for s in range(min(count, 2 * threads))]
         for s in range(count):
             result = pending[s].result()
@@ -56,6 +57,8 @@ def _ordered(fn: Callable[[int], object], count: int) -> Iterator[object]:
             if s + 2 * threads < count:
                 pending.append(pool.submit(fn, s + 2 * threads))
             yield result
+    finally:  # on an error or Ctrl-C: drop the windows not started, wait for the running ones
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _LastInputSeen(Exception):
