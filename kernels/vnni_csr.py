@@ -320,10 +320,10 @@ def matmul_vcsr(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_s
     n_tiles = (tokens + TILE - 1) // TILE
     cap = cols + n_groups * (4 * kq + 3) + 16 * (kq // 4 + 2) + 64
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        ub = np.zeros(cols + 64, np.int8)  # [stored values of a row] signed codes + slack
-        idx = np.zeros(cap, np.uint16)  # [padded values] column of each (cols < 65536)
-        codes = np.zeros(cap, np.int8)  # [padded values] signed code of each, 4 a quad
-        gq = np.zeros(n_groups, np.int64)  # quads of each group
+        ub = np.empty(cols + 64, np.int8)  # [stored values of a row] signed codes + slack (read past: never used)
+        idx = np.empty(cap, np.uint16)  # [padded values] column of each (cols < 65536); the build writes all it reads
+        codes = np.empty(cap, np.int8)  # [padded values] signed code of each, 4 a quad
+        gq = np.empty(n_groups, np.int64)  # quads of each group
         res = np.empty(TILE, np.float32)
         for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
             v0 = row_offsets[r]
