@@ -144,7 +144,7 @@ def measure_group(rng, base, weights, shape, threads, tokens, mode, paths, fast,
     if tokens > 1:
         from zoo.kernels.linear import matmul_kernel
 
-        impl = {(path, t.encoding, sp): matmul_kernel(K.prepare(t), path) for sp, t in weights for path in paths}
+        impl = {(path, t.encoding, sp): matmul_kernel(K.prepare(t), path, tokens) for sp, t in weights for path in paths}
     rows = []
     for (path, enc, sparsity), sec in best.items():
         q4 = best.get((path, "q4", 0.0))

@@ -195,6 +195,13 @@ VCSR_DENSITY = 0.55
 VCSR_MAX_COLS = 65535  # its columns are uint16
 
 
+def vcsr_min_tokens(density: float) -> int:
+    """Fewest tokens for which the VNNI CSR kernel beats the tiles: its cost per call hardly depends on the
+    token count up to 32 (a row's CSR is built once, the quads are 32 tokens wide) while the tiles' grows
+    with it. Measured crossover (4096x11008, one thread): ~12 tokens at 90% sparsity, ~17 at 70%, ~23 at 50%."""
+    return int(8 + 30 * density)
+
+
 def _density(parts: dict, encoding: str, rows: int, cols: int) -> float:
     """Stored values / dense size of a sparse weight (sparse-q4 offsets count bytes, two values each:
     an odd row count rounds up, which is within a value a row)."""
@@ -202,9 +209,10 @@ def _density(parts: dict, encoding: str, rows: int, cols: int) -> float:
     return min(1.0, stored / (rows * cols))
 
 
-def matmul_kernel(pw: PreparedWeight, path: str) -> str:
+def matmul_kernel(pw: PreparedWeight, path: str, tokens: int = 32) -> str:
     """Which matmul kernel runs: "vnni" (AVX-512 tiles, int8 activations like the matvec), "vcsr"
-    (AVX-512, int8 activations, VNNI over the nonzeros: sparse-q4/q8 at density <= VCSR_DENSITY),
+    (AVX-512, int8 activations, VNNI over the nonzeros: sparse-q4/q8 at density <= VCSR_DENSITY and at
+    least vcsr_min_tokens(density) tokens),
     "csr" (float32 over the nonzeros, generic IR: sparse weights on the portable and avx2 paths,
     sparse-f16 on all) or "float" (plain numba, the rest)."""
     if pw.encoding == "sparse-f16" or (path != "avx512" and pw.encoding.startswith("sparse")):
@@ -212,7 +220,8 @@ def matmul_kernel(pw: PreparedWeight, path: str) -> str:
     if path != "avx512":
         return "float"
     if pw.encoding in ("sparse-q4", "sparse-q8"):
-        return "vcsr" if pw.density <= VCSR_DENSITY and pw.cols <= VCSR_MAX_COLS else "vnni"
+        vcsr = pw.density <= VCSR_DENSITY and pw.cols <= VCSR_MAX_COLS and tokens >= vcsr_min_tokens(pw.density)
+        return "vcsr" if vcsr else "vnni"
     return "vnni" if pw.encoding == "q4" and pw.group_size % 128 == 0 else "float"
 
 
@@ -221,7 +230,7 @@ def _matmul(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
     p, enc, rows, cols, gs = pw.parts, pw.encoding, pw.rows, pw.cols, pw.group_size
     tokens = x.shape[0]
     flat_out = out.reshape(-1)
-    kernel = matmul_kernel(pw, path)
+    kernel = matmul_kernel(pw, path, tokens)
     if kernel == "csr":
         csr_matmul.matmul_csr(p["bitmask"], p["row_offsets"], p["values"], p.get("scales", _EMPTY_U16), pw.kind, rows,
                               cols, gs, x.reshape(-1), tokens, flat_out)

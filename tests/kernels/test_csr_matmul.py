@@ -87,9 +87,11 @@ def test_vnni_csr_matmul_within_int8_bound(encoding):
 
 @needs_avx512
 def test_avx512_dispatch_by_density():
-    """Decided once in prepare() from the stored count: VNNI CSR at and below VCSR_DENSITY, tiles above."""
+    """The density is measured once in prepare() from the stored count: VNNI CSR at and below VCSR_DENSITY
+    with enough tokens (fewer at higher sparsity), tiles otherwise."""
     rng = np.random.default_rng(4)
-    for sparsity, want in ((0.3, "vnni"), (0.7, "vcsr"), (0.95, "vcsr")):
+    for sparsity, tokens, want in ((0.3, 32, "vnni"), (0.7, 32, "vcsr"), (0.7, 8, "vnni"), (0.95, 12, "vcsr"),
+                                   (0.95, 4, "vnni")):
         t, _ = encoded(rng, "sparse-q4", 64, 512, sparsity, 128)
-        assert matmul_kernel(K.prepare(t), "avx512") == want, sparsity
-        assert matmul_kernel(K.prepare(t), "portable") == "csr"
+        assert matmul_kernel(K.prepare(t), "avx512", tokens) == want, (sparsity, tokens)
+        assert matmul_kernel(K.prepare(t), "portable", tokens) == "csr"

@@ -85,7 +85,7 @@ def test_artifact_tensors_run_in_place(tmp_path):
     t = art.tensors["blk.0.ffn_down.weight"]
     w = decode(t).astype(np.float64)
     x = np.random.default_rng(1).standard_normal((3, t.shape[1])).astype(np.float32)
-    int8 = matmul_kernel(K.prepare(t), K.selected_path()) in ("vnni", "vcsr")  # avx512: int8 activations
+    int8 = matmul_kernel(K.prepare(t), K.selected_path(), x.shape[0]) in ("vnni", "vcsr")  # avx512: int8 activations
     bound = int8_activation_bound(w, x, t.group_size) if int8 else float_bound(w, x)
     np.testing.assert_array_less(np.abs(K.linear(x, t) - x @ w.T), bound)
 
