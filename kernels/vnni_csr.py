@@ -114,7 +114,7 @@ zdone:
   %gmore = icmp ult i64 %w1, %nwords
   br i1 %gmore, label %gl, label %done
 done:
-  ret i64 %p
+  ret i64 %pr
 }}
 """
 
@@ -307,38 +307,63 @@ def transpose_tiles(xq, xd, stride, tokens, cols, n_groups):
     return xt, xdt
 
 
+@njit(cache=True, inline="always")
+def _unpack_row(values, row_offsets, r, is_q4, ub):
+    """Row r's stored values as signed codes, one a byte, into ub (q4: nibble - 8; q8: the int8)."""
+    src = values[row_offsets[r]:row_offsets[r + 1]]
+    if is_q4:
+        for k in range(src.size):
+            ub[2 * k] = np.int8(np.int32(src[k] & 15) - 8)
+            ub[2 * k + 1] = np.int8(np.int32(src[k] >> 4) - 8)
+    else:
+        for k in range(src.size):
+            ub[k] = np.int8(src[k])
+
+
 @njit(parallel=True, cache=True)
 def matmul_vcsr(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, kq, x, tokens, out):
     """sparse-q4 / sparse-q8 rows x tokens (see module doc); x float32 [tokens * cols], out float32
     [tokens * rows]; kq: quads a group is padded to (quads_per_group). Parallel over blocks of rows;
-    each row's CSR is built once for all tiles."""
+    each row's CSR is built once for all tiles. One tile (<= 32 tokens): row by row, the tile's xt
+    stays in L2. Several tiles: the block's rows are built first, then each tile meets all of them,
+    so a tile's xt is fetched once a block, not once a row."""
     xq, xd, _, stride = quantize_tokens(x, tokens, cols, group_size, False)
     n_groups = (cols + group_size - 1) // group_size
     xt, xdt = transpose_tiles(xq, xd, stride, tokens, cols, n_groups)
     n_words = (cols + 63) // 64
     gw = group_size // 64
     n_tiles = (tokens + TILE - 1) // TILE
-    cap = cols + n_groups * (4 * kq + 3) + 16 * (kq // 4 + 2) + 64
+    pad = n_groups * (4 * kq + 3) + 16 * (kq // 4 + 2) + 64  # padding and SIMD slack a row can add
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        r0, r1 = blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)
         ub = np.empty(cols + 64, np.int8)  # [stored values of a row] signed codes + slack (read past: never used)
+        res = np.empty(TILE, np.float32)
+        if n_tiles == 1:
+            cap = cols + pad
+            nr = 1
+        else:
+            span = row_offsets[r1] - row_offsets[r0]
+            cap = (2 * span if is_q4 else span) + (r1 - r0) * pad
+            nr = r1 - r0
         idx = np.empty(cap, np.uint16)  # [padded values] column of each (cols < 65536); the build writes all it reads
         codes = np.empty(cap, np.int8)  # [padded values] signed code of each, 4 a quad
-        gq = np.empty(n_groups, np.int64)  # quads of each group
-        res = np.empty(TILE, np.float32)
-        for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
-            v0 = row_offsets[r]
-            if is_q4:
-                src = values[v0:row_offsets[r + 1]]
-                for k in range(src.size):
-                    ub[2 * k] = np.int8(np.int32(src[k] & 15) - 8)
-                    ub[2 * k + 1] = np.int8(np.int32(src[k] >> 4) - 8)
-            else:
-                src = values[v0:row_offsets[r + 1]]
-                for k in range(src.size):
-                    ub[k] = np.int8(src[k])
-            row_build(bitmask, r * n_words, n_words, gw, ub, 0, idx, 0, codes, 0, gq, 0, kq)
-            for tile in range(n_tiles):
-                row_dot(idx, 0, codes, 0, gq, 0, n_groups, scales, r * n_groups, xt, tile * cols * TILE, xdt,
-                        tile * n_groups * TILE, res, 0)
+        gq = np.empty(nr * n_groups, np.int64)  # [row, group] quads of each group
+        start = np.zeros(nr + 1, np.int64)  # where each built row begins in idx / codes
+        for r in range(r0, r1):
+            _unpack_row(values, row_offsets, r, is_q4, ub)
+            j = 0 if n_tiles == 1 else r - r0
+            start[j + 1] = start[j] + row_build(bitmask, r * n_words, n_words, gw, ub, 0, idx, start[j], codes,
+                                                start[j], gq, j * n_groups, kq)
+            if n_tiles == 1:
+                row_dot(idx, 0, codes, 0, gq, 0, n_groups, scales, r * n_groups, xt, 0, xdt, 0, res, 0)
+                for t in range(tokens):
+                    out[t * rows + r] = res[t]
+        if n_tiles == 1:
+            continue
+        for tile in range(n_tiles):
+            for r in range(r0, r1):
+                j = r - r0
+                row_dot(idx, start[j], codes, start[j], gq, j * n_groups, n_groups, scales, r * n_groups, xt,
+                        tile * cols * TILE, xdt, tile * n_groups * TILE, res, 0)
                 for t in range(tile * TILE, min(tokens, (tile + 1) * TILE)):
                     out[t * rows + r] = res[t - tile * TILE]
