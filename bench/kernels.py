@@ -1,7 +1,7 @@
 """Benchmark zoo's CPU kernels against numpy fp32 and our own dense q4, in one run (issue 3).
 
     python bench/kernels.py [--quick] [--json] [--paths avx512,portable] [--reps N] [--sparsities 0.5,0.7,0.9]
-                            [--threads 1,2]
+                            [--threads 1,2] [--tokens 32]
     python bench/kernels.py --from-json results.json      # markdown table of a saved run
 
 For each kernel (matvec = decode, matmul = prefill of 32 tokens), encoding, shape (rows x cols),
@@ -193,7 +193,7 @@ def run(args) -> dict:
         for threads in threads_list:
             for mode in ("streamed", "hot"):
                 rows += measure_group(rng, base, weights, shape, threads, 1, mode, paths, fast, llc, args.reps)
-            rows += measure_group(rng, base, headline, shape, threads, TOKENS, "hot", [fast], fast, llc,
+            rows += measure_group(rng, base, headline, shape, threads, args.tokens, "hot", [fast], fast, llc,
                                   args.reps)
             print(f"measured {shape} threads={threads} ({len(rows)} rows)", file=sys.stderr, flush=True)
         del base, weights, headline
@@ -276,8 +276,9 @@ def summary(doc: dict) -> list[str]:
         out.append(f"| sparse-q4 matvec {sp:.0%} >= {goal}x dense q4 (streamed) | " + per_thread(
             lambda t: [r["vs_dense_q4"] for r in pick(kernel="matvec", encoding="sparse-q4", path=fast, threads=t,
                                                       mode="streamed", sparsity=sp)]) + " |")
+    tokens = next((r["tokens"] for r in rows if r["kernel"] == "matmul"), TOKENS)
     for sp, goal in ((0.7, 1.5), (0.9, 2.5)):
-        out.append(f"| sparse-q4 matmul {TOKENS} tokens {sp:.0%} >= {goal}x dense q4 | " + per_thread(
+        out.append(f"| sparse-q4 matmul {tokens} tokens {sp:.0%} >= {goal}x dense q4 | " + per_thread(
             lambda t: [r["vs_dense_q4"] for r in pick(kernel="matmul", encoding="sparse-q4", threads=t, sparsity=sp)]) + " |")
     for enc in ("q4", "sparse-q4"):
         out.append(f"| portable {enc} matvec within 3x of {fast} (portable ms / fast ms, streamed) | "
@@ -314,6 +315,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7, help="repetitions; the best is reported")
     parser.add_argument("--sparsities", default="", help="comma-separated sparsities (0 is always added), e.g. 0.5,0.7,0.9")
     parser.add_argument("--threads", default="", help="comma-separated thread counts, e.g. 1,2")
+    parser.add_argument("--tokens", type=int, default=TOKENS, help="tokens of the matmul (prefill) rows")
     parser.add_argument("--from-json", metavar="FILE", help="render a saved --json document as markdown")
     args = parser.parse_args()
     doc = json.loads(Path(args.from_json).read_text()) if args.from_json else run(args)
