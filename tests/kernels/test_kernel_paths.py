@@ -101,3 +101,23 @@ def test_second_process_loads_kernels_from_cache():
     assert r.returncode == 0, r.stderr
     stats = json.loads(r.stdout.strip().splitlines()[-1])
     assert stats == {"misses": 0, "hits": 1}, stats
+
+
+def test_second_process_loads_session3_kernels_from_cache():
+    """The CSR matmuls and the generic-IR portable rows link their own IR: a second process loads them
+    from numba's cache too (every path this CPU runs)."""
+    code = ("import json, numpy as np, zoo.kernels as K\nfrom zoo.format import encode\n"
+            "from zoo.kernels import csr_matmul, portable_ir\n"
+            "w = np.ones((64, 256), np.float32); w[:, 1::4] = 0; w[:, 2::4] = 0; w[:, 3::4] = 0\n"
+            "t, x = encode(w, 'sparse-q4', group_size=128), np.ones((40, 256), np.float32)\n"
+            "fns = [csr_matmul.matmul_csr, portable_ir.matvec_sparse_q, portable_ir.matvec_q4]\n"
+            "if 'avx512' in K.available_paths():\n"
+            "    from zoo.kernels import vnni_csr\n    K.set_path('avx512'); K.linear(x, t); fns.append(vnni_csr.matmul_vcsr)\n"
+            "K.set_path('portable'); K.linear(x, t); K.linear(x[0], t); K.linear(x[0], encode(w, 'q4', group_size=128))\n"
+            "print(json.dumps({f.__name__: [sum(f.stats.cache_misses.values()), sum(f.stats.cache_hits.values())]"
+            " for f in fns}))\n")
+    _run(code)  # fills the cache if it was cold
+    r = _run(code)
+    assert r.returncode == 0, r.stderr
+    stats = json.loads(r.stdout.strip().splitlines()[-1])
+    assert all(misses == 0 and hits >= 1 for misses, hits in stats.values()), stats
