@@ -28,7 +28,10 @@ def test_sparsegpt_gptq_artifact_and_card(tiny_llama, tmp_path):
     art = open_artifact(out)
     art.validate()
     assert {t.encoding for n, t in art.tensors.items() if ".attn_" in n or ".ffn_" in n} - {"dense"} == {"sparse-q4"}
-    assert art.tensors["token_embd.weight"].encoding == "dense"
+    # embedding and head by zoo convert's rule under a 4-bit body: q8 (a tied embedding is the head too)
+    tied = art.config["tied_embeddings"]
+    assert art.tensors["token_embd.weight"].encoding == ("q8" if tied else "dense")
+    assert tied or art.tensors["output.weight"].encoding == "q8"
     assert (out / "tokenizer.json").is_file()
     on_disk = yaml.safe_load((out / "zoo.yaml").read_text())
     assert on_disk == card
@@ -139,3 +142,11 @@ def test_bad_recipes_and_texts(tiny_llama, tmp_path):
     with pytest.raises(EvaluationError, match="not UTF-8"):
         perplexity(tiny_llama, binary, ctx=48)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("bits,embd,head", [(4, "dense", "q8"), (8, "dense", "dense"), (16, "dense", "dense")])
+def test_untied_head_is_q8_only_under_a_4_bit_body(tiny_mpt, tmp_path, bits, embd, head):
+    compress(tiny_mpt, tmp_path / "m", Recipe(method="magnitude", sparsity=0.5, bits=bits), evaluate=False)
+    art = open_artifact(tmp_path / "m")
+    assert not art.config["tied_embeddings"]
+    assert (art.tensors["token_embd.weight"].encoding, art.tensors["output.weight"].encoding) == (embd, head)

@@ -144,6 +144,15 @@ def _dense_linear_count(config: dict, i: int) -> int:
     return sum(int(np.prod(s)) for n, s in expected_tensors(config).items() if n.startswith(b) and len(s) == 2)
 
 
+def _encode_edge(name: str, w: np.ndarray, config: dict, recipe: Recipe):
+    """The embedding and output head, by zoo convert's rule: read whole every token, so q8 when the body
+    is quantized (a tied embedding is the head too; an untied head only under a 4-bit body), else F16."""
+    tied = config["tied_embeddings"]
+    if recipe.bits < 16 and (tied if name == "token_embd.weight" else recipe.bits <= 4):
+        return encode(w, "q8", group_size=recipe.group_size)
+    return encode(w, "dense", dtype="F16")
+
+
 def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calibration | None,
                     layer_sparsity: list[float], progress: Progress | None = None) -> list[LayerReport]:
     """Compress every decoder layer of `source` into `writer`, one layer in memory at a time."""
@@ -152,7 +161,7 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
     config = source.config
     n_layers = config["n_layers"]
     token_embd = source.tensor("token_embd.weight")
-    writer.add("token_embd.weight", encode(token_embd, "dense", dtype="F16"))
+    writer.add("token_embd.weight", _encode_edge("token_embd.weight", token_embd, config, recipe))
     x = np.stack([embed(token_embd, t) for t in calib.tokens]) if calib is not None else None
     del token_embd
     release_source_pages(source, source.names)  # opening may have read (validated) every tensor
@@ -178,7 +187,7 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
                      f"{8 * report.nbytes / report.total:.2f} bits/weight ({_eta(start, i + 1, n_layers)})")
     writer.add("output_norm.weight", encode(source.tensor("output_norm.weight"), "dense", dtype="F32"))
     if not config["tied_embeddings"]:
-        writer.add("output.weight", encode(source.tensor("output.weight"), "dense", dtype="F16"))
+        writer.add("output.weight", _encode_edge("output.weight", source.tensor("output.weight"), config, recipe))
     release_source_pages(source, source.names)
     return reports
 
