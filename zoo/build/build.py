@@ -136,6 +136,7 @@ def _check_files(built: list[dict], card: dict, where: str) -> bool:
     """Compare the built files (as the artifact writer hashed them) with the card's list; ChecksumError names
     the first file that differs. False when the card lists no files (nothing to verify against)."""
     from zoo import __version__
+    from zoo.blas import mismatch_hint
 
     produced = {f["path"]: f for f in built}
     listed = {f["path"]: f for f in card.get("files") or []}
@@ -143,6 +144,7 @@ def _check_files(built: list[dict], card: dict, where: str) -> bool:
         return False
     hint = "" if card.get("zoo_version") in (None, __version__) else \
         f" (the card was made by zoo {card['zoo_version']}, this is zoo {__version__})"
+    hint += mismatch_hint()
     for path in sorted(set(listed) | set(produced)):
         if path not in produced:
             raise ChecksumError(f"{path}: listed in {where} but the build did not produce it{hint}")

@@ -1,0 +1,66 @@
+"""One BLAS kernel table on every x86-64 machine, so that a card's recipe rebuilds its artifact byte for byte.
+
+OpenBLAS picks its GEMM and LAPACK kernels by CPU model (SkylakeX on AVX-512 Intel and AMD Zen 4, Haswell's
+on Zen 2/3/5 and AVX2 Intel), and the tables round differently. SparseGPT and GPTQ turn those roundings into
+different weights: the catalog's sparse30-int4 built on a Zen 4 with SkylakeX kernels differed from its card
+(built with Haswell's) in 158 bytes of 82 MB. OpenBLAS reads OPENBLAS_CORETYPE once, when numpy loads it, so
+`pin()` runs from `zoo/__init__.py`, before any zoo module imports numpy. Measured on the catalog's default
+recipe (docs/catalog.md): with the pin, AVX-512 and AVX2 numpy loops and both core tables give the card's bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PINNED_CORETYPE = "Zen"  # OpenBLAS's Zen table: Haswell's AVX2+FMA kernels (threadpoolctl reports "Haswell")
+PINNED_ARCHITECTURE = "Haswell"
+
+
+def _has_avx2_fma() -> bool:
+    """Whether this CPU runs the pinned kernels (Linux /proc/cpuinfo; elsewhere unknown, so no)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {"avx2", "fma"} <= flags
+    except OSError:
+        pass
+    return False
+
+
+def pin() -> bool:
+    """Set OPENBLAS_CORETYPE to the pinned table if numpy is not loaded yet and the CPU can run it.
+
+    Returns whether the pin is (now) in the environment. A machine's own OPENBLAS_CORETYPE is
+    overridden: reproducible compression is what zoo needs from BLAS, and the pinned table is a
+    mainstream one that OpenBLAS runs on every AVX2 CPU.
+    """
+    if os.environ.get("OPENBLAS_CORETYPE") == PINNED_CORETYPE:
+        return True
+    machine = os.uname().machine.lower() if hasattr(os, "uname") else ""
+    if "numpy" in sys.modules or machine not in ("x86_64", "amd64") or not _has_avx2_fma():
+        return False
+    os.environ["OPENBLAS_CORETYPE"] = PINNED_CORETYPE
+    return True
+
+
+def architecture() -> str | None:
+    """The kernel table numpy's OpenBLAS runs in this process ("Haswell", "SkylakeX", ...), None if not OpenBLAS."""
+    import numpy  # noqa: F401  (threadpoolctl reports only loaded libraries)
+    from threadpoolctl import threadpool_info
+
+    for info in threadpool_info():
+        if info.get("internal_api") == "openblas":
+            return info.get("architecture")
+    return None
+
+
+def mismatch_hint() -> str:
+    """Words for a digest mismatch when this process's BLAS is not the pinned one ('' when it is)."""
+    arch = architecture()
+    if arch in (None, PINNED_ARCHITECTURE):
+        return ""
+    return (f" (this process's OpenBLAS runs its {arch} kernels, not the {PINNED_ARCHITECTURE} ones zoo pins for "
+            "reproducible builds: numpy was loaded before zoo, or this CPU lacks AVX2/FMA)")
