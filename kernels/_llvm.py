@@ -90,3 +90,38 @@ def data_ptr(context, builder, arrty, arr, index):
 def declare(builder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
     """Declare (or find) an external function in the module being built."""
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
+
+
+def call_intrinsic(module: str, module_ir, fname: str, spec: str, ret: str = "v"):
+    """A numba intrinsic calling IR function `fname` of the IR module `module` (text from `module_ir()`,
+    linked once per context). spec letters: p = (array, offset) -> pointer, i = int64. Returns void, or
+    int64 when ret is "i"."""
+    n_args = sum(2 if c == "p" else 1 for c in spec)
+    irtypes = [ir.PointerType() if c == "p" else _I64 for c in spec]
+    ret_ir = _I64 if ret == "i" else ir.VoidType()
+
+    def typer(typingctx, *args):
+        sig = (types.int64 if ret == "i" else types.void)(*args)
+
+        def codegen(context, builder, sig, llargs):
+            link_ir(context, module, module_ir())
+            fn = declare(builder, fname, ret_ir, irtypes)
+            vals, i = [], 0
+            for c in spec:
+                if c == "p":
+                    vals.append(builder.bitcast(data_ptr(context, builder, sig.args[i], llargs[i], llargs[i + 1]),
+                                                ir.PointerType()))
+                    i += 2
+                else:
+                    vals.append(llargs[i])
+                    i += 1
+            result = builder.call(fn, vals)
+            return result if ret == "i" else context.get_dummy_value()
+
+        return sig, codegen
+
+    # numba lowers an @intrinsic only with a fixed arity (no *args)
+    names = ", ".join(f"a{i}" for i in range(n_args))
+    scope = {"typer": typer}
+    exec(f"def {fname}(typingctx, {names}):\n    return typer(typingctx, {names})", scope)  # noqa: S102
+    return intrinsic(scope[fname])

@@ -31,7 +31,7 @@ from .linear import PreparedWeight
 # numba invalidates a cached function only when its own file changes, but the decode step inlines
 # simd.py, fused_attention.py, fused_rows.py and _llvm.py: INLINED_HASH must equal inlined_source_hash() (a test
 # checks), so editing any of them forces an edit here and a recompile of the fused step.
-INLINED_HASH = "a0e663567149ca60"
+INLINED_HASH = "69fde5d4d7846e82"
 _INLINED = ("simd.py", "fused_attention.py", "fused_rows.py", "_llvm.py")
 
 

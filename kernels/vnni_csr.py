@@ -16,17 +16,13 @@ The token order inside xt is permuted (`_slot`) so that the unpacked lanes come 
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
-from ._llvm import data_ptr, declare, link_ir
+from ._llvm import call_intrinsic
 from .simd_matmul import quantize_tokens
 
 TILE = 32  # tokens a tile (4 ymm of 8 int32 lanes)
 ROW_BLOCK = 16
-_PTR = ir.PointerType()
-_I64 = ir.IntType(64)
 
 
 def _build_ir() -> str:
@@ -235,35 +231,8 @@ def module_ir() -> str:
 
 
 def _call_intrinsic(fname: str, spec: str, ret: str = "v"):
-    """An intrinsic calling IR function `fname`; spec letters: p = (array, offset) -> pointer,
-    i = int64. Returns void, or int64 when ret is "i"."""
-    n_args = sum(2 if c == "p" else 1 for c in spec)
-    irtypes = [_PTR if c == "p" else _I64 for c in spec]
-    ret_ir = _I64 if ret == "i" else ir.VoidType()
-
-    def typer(typingctx, *args):
-        sig = (types.int64 if ret == "i" else types.void)(*args)
-
-        def codegen(context, builder, sig, llargs):
-            link_ir(context, "zoo_vcsr", module_ir())
-            fn = declare(builder, fname, ret_ir, irtypes)
-            vals, i = [], 0
-            for c in spec:
-                if c == "p":
-                    vals.append(builder.bitcast(data_ptr(context, builder, sig.args[i], llargs[i], llargs[i + 1]), _PTR))
-                    i += 2
-                else:
-                    vals.append(llargs[i])
-                    i += 1
-            result = builder.call(fn, vals)
-            return result if ret == "i" else context.get_dummy_value()
-
-        return sig, codegen
-
-    names = ", ".join(f"a{i}" for i in range(n_args))
-    scope = {"typer": typer}
-    exec(f"def {fname}(typingctx, {names}):\n    return typer(typingctx, {names})", scope)  # noqa: S102
-    return intrinsic(scope[fname])
+    """An intrinsic calling `fname` of this file's IR module (see _llvm.call_intrinsic for `spec`)."""
+    return call_intrinsic("zoo_vcsr", module_ir, fname, spec, ret)
 
 
 # build: mask, nwords, gw, ub, idx, codes, gq, kq
