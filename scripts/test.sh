@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -P -m pytest -q "$@"  # -P: the repo root off sys.path, so our kernels/ never shadows the PyPI `kernels` transformers imports
