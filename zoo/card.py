@@ -59,7 +59,7 @@ SCHEMA: dict[str, Any] = {
                 "method": {"type": "string"},  # none | magnitude | wanda | sparsegpt | ...
                 "sparsity": _FRACTION,
                 "pattern": _NULL_STR,  # unstructured | "2:4" | neurons | ...
-                "profile": _NULL_STR,  # uniform | owl | ...
+                "profile": _NULL_STR,  # uniform | owl | sensitivity
                 "bits": {"type": ["integer", "null"], "enum": [4, 8, 16, 32, None]},
                 "group_size": _NULL_INT,
                 "quantizer": _NULL_STR,  # rtn | gptq | null
@@ -69,6 +69,7 @@ SCHEMA: dict[str, Any] = {
                 "blocksize": _NULL_INT,  # SparseGPT/GPTQ lazy-update block, in columns
                 "scope": _NULL_STR,  # magnitude: row | layer
                 "owl": {"type": ["object", "null"]},  # OWL's lambda, M and the measured outlier ratios
+                "sensitivity": {"type": ["object", "null"]},  # the sensitivity profile's lambda and measured layer errors
                 "code_bits": _NULL_INT,  # 3-bit codes stored in 4-bit containers
                 "act_order": {"type": ["boolean", "null"]},  # GPTQ: columns in decreasing Hessian-diagonal order
             },
@@ -127,7 +128,7 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
-_FREE_FORM = {("compression", "calibration"), ("compression", "owl"), ("metrics", "sparsity_per_layer"), ("recipe", "compress"),
+_FREE_FORM = {("compression", "calibration"), ("compression", "owl"), ("compression", "sensitivity"), ("metrics", "sparsity_per_layer"), ("recipe", "compress"),
               ("metrics", "decode_tps", "peer"), ("metrics", "prefill_tps", "peer"), ("base_model",), ("conversion",)}
 
 

@@ -167,6 +167,23 @@ def test_owl_profile_keeps_the_mean_and_favours_outlier_layers():
     assert outlier_ratio([np.array([1.0, 1, 1, 1, 100])], 3.0) == pytest.approx(0.2)
 
 
+def test_sensitivity_profile_keeps_the_mean_within_the_bounds_and_relieves_sensitive_layers():
+    from zoo.compress.sensitivity import sensitivity_sparsities
+
+    errors = [0.4, 0.02, 0.1, 0.01, 0.005, 0.05]  # relative layer output errors, spanning orders of magnitude
+    s = sensitivity_sparsities(errors, 0.7, 0.1)
+    assert np.mean(s) == pytest.approx(0.7)
+    assert max(s) - min(s) == pytest.approx(0.2)  # the spread is 2·lambda
+    assert list(np.argsort(s)) == list(np.argsort(errors)[::-1])  # more error, less sparsity, in order
+    # log scale: the middle error of a geometric 1, 0.1, 0.01 sits at the target, not near one end
+    assert sensitivity_sparsities([1.0, 0.1, 0.01], 0.5, 0.1)[1] == pytest.approx(0.5)
+    assert sensitivity_sparsities([0.3, 0.3], 0.6, 0.1) == pytest.approx([0.6, 0.6])
+    with pytest.raises(CompressError):
+        sensitivity_sparsities(errors, 0.95, 0.2)  # a layer would reach sparsity >= 1
+    with pytest.raises(CompressError):
+        sensitivity_sparsities([0.1, float("nan")], 0.5, 0.1)
+
+
 def test_neuron_channels():
     scores = np.array([5.0, 1, 4, 2, 3])
     np.testing.assert_array_equal(keep_channels(scores, 0.4), [0, 2, 4])

@@ -41,6 +41,18 @@ def test_compress_json_and_eval(tiny_llama, tmp_path):
     assert r["windows"] * 31 == r["tokens_scored"] and len(r["text_sha256"]) == 64
 
 
+def test_compress_sensitivity_profile_from_the_cli(tiny_llama, tmp_path):
+    out = tmp_path / "s60"
+    proc = zoo("compress", str(tiny_llama), "-o", str(out), "--method", "wanda", "--sparsity", "0.6",
+               "--profile", "sensitivity", "--sensitivity-lambda", "0.05", "--samples", "4", "--seq-len", "32",
+               "--no-eval", "--json")
+    assert proc.returncode == 0, proc.stderr
+    comp = json.loads(proc.stdout)["card"]["compression"]
+    assert comp["profile"] == "sensitivity" and comp["sensitivity"]["lambda"] == 0.05
+    assert len(comp["sensitivity"]["errors"]) == 2
+    assert "sensitivity: layer 2/2" in proc.stderr  # the pass reports progress
+
+
 def test_sweep_writes_table_csv_json_png(tiny_llama, tmp_path):
     out = tmp_path / "sweep"
     proc = zoo("sweep", str(tiny_llama), "--method", "magnitude", "--sparsity", "0.3,0.6", "--bits", "4,8", "-o", str(out),

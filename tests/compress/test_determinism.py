@@ -20,6 +20,7 @@ from zoo.evaluate import fixed_blas_threads
 src, out = sys.argv[1], Path(sys.argv[2])
 recipes = {"wanda": dict(method="wanda", sparsity=0.5),
            "sparsegpt": dict(method="sparsegpt", sparsity=0.5),
+           "sparsegpt-sensitivity": dict(method="sparsegpt", sparsity=0.5, profile="sensitivity"),
            "gptq": dict(sparsity=0.0, bits=4, quantizer="gptq", act_order=False),
            "gptq-act-order": dict(sparsity=0.0, bits=4, quantizer="gptq", act_order=True),
            "sparsegpt-gptq": dict(method="sparsegpt", sparsity=0.5, bits=4, quantizer="gptq")}

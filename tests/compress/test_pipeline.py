@@ -150,3 +150,48 @@ def test_untied_head_is_q8_only_under_a_4_bit_body(tiny_mpt, tmp_path, bits, emb
     art = open_artifact(tmp_path / "m")
     assert not art.config["tied_embeddings"]
     assert (art.tensors["token_embd.weight"].encoding, art.tensors["output.weight"].encoding) == (embd, head)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_sensitivity_profile_keeps_the_mean_within_lambda(tiny_llama, tmp_path, method):
+    from zoo.card import validate
+    from zoo.compress.sensitivity import sensitivity_sparsities
+
+    recipe = Recipe(method=method, sparsity=0.6, profile="sensitivity", sensitivity_lambda=0.1, **FAST)
+    card = compress(tiny_llama, tmp_path / "sens", recipe, evaluate=False)
+    per_layer = card["metrics"]["sparsity_per_layer"]
+    errors = card["compression"]["sensitivity"]["errors"]
+    assert len(errors) == 2 and all(e > 0 for e in errors)
+    assert card["compression"]["sensitivity"]["lambda"] == 0.1 and card["compression"]["profile"] == "sensitivity"
+    assert np.mean(per_layer) == pytest.approx(0.6, abs=0.01)  # rows round to whole weights
+    assert max(per_layer) - min(per_layer) == pytest.approx(0.2, abs=0.02)  # two layers: the full 2·lambda
+    # the layer with the larger measured error is the less sparse one
+    assert (per_layer[0] < per_layer[1]) == (errors[0] > errors[1])
+    assert per_layer == pytest.approx(sensitivity_sparsities(errors, 0.6, 0.1), abs=0.01)
+    validate(card, strict=True)  # the card schema knows compression.sensitivity
+
+
+def test_sensitivity_recipe_round_trips_through_the_card_and_rebuilds_the_same_bytes(tiny_llama, tmp_path):
+    """What zoo build does: the card's recipe options give the same Recipe, and compressing again gives the same files."""
+    from dataclasses import asdict
+
+    from zoo.build.build import compress_recipe
+
+    recipe = Recipe(method="sparsegpt", sparsity=0.5, profile="sensitivity", sensitivity_lambda=0.15, seed=2, **FAST)
+    first = compress(tiny_llama, tmp_path / "a" / "m", recipe, evaluate=False)
+    card = {"recipe": {"compress": {k: v for k, v in asdict(recipe).items() if v != getattr(Recipe(), k)}}}
+    rebuilt = compress_recipe(yaml.safe_load(yaml.safe_dump(card)), "card")
+    assert rebuilt == recipe.validated()
+    second = compress(tiny_llama, tmp_path / "b" / "m", rebuilt, evaluate=False)
+    assert second["files"] == first["files"]  # sha256 of every file
+    assert second["compression"]["sensitivity"] == first["compression"]["sensitivity"]
+    assert len(set(first["metrics"]["sparsity_per_layer"])) == 2  # the profile did vary the layers
+
+
+def test_sensitivity_refuses_structured_patterns():
+    with pytest.raises(CompressError, match="sensitivity"):
+        Recipe(method="wanda", pattern="2:4", sparsity=None, profile="sensitivity").validated()
+    with pytest.raises(CompressError, match="sensitivity"):
+        Recipe(method="wanda", pattern="neurons", sparsity=0.5, profile="sensitivity").validated()
+    with pytest.raises(CompressError, match="lambda"):
+        Recipe(method="wanda", sparsity=0.5, profile="sensitivity", sensitivity_lambda=0.6).validated()

@@ -37,10 +37,11 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 def _recipe(method, sparsity, pattern, profile, bits, group_size, quantizer, samples, seq_len, seed,
-            act_order=True, owl_lambda=None, owl_m=None):
+            act_order=True, owl_lambda=None, owl_m=None, sensitivity_lambda=None):
     from zoo.compress import Recipe
 
-    owl = {k: v for k, v in (("owl_lambda", owl_lambda), ("owl_m", owl_m)) if v is not None}
+    owl = {k: v for k, v in (("owl_lambda", owl_lambda), ("owl_m", owl_m), ("sensitivity_lambda", sensitivity_lambda))
+           if v is not None}
     return Recipe(method=method, sparsity=sparsity, pattern=pattern, profile=profile, bits=bits,
                   group_size=group_size, quantizer=quantizer, samples=samples, seq_len=seq_len, seed=seed,
                   act_order=act_order, **owl)
@@ -48,13 +49,15 @@ def _recipe(method, sparsity, pattern, profile, bits, group_size, quantizer, sam
 
 METHOD = typer.Option("sparsegpt", "--method", "-m", help="magnitude | wanda | sparsegpt.")
 PATTERN = typer.Option("unstructured", "--pattern", help="unstructured | 2:4 | 4:8 | neurons (MLP channels).")
-PROFILE = typer.Option("uniform", "--profile", help="Per-layer sparsity: uniform | owl.")
+PROFILE = typer.Option("uniform", "--profile", help="Per-layer sparsity: uniform | owl | sensitivity (measured per-layer pruning error).")
 GROUP = typer.Option(128, "--group-size", help="Quantization group size (multiple of 64 when sparse).")
 QUANTIZER = typer.Option("rtn", "--quantizer", help="rtn | gptq.")
 ACT_ORDER = typer.Option(True, "--act-order/--no-act-order",
                          help="GPTQ: quantize columns by decreasing Hessian diagonal (static groups).")
 OWL_LAMBDA = typer.Option(None, "--owl-lambda", help="OWL: half-width of the per-layer sparsity range (default: Recipe's).")
 OWL_M = typer.Option(None, "--owl-m", help="OWL: a weight is an outlier above M x its layer's mean Wanda score.")
+SENS_LAMBDA = typer.Option(None, "--sensitivity-lambda",
+                           help="sensitivity: half-width of the per-layer sparsity range (default: Recipe's).")
 CALIB = typer.Option(None, "--calib", help="Calibration text (default: the shipped one, zoo/data/calibration.txt).")
 SAMPLES = typer.Option(128, "--samples", help="Calibration windows.")
 SEQ_LEN = typer.Option(512, "--seq-len", help="Tokens per calibration window.")
@@ -79,6 +82,7 @@ def compress_cmd(
     act_order: bool = ACT_ORDER,
     owl_lambda: float = OWL_LAMBDA,
     owl_m: float = OWL_M,
+    sensitivity_lambda: float = SENS_LAMBDA,
     calib: Path = CALIB,
     samples: int = SAMPLES,
     seq_len: int = SEQ_LEN,
@@ -97,13 +101,15 @@ def compress_cmd(
       zoo compress model.gguf -o smol-sgpt50 --method sparsegpt --sparsity 0.5
       zoo compress model.gguf -o smol-24-q4 --method wanda --pattern 2:4 --bits 4 --quantizer gptq
       zoo compress ./llama-dir -o llama-owl70 --method wanda --sparsity 0.7 --profile owl --samples 64
+      zoo compress model.gguf -o smol-sens70 --method sparsegpt --sparsity 0.7 --profile sensitivity
     """
     from zoo.compress import compress
 
     if bits not in (16, 8, 4):
         raise typer.BadParameter("must be 16, 8 or 4", param_hint="--bits")
     recipe = _recipe(method, sparsity if sparsity is not None else (None if ":" in pattern else 0.0), pattern, profile,
-                     bits, group_size, quantizer, samples, seq_len, seed, act_order, owl_lambda, owl_m)
+                     bits, group_size, quantizer, samples, seq_len, seed, act_order, owl_lambda, owl_m,
+                     sensitivity_lambda)
     t0 = time.monotonic()
     card = compress(src, out, recipe, calib_text=calib, eval_text=eval_text, eval_ctx=ctx,
                     eval_windows=eval_windows or None, evaluate=not no_eval, overwrite=overwrite, progress=_log(quiet))
@@ -131,6 +137,7 @@ def sweep_cmd(
     act_order: bool = ACT_ORDER,
     owl_lambda: float = OWL_LAMBDA,
     owl_m: float = OWL_M,
+    sensitivity_lambda: float = SENS_LAMBDA,
     calib: Path = CALIB,
     samples: int = SAMPLES,
     seq_len: int = SEQ_LEN,
@@ -154,7 +161,7 @@ def sweep_cmd(
     if any(b not in (16, 8, 4) for b in bit_list):
         raise typer.BadParameter("each must be 16, 8 or 4", param_hint="--bits")
     recipe = _recipe(method, 0.0, pattern, profile, 16, group_size, quantizer, samples, seq_len, seed, act_order,
-                     owl_lambda, owl_m)
+                     owl_lambda, owl_m, sensitivity_lambda)
     result = sweep(src, recipe, _floats(sparsity, "--sparsity"), bit_list, out, calib_text=calib, eval_text=eval_text,
                    eval_ctx=ctx, eval_windows=eval_windows or None, speed=speed, progress=_log(quiet))
     if as_json:

@@ -29,6 +29,7 @@ from .neurons import channel_scores, keep_channels, kept_hidden
 from .pages import release_source_pages
 from .profile import outlier_ratio, owl_sparsities, uniform
 from .recipe import Recipe
+from .sensitivity import sensitivity_profile
 from .windows import collect, forward, short_name
 
 Progress = Callable[[str], None]
@@ -221,7 +222,8 @@ def compress(src, out_dir: str | Path, recipe: Recipe, *, calib_text: str | Path
     `calib_tokens` (int [samples, seq_len]) replaces the calibration text, for models without a
     tokenizer (random-weight benchmarks); the card then records no calibration file. `owl_ratios`
     (per-layer outlier ratios for the recipe's M, from `outlier_ratios` on the same calibration)
-    skips OWL's dense pass, for sweeps and tuning.
+    skips OWL's dense pass, for sweeps and tuning; with the sensitivity profile it is the per-layer
+    errors of `sensitivity.layer_errors` for the same recipe and calibration instead.
     """
     from zoo.evaluate import fixed_blas_threads
 
@@ -254,6 +256,8 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
     ratios = None
     if recipe.profile == "owl" and recipe.sparsity > 0:
         layer_sparsity, ratios = owl_profile(source, calib, recipe, progress, owl_ratios)
+    elif recipe.profile == "sensitivity" and recipe.sparsity > 0:
+        layer_sparsity, ratios = sensitivity_profile(source, calib, recipe, progress, owl_ratios)
     else:
         layer_sparsity = uniform(config["n_layers"], recipe.sparsity)
     staging = out_dir.parent / f".{out_dir.name}.compress-{os.getpid()}"
@@ -265,8 +269,10 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
                 writer.add_file("tokenizer.json", source.tokenizer_json)
             compression = recipe.card()
             compression["calibration"] = calib.card() if calib is not None else None
-            if ratios is not None:
+            if ratios is not None and recipe.profile == "owl":
                 compression["owl"]["outlier_ratios"] = [round(r, 6) for r in ratios]
+            elif ratios is not None:
+                compression["sensitivity"]["errors"] = [round(r, 6) for r in ratios]
             base_name = name or Path(str(getattr(source, "files", [src])[0])).stem
             card = {"card_version": 1, "name": _card_name(out_dir.name), "architecture": config["arch"],
                     "description": f"{base_name} compressed by zoo: {_summary(recipe)}",
@@ -303,6 +309,6 @@ def _card_name(text: str) -> str:
 def _summary(r: Recipe) -> str:
     parts = []
     if r.sparsity:
-        parts.append(f"{r.method} {r.sparsity:g} {r.pattern}" + (" owl" if r.profile == "owl" else ""))
+        parts.append(f"{r.method} {r.sparsity:g} {r.pattern}" + (f" {r.profile}" if r.profile != "uniform" else ""))
     parts.append(f"int{r.bits} g{r.group_size} {r.quantizer}" if r.bits < 16 else "f16")
     return ", ".join(parts)

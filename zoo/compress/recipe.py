@@ -30,6 +30,7 @@ class Recipe:
     scope: str = "row"  # magnitude: compare weights within a row or across the layer
     owl_lambda: float = 0.08  # the paper's LLaMA settings; SmolLM2 + Wanda: M 7, λ 0.12 (docs/compress.md)
     owl_m: float = 5.0
+    sensitivity_lambda: float = 0.1  # the sensitivity profile's half-width (docs/compress.md, "sensitivity")
     percdamp: float = 0.01
     blocksize: int = 128
     act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT pruning)
@@ -57,6 +58,11 @@ class Recipe:
             raise CompressError(f"sparse quantized weights need a group size that is a multiple of 64, got {self.group_size}")
         if self.profile == "owl" and parse_nm(self.pattern) is not None:
             raise CompressError("the OWL profile varies sparsity per layer; it does not apply to N:M patterns")
+        if self.profile == "sensitivity" and (parse_nm(self.pattern) is not None or self.pattern == "neurons"):
+            raise CompressError("the sensitivity profile varies unstructured sparsity per layer; "
+                                "it does not apply to N:M or neuron patterns")
+        if self.profile == "sensitivity" and not 0 < self.sensitivity_lambda < 0.5:
+            raise CompressError(f"the sensitivity profile needs 0 < lambda < 0.5, got {self.sensitivity_lambda}")
         if self.profile == "owl" and not (0 < self.owl_lambda < 0.5 and self.owl_m > 0):
             raise CompressError(f"OWL needs 0 < lambda < 0.5 and M > 0, got {self.owl_lambda} and {self.owl_m}")
         if self.samples < 1 or self.seq_len < 2:
@@ -69,7 +75,7 @@ class Recipe:
     def uses_calibration(self) -> bool:
         """Whether any statistic of the calibration activations is needed."""
         prunes = self.sparsity and self.sparsity > 0
-        return bool(prunes and (self.method != "magnitude" or self.profile == "owl")) or \
+        return bool(prunes and (self.method != "magnitude" or self.profile in ("owl", "sensitivity"))) or \
             (self.bits < 16 and self.quantizer == "gptq")
 
     @property
@@ -100,4 +106,6 @@ class Recipe:
             out["scope"] = self.scope
         if self.profile == "owl":
             out["owl"] = {"lambda": self.owl_lambda, "m": self.owl_m}
+        if self.profile == "sensitivity":
+            out["sensitivity"] = {"lambda": self.sensitivity_lambda}
         return out
