@@ -181,11 +181,13 @@ def bench(
       zoo bench smollm2-135m-instruct-f16 smollm2-135m-instruct-sparse50-int4
     """
     if len(models) > 1:
+        _warn_if_busy(threads)
         return _compare(models, threads, prompt_tokens, gen_tokens, repeats, as_json)
     from zoo.runtime.bench import measure
 
     m, tok, times = _load(models[0], threads, prompt_tokens + gen_tokens, quiet=as_json)
     _warm(m, times, True, True, quiet=as_json)
+    _warn_if_busy(threads)
     with err.status("benchmarking") if not as_json else _Null():
         r = measure(m, tok, prompt_tokens, gen_tokens, repeats)
     r["load_s"] = times["load_s"]
@@ -196,6 +198,18 @@ def bench(
         err.print(f"prefill {r['prefill_tps']:.1f} tok/s ({prompt_tokens} tokens)  decode {r['decode_tps']:.1f} tok/s "
                   f"({gen_tokens} tokens)  load {r['load_s']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MiB  "
                   f"threads {r['threads']}")
+
+
+def _warn_if_busy(threads: int | None) -> None:
+    """Say on stderr when other processes occupy CPUs the benchmark needs (its speeds would be wrong)."""
+    import os
+
+    from zoo.runtime.bench import busy_warning, other_load
+
+    cpus = os.cpu_count() or 1
+    note = busy_warning(other_load(), cpus, threads or __import__("numba").get_num_threads())
+    if note:
+        err.print(f"zoo: warning: {note}")
 
 
 def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, repeats: int, as_json: bool) -> None:
