@@ -269,10 +269,9 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
                 writer.add_file("tokenizer.json", source.tokenizer_json)
             compression = recipe.card()
             compression["calibration"] = calib.card() if calib is not None else None
-            if ratios is not None and recipe.profile == "owl":
-                compression["owl"]["outlier_ratios"] = [round(r, 6) for r in ratios]
-            elif ratios is not None:
-                compression["sensitivity"]["errors"] = [round(r, 6) for r in ratios]
+            if ratios is not None:  # the profile's measured per-layer scores, beside its settings
+                key = "outlier_ratios" if recipe.profile == "owl" else "errors"
+                compression[recipe.profile][key] = [round(r, 6) for r in ratios]
             base_name = name or Path(str(getattr(source, "files", [src])[0])).stem
             card = {"card_version": 1, "name": _card_name(out_dir.name), "architecture": config["arch"],
                     "description": f"{base_name} compressed by zoo: {_summary(recipe)}",

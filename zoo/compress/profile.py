@@ -1,4 +1,5 @@
-"""Per-layer sparsity profiles: uniform, OWL (here) or sensitivity (sensitivity.py, reusing OWL's rescaling); OWL is (outlier-weighted layerwise sparsity, Yin et al. 2023).
+"""Per-layer sparsity profiles: uniform, or OWL (outlier-weighted layerwise sparsity, Yin et al. 2023);
+the sensitivity profile (sensitivity.py) reuses OWL's rescaling, owl_sparsities.
 
 OWL gives layers with more outliers — weights whose Wanda score |W|·‖x‖ exceeds M times the layer's
 mean score — a lower sparsity: density_i ∝ outlier ratio, rescaled to [1-S-λ, 1-S+λ] and shifted so
