@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -181,7 +182,6 @@ def bench(
       zoo bench smollm2-135m-instruct-f16 smollm2-135m-instruct-sparse50-int4
     """
     if len(models) > 1:
-        _warn_if_busy(threads)
         return _compare(models, threads, prompt_tokens, gen_tokens, repeats, as_json)
     from zoo.runtime.bench import measure
 
@@ -202,14 +202,12 @@ def bench(
 
 def _warn_if_busy(threads: int | None) -> None:
     """Say on stderr when other processes occupy CPUs the benchmark needs (its speeds would be wrong)."""
-    import os
-
     from zoo.runtime.bench import busy_warning, other_load
 
     cpus = os.cpu_count() or 1
     note = busy_warning(other_load(), cpus, threads or __import__("numba").get_num_threads())
     if note:
-        err.print(f"zoo: warning: {note}")
+        err.print(f"zoo: warning: {note}", soft_wrap=True)  # one line, also when a parent reads it
 
 
 def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, repeats: int, as_json: bool) -> None:
@@ -234,6 +232,9 @@ def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, re
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeModelError(f"{model}: benchmark failed: {last.removeprefix('zoo: error: ')}")
+        for line in proc.stderr.splitlines():  # the child's busy-machine warning, sampled just before it measured
+            if line.startswith("zoo: warning:"):
+                err.print(f"zoo: warning: {model}: {line.removeprefix('zoo: warning: ')}")
         card = yaml.safe_load((path / "zoo.yaml").read_text()) or {}
         metrics = card.get("metrics") or {}
         size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
