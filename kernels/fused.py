@@ -7,7 +7,7 @@ for attention over long contexts) and no Python. The row dot products are the ma
 codes through VNNI/AVX2 IR, one activation scale per weight group), so results equal `linear`'s.
 
 Weights arrive as a `DecodePlan` built once by `plan_llama` from PreparedWeights (zero-copy views).
-Supported: dense f32/f16/bf16, q8, q4 (with or without zeros), sparse-q4, sparse-q8 and sparse-f16 on
+Supported: dense f32/f16/bf16, q8, q4 (with or without zeros), sparse-q4, sparse-q8, sparse-f16 and tile4-q4 on
 the avx512 and avx2 paths (row bodies in fused_rows.py); the portable path raises KernelError, and the
 caller uses `linear` per op.
 """
@@ -24,15 +24,15 @@ from zoo.errors import KernelError
 from . import simd
 from ._paths import active_path
 from .fused_attention import attend, silu_mul_into
-from .fused_rows import (KIND_BF16, KIND_F16, KIND_F32, KIND_Q4, KIND_Q8, KIND_SF16, KIND_SQ4, KIND_SQ8, M_ROWS, META,
+from .fused_rows import (KIND_BF16, KIND_F16, KIND_F32, KIND_Q4, KIND_Q8, KIND_SF16, KIND_SQ4, KIND_SQ8, KIND_T4, M_ROWS, META,
                          block_dots, has_sparse_q, needs_own, quantized, stage_bytes)
 from .linear import PreparedWeight
 
 # numba invalidates a cached function only when its own file changes, but the decode step inlines
 # simd.py, fused_attention.py, fused_rows.py and _llvm.py: INLINED_HASH must equal inlined_source_hash() (a test
 # checks), so editing any of them forces an edit here and a recompile of the fused step.
-INLINED_HASH = "69fde5d4d7846e82"
-_INLINED = ("simd.py", "fused_attention.py", "fused_rows.py", "_llvm.py")
+INLINED_HASH = "79870233a1426dea"
+_INLINED = ("simd.py", "fused_attention.py", "fused_rows.py", "_llvm.py", "tile4.py")
 
 
 def inlined_source_hash() -> str:
@@ -96,6 +96,9 @@ def plan_llama(blocks: list[dict], head: PreparedWeight) -> DecodePlan:
             scales = _addr(p["scales"]) if "scales" in p else none
             rows.append((kind, w.rows, w.cols, w.group_size, *_addr(p["values"]), *scales, *none,
                          *_addr(p["bitmask"]), *_addr(p["row_offsets"])))
+        elif w.encoding == "tile4-q4":
+            rows.append((KIND_T4, w.rows, w.cols, 128, *_addr(p["qweight"]), *_addr(p["scales"]), *none,
+                         *_addr(p["tilemask"]), *none))
         else:
             raise KernelError(f"fused decode does not support the {w.encoding} encoding")
     meta = np.array(rows, dtype=np.int64).reshape(-1, META)

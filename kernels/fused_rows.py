@@ -14,12 +14,12 @@ import numpy as np
 from numba import carray, njit, types
 from numba.extending import intrinsic
 
-from . import simd
+from . import simd, tile4
 from ._llvm import bf16_to_f32, f16_to_f32, trailing_zeros
 
 FAST = {"reassoc", "contract"}
 # kinds: int8-activation kinds first (q4, q8, sparse-q4, sparse-q8), then float kinds
-KIND_Q4, KIND_Q8, KIND_SQ4, KIND_SQ8, KIND_F32, KIND_F16, KIND_BF16, KIND_SF16 = range(8)
+KIND_Q4, KIND_Q8, KIND_SQ4, KIND_SQ8, KIND_F32, KIND_F16, KIND_BF16, KIND_SF16, KIND_T4 = range(9)
 # meta columns: kind, rows, cols, group size, then address and element count of the data (codes,
 # stored values or dense values), the f16 scales, the q4 zeros, the sparse bitmask (uint64 words)
 # and row offsets (int64 [rows + 1]); (0, 0) when a part is absent
@@ -48,7 +48,7 @@ def _pointer(typingctx, address, dtype):
 @njit(cache=True, inline="always")
 def is_int8_kind(kind):
     """Whether weight rows of this kind take int8 activations (simd.quantize_activations)."""
-    return kind <= KIND_SQ8
+    return kind <= KIND_SQ8 or kind == KIND_T4
 
 
 @njit(cache=True, inline="always")
@@ -74,8 +74,8 @@ def _arrays(m):
     sc = _view(m, M_SCALES, M_NSCALES, np.uint16, q)
     zr = _view(m, M_ZEROS, M_NZEROS, np.uint8, q)
     fw = _view(m, M_DATA, M_NDATA, np.float32, kind == KIND_F32)
-    hw = _view(m, M_DATA, M_NDATA, np.uint16, kind >= KIND_F16)
-    mk = _view(m, M_MASK, M_NMASK, np.uint64, kind == KIND_SQ4 or kind == KIND_SQ8 or kind == KIND_SF16)
+    hw = _view(m, M_DATA, M_NDATA, np.uint16, kind == KIND_F16 or kind == KIND_BF16 or kind == KIND_SF16)
+    mk = _view(m, M_MASK, M_NMASK, np.uint64, kind == KIND_SQ4 or kind == KIND_SQ8 or kind == KIND_SF16 or kind == KIND_T4)
     of = _view(m, M_OFFS, M_NOFFS, np.int64, kind == KIND_SQ4 or kind == KIND_SQ8 or kind == KIND_SF16)
     return qw, sc, zr, fw, hw, mk, of
 
@@ -158,6 +158,23 @@ def _sparse_q_rows(m, vals, sc, mk, of, r0, r1, isa, xq, xd, xs, sd, stage, out,
 
 
 @njit(cache=True, fastmath=FAST, inline="always")
+def _tile4_rows(m, qw, sc, mk, r0, r1, isa, xq, xd, stage, out, off, residual):
+    """tile4-q4 rows r0..r1 (multiples of 4): tile4.matvec_simd's body, one tile (4 rows) at a time."""
+    cols = m[M_COLS]
+    ng = (cols + 127) // 128
+    keep = m[M_NDATA] // (m[M_ROWS] // 4 * ng * 2)
+    for t in range(r0 // 4, r1 // 4):
+        o = off + 4 * t
+        a0, a1, a2, a3 = out[o], out[o + 1], out[o + 2], out[o + 3]
+        tile4.simd_tile(mk, qw, sc, t, ng, keep, isa, xq, xd, stage, out, o)
+        if residual:
+            out[o] += a0
+            out[o + 1] += a1
+            out[o + 2] += a2
+            out[o + 3] += a3
+
+
+@njit(cache=True, fastmath=FAST, inline="always")
 def _float_rows(kind, fw, hw, mk, of, cols, r0, r1, x, out, off, residual):
     """f32 / f16 / bf16 rows (a vectorized dot) and sparse-f16 rows (portable.matvec_sparse_f16's walk)."""
     n_words = (cols + 63) // 64
@@ -201,6 +218,8 @@ def block_dots(m, r0, r1, isa, xq, xd, xs, x, sd, stage, out, off, residual):
     r0, r1 = np.int64(r0), np.int64(r1)  # a prange's block index may reach here as float64 (uint/int unified)
     if kind <= KIND_Q8:
         _dense_q_rows(m, qw, sc, zr, r0, r1, isa, xq, xd, xs, sd, out, off, residual)
+    elif kind == KIND_T4:
+        _tile4_rows(m, qw, sc, mk, r0, r1, isa, xq, xd, stage, out, off, residual)
     elif kind <= KIND_SQ8:
         _sparse_q_rows(m, qw, sc, mk, of, r0, r1, isa, xq, xd, xs, sd, stage, out, off, residual)
     else:
@@ -235,4 +254,5 @@ def needs_own(m, prev, used, isa):
 
 @njit(cache=True, inline="always")
 def has_sparse_q(m):
-    return m[M_KIND] == KIND_SQ4 or m[M_KIND] == KIND_SQ8
+    """Whether weight m needs the staging scratch (sparse-q4/q8 codes, tile4-q4 activations)."""
+    return m[M_KIND] == KIND_SQ4 or m[M_KIND] == KIND_SQ8 or m[M_KIND] == KIND_T4

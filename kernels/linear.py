@@ -14,10 +14,11 @@ import numpy as np
 
 from zoo.errors import KernelError
 
-from . import csr_matmul, matmul, portable, portable_ir
+from . import csr_matmul, matmul, portable, portable_ir, tile4
 from ._paths import active_path
 
-ENCODINGS = ("dense", "q8", "q4", "sparse-q4", "sparse-q8", "sparse-f16")
+ENCODINGS = ("dense", "q8", "q4", "sparse-q4", "sparse-q8", "sparse-f16", "tile4-q4")
+TILE4_KEEPS = (16, 32, 48, 64)  # columns a 4-row tile keeps of every 128 (format/SPEC.md, tile4-q4)
 _EMPTY_U8 = np.zeros(1, np.uint8)
 _EMPTY_U16 = np.zeros(1, np.uint16)
 _EMPTY_F32 = np.zeros(1, np.float32)
@@ -34,7 +35,7 @@ class PreparedWeight:
     cols: int
     group_size: int
     parts: dict  # suffix -> 1-D read-only ndarray (f16 as uint16 bits, int8 as uint8)
-    kind: int  # dense: 0 f32, 1 f16, 2 bf16; sparse: 0 q4, 1 q8, 2 f16
+    kind: int  # dense: 0 f32, 1 f16, 2 bf16; sparse: 0 q4, 1 q8, 2 f16; tile4-q4: K (columns kept of 128)
     density: float = 1.0  # stored values / dense size (sparse encodings), measured once in prepare()
 
     @property
@@ -92,6 +93,8 @@ def prepare(w) -> PreparedWeight:
                 "values": part("values", ("<f2",), None)}
         _check_values(flat, encoding)
         return PreparedWeight(encoding, rows, cols, 64, flat, 2, _density(flat, encoding, rows, cols))
+    if encoding == "tile4-q4":
+        return _prepare_tile4(part, rows, cols, gs)
     multiple = 32 if encoding in ("q4", "q8") else 64
     if not isinstance(gs, (int, np.integer)) or gs <= 0 or gs % multiple:
         raise KernelError(f"linear: {encoding} needs group_size a positive multiple of {multiple}, got {gs!r}")
@@ -113,6 +116,22 @@ def prepare(w) -> PreparedWeight:
     _check_values(flat, encoding)
     return PreparedWeight(encoding, rows, cols, gs, flat, 0 if encoding == "sparse-q4" else 1,
                           _density(flat, encoding, rows, cols))
+
+
+def _prepare_tile4(part, rows: int, cols: int, gs) -> PreparedWeight:
+    """tile4-q4: rows a multiple of 4, groups of 128, K from the codes' shape (one of TILE4_KEEPS)."""
+    if rows % 4 or gs != 128:
+        raise KernelError(f"linear: tile4-q4 needs rows a multiple of 4 and group_size 128, got {rows} rows, {gs!r}")
+    tiles, n_groups = rows // 4, (cols + 127) // 128
+    qweight = part("qweight", ("u1",), None)
+    keep, rem = divmod(qweight.size, tiles * n_groups * 2)
+    if rem or keep not in TILE4_KEEPS:
+        raise KernelError(f"linear: tile4-q4 qweight has {qweight.size} bytes: not {tiles} tiles x {n_groups} "
+                          f"groups x 2K for K in {TILE4_KEEPS}")
+    flat = {"tilemask": part("tilemask", ("<u8",), (tiles, 2 * n_groups)),
+            "qweight": part("qweight", ("u1",), (tiles, n_groups * 2 * keep)),
+            "scales": part("scales", ("<f2",), (tiles, 4 * n_groups))}
+    return PreparedWeight("tile4-q4", rows, cols, 128, flat, keep, keep / 128)
 
 
 def _check_values(flat: dict, encoding: str) -> None:
@@ -170,6 +189,13 @@ def _matvec(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
             simd.matvec_sparse_q(p["bitmask"], p["row_offsets"], p["values"], p["scales"], enc == "sparse-q4", isa,
                                  rows, cols, gs, x, out)
         return
+    if enc == "tile4-q4":
+        if path == "portable":
+            tile4.matvec_portable(p["tilemask"], p["qweight"], p["scales"], rows, cols, pw.kind, x, out)
+        else:
+            tile4.matvec_simd(p["tilemask"], p["qweight"], p["scales"], tile4.AVX512 if path == "avx512" else tile4.AVX2,
+                              rows, cols, pw.kind, x, out)
+        return
     if enc == "dense":
         if pw.kind == 0:
             portable.matvec_dense_f32(p[""], rows, cols, x, out)
@@ -214,7 +240,10 @@ def matmul_kernel(pw: PreparedWeight, path: str, tokens: int = 32) -> str:
     (AVX-512, int8 activations, VNNI over the nonzeros: sparse-q4/q8 at density <= VCSR_DENSITY and at
     least vcsr_min_tokens(density) tokens),
     "csr" (float32 over the nonzeros, generic IR: sparse weights on the portable and avx2 paths,
-    sparse-f16 on all) or "float" (plain numba, the rest)."""
+    sparse-f16 on all), "tile4" (tile4-q4 on every path: float32, a tile's activations gathered once) or
+    "float" (plain numba, the rest)."""
+    if pw.encoding == "tile4-q4":
+        return "tile4"
     if pw.encoding == "sparse-f16" or (path != "avx512" and pw.encoding.startswith("sparse")):
         return "csr"
     if path != "avx512":
@@ -231,6 +260,9 @@ def _matmul(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
     tokens = x.shape[0]
     flat_out = out.reshape(-1)
     kernel = matmul_kernel(pw, path, tokens)
+    if kernel == "tile4":
+        tile4.matmul(p["tilemask"], p["qweight"], p["scales"], rows, cols, pw.kind, x.reshape(-1), tokens, flat_out)
+        return
     if kernel == "csr":
         csr_matmul.matmul_csr(p["bitmask"], p["row_offsets"], p["values"], p.get("scales", _EMPTY_U16), pw.kind, rows,
                               cols, gs, x.reshape(-1), tokens, flat_out)
