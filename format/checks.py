@@ -14,6 +14,7 @@ from numba.extending import intrinsic
 
 from zoo.errors import FormatError
 
+from .constants import ENCODINGS, TILE_GROUP, part_shape, tile4_problem
 from .encode import EncodedTensor
 
 OK, BAD_START, DECREASING, BAD_LENGTH, BAD_END, MASK_PADDING, NIBBLE_PADDING = range(7)
@@ -81,6 +82,76 @@ def _check_rows(bitmask, row_offsets, cols, q4, values_u8):
     return codes
 
 
+TILE_POPCOUNT, TILE_PADDING, TILE_PAD_CODE = range(7, 10)
+_TILE_MESSAGES = {
+    TILE_POPCOUNT: "tile {tile}, group {group}: tilemask popcount is not keep ({keep})",
+    TILE_PADDING: "tile {tile}, group {group}: tilemask padding breaks the width rule (a group of width w keeps "
+                  "min(keep, w) real columns, plus only the lowest keep - w positions past the last column)",
+    TILE_PAD_CODE: "tile {tile}, group {group}: padding code is not 8",
+}
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+@numba.njit(cache=True, nogil=True)
+def _low_bits(n):
+    """uint64 with bits 0..n-1 set, n in 0..64."""
+    if n >= 64:
+        return _ONES
+    return (np.uint64(1) << np.uint64(max(n, 0))) - np.uint64(1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _check_tiles(tilemask, qweight, cols, keep):
+    """tile4-q4 (SPEC.md 3.6): popcount == keep per (tile, group), the width rule, padding codes 8.
+
+    tilemask: uint64 [tiles, 2 * groups]; qweight: uint8 [tiles, groups * 2 * keep] (shapes already
+    checked). Returns (code, tile, group) of the first violation.
+    """
+    tiles, words = tilemask.shape
+    groups = words // 2
+    width = cols - (groups - 1) * 128  # real columns of the last group, 1..128
+    lo_real, hi_real = _low_bits(width), _low_bits(width - 64)
+    want_real = min(keep, width)
+    lo_narrow = _low_bits(keep)  # the whole pattern of a last group narrower than keep (keep <= 64)
+    base = (groups - 1) * 2 * keep
+    for t in range(tiles):
+        for g in range(groups):
+            if _popcount(tilemask[t, 2 * g]) + _popcount(tilemask[t, 2 * g + 1]) != np.uint64(keep):
+                return TILE_POPCOUNT, t, g
+        if width == 128:
+            continue
+        lo, hi = tilemask[t, words - 2], tilemask[t, words - 1]
+        if _popcount(lo & lo_real) + _popcount(hi & hi_real) != np.uint64(want_real):
+            return TILE_PADDING, t, groups - 1
+        if width < keep:
+            if lo != lo_narrow or hi != np.uint64(0):
+                return TILE_PADDING, t, groups - 1
+            for r in range(4):
+                for i in range(width, keep):
+                    lane = r * keep + i
+                    byte = qweight[t, base + 32 * (lane // 64) + lane % 32]
+                    code = byte & np.uint8(15) if lane % 64 < 32 else byte >> np.uint8(4)
+                    if code != 8:
+                        return TILE_PAD_CODE, t, groups - 1
+    return OK, 0, 0
+
+
+def check_tile4(name: str, t: EncodedTensor) -> None:
+    """Every invariant of a tile4-q4 tensor: shape, group_size, keep, part shapes, then the data."""
+    problem = tile4_problem(tuple(t.shape), t.group_size, t.keep)
+    if problem:
+        raise FormatError(f"{name}: {problem}")
+    for suffix in ("tilemask", "qweight", "scales"):
+        want = part_shape("tile4-q4", suffix, tuple(t.shape), TILE_GROUP, t.keep)
+        got = tuple(t.parts[suffix].shape) if suffix in t.parts else None
+        if got != want:
+            raise FormatError(f"{name}.{suffix}: shape {got and list(got)}, expected {list(want)}")
+    code, tile, group = _check_tiles(np.asarray(t.parts["tilemask"], np.uint64), np.asarray(t.parts["qweight"], np.uint8),
+                                     int(t.shape[1]), int(t.keep))
+    if code != OK:
+        raise FormatError(f"{name}: " + _TILE_MESSAGES[code].format(tile=tile, group=group, keep=t.keep))
+
+
 def _fail(name: str, code: int, row: int) -> None:
     raise FormatError(f"{name}: {_MESSAGES[code].format(row=row)}")
 
@@ -100,8 +171,9 @@ def check_sparse(name: str, t: EncodedTensor) -> None:
 
 def check_tensor(name: str, t: EncodedTensor) -> None:
     """Every data check for one logical tensor (headers were checked on open)."""
-    spec_sparse = t.encoding.startswith("sparse-")
-    if spec_sparse:
+    if t.encoding == "tile4-q4":
+        check_tile4(name, t)
+    elif ENCODINGS[t.encoding].sparse:  # sparse-q4, sparse-q8, sparse-f16: mask + row offsets + values
         check_sparse(name, t)
     if t.encoding == "q4":
         cols = t.shape[1]

@@ -1,4 +1,4 @@
-"""The closed tables of the zoo format v1: version, dtypes, encodings and their parts.
+"""The closed tables of the zoo format v1.1: version, dtypes, encodings and their parts.
 
 Everything the reader, writer and validator know about the layout is looked up here; no code is
 ever resolved from a metadata string.
@@ -7,17 +7,25 @@ ever resolved from a metadata string.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # the newest version this code reads and writes
 FORMAT_MAJOR = 1
+FORMAT_MINOR = 1
 METADATA_KEY = "zoo"
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors limit
 DEFAULT_GROUP_SIZE = 128
 DEFAULT_SHARD_BYTES = 2 << 30
 MASK_WORD_BITS = 64
+
+# tile4-q4 (SPEC.md 3.6): 4 rows share one column mask per 128-column group, K kept columns each
+TILE_ROWS = 4
+TILE_GROUP = 128  # the only group_size tile4-q4 allows
+TILE_KEEP = (16, 32, 48, 64)  # allowed values of the tensor's "keep" metadata (K)
+TILE_LANE_CHUNK = 64  # lanes per 32-byte chunk of a (tile, group) block: low nibbles 0..31, high 32..63
 
 CARD_FILE = "zoo.yaml"
 TOKENIZER_FILE = "tokenizer.json"
@@ -58,6 +66,8 @@ class Encoding:
     grouped: bool  # has scales and a group_size
     group_multiple: int  # group_size must be a positive multiple of this
     matrix_only: bool
+    meta_keys: tuple[str, ...] = ()  # extra integer metadata keys the encoding requires ("keep")
+    since: tuple[int, int] = (1, 0)  # the first format version (major, minor) that has the encoding
 
 
 _MASK = Part("bitmask", ("U64",))
@@ -74,8 +84,20 @@ ENCODINGS: dict[str, Encoding] = {
         Encoding("sparse-q4", (_MASK, _OFFSETS, Part("values", ("U8",)), _SCALES), True, 4, True, 64, True),
         Encoding("sparse-q8", (_MASK, _OFFSETS, Part("values", ("I8",)), _SCALES), True, 8, True, 64, True),
         Encoding("sparse-f16", (_MASK, _OFFSETS, Part("values", ("F16",))), True, 16, False, 1, True),
+        Encoding("tile4-q4", (Part("tilemask", ("U64",)), Part("qweight", ("U8",)), _SCALES), True, 4, True,
+                 TILE_GROUP, True, meta_keys=("keep",), since=(1, 1)),
     )
 }
+
+
+def version_for(encodings) -> str:
+    """format_version a writer puts in a file holding these encodings: the oldest that has them all.
+
+    A file of 1.0 encodings stays "1.0", so it is byte-identical to what a 1.0 writer made (shared-*
+    shards dedupe across old and new variants) and 1.0 readers still read it.
+    """
+    major, minor = max([(1, 0)] + [ENCODINGS[e].since for e in encodings])
+    return f"{major}.{minor}"
 
 
 def part_name(logical: str, suffix: str) -> str:
@@ -96,11 +118,20 @@ def value_units(count: int, encoding: str) -> int:
     return (count + 1) // 2 if encoding == "sparse-q4" else count
 
 
-def part_shape(encoding: str, suffix: str, shape: tuple[int, ...], group_size: int | None) -> tuple[int, ...] | None:
-    """Expected shape of a part; None for W.values, whose length depends on the row offsets."""
+def part_shape(encoding: str, suffix: str, shape: tuple[int, ...], group_size: int | None,
+               keep: int | None = None) -> tuple[int, ...] | None:
+    """Expected shape of a part; None for W.values, whose length depends on the row offsets.
+
+    `keep` is the tensor's K, needed (only) by tile4-q4.
+    """
     if encoding == "dense":
         return tuple(shape)
     rows, cols = shape
+    if encoding == "tile4-q4":
+        tiles, groups = rows // TILE_ROWS, n_groups(cols, TILE_GROUP)
+        shapes = {"tilemask": (tiles, 2 * groups), "qweight": (tiles, groups * 2 * keep),
+                  "scales": (tiles, TILE_ROWS * groups)}
+        return shapes[suffix]
     if suffix == "qweight":
         return (rows, cols) if encoding == "q8" else (rows, (cols + 1) // 2)
     if suffix in ("scales", "zeros"):
@@ -112,6 +143,21 @@ def part_shape(encoding: str, suffix: str, shape: tuple[int, ...], group_size: i
     if suffix == "values":
         return None
     raise KeyError(suffix)
+
+
+def tile4_problem(shape: tuple[int, ...], group_size: object, keep: object) -> str | None:
+    """What is wrong with a tile4-q4 tensor's shape, group_size or keep (None if nothing)."""
+    if len(shape) != 2:
+        return f"tile4-q4 needs a 2-D shape, got {list(shape)}"
+    if min(shape) <= 0:
+        return f"tile4-q4 needs a nonempty shape, got {list(shape)}"
+    if shape[0] % TILE_ROWS:
+        return f"tile4-q4: rows ({shape[0]}) must be a multiple of {TILE_ROWS}"
+    if not isinstance(group_size, Integral) or isinstance(group_size, bool) or group_size != TILE_GROUP:
+        return f"tile4-q4: group_size must be {TILE_GROUP}, got {group_size!r}"
+    if not isinstance(keep, Integral) or isinstance(keep, bool) or keep not in TILE_KEEP:
+        return f"tile4-q4: keep must be one of {', '.join(map(str, TILE_KEEP))}, got {keep!r}"
+    return None
 
 
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Reference encode/decode in numpy: dense array -> parts (SPEC.md section 3) -> dense array.
 
 These are the definition the kernels and the compressor are tested against. Compressors that pick
-their own codes and scales (GPTQ) build parts with `pack_q4`, `pack_q8` and `pack_sparse`.
+their own codes and scales (GPTQ) build parts with `pack_q4`, `pack_q8`, `pack_sparse` and
+`pack_tile4_q4`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ import numpy as np
 
 from zoo.errors import FormatError
 
-from .constants import (DEFAULT_GROUP_SIZE, ENCODINGS, MASK_WORD_BITS, bf16_to_f32, f32_to_bf16,
-                        n_groups, n_words)
+from .constants import (DEFAULT_GROUP_SIZE, ENCODINGS, MASK_WORD_BITS, TILE_GROUP, TILE_LANE_CHUNK, TILE_ROWS,
+                        bf16_to_f32, f32_to_bf16, n_groups, n_words, tile4_problem)
 
 
 @dataclass
 class EncodedTensor:
-    """A logical tensor in one encoding: its parts keyed by suffix ('' for the dense part)."""
+    """A logical tensor in one encoding: its parts keyed by suffix ('' for the dense part).
+
+    `meta` holds what else describes it: "dtype" of a dense tensor (not stored), "keep" (K) of a
+    tile4-q4 tensor (stored in the metadata entry).
+    """
 
     encoding: str
     shape: tuple[int, ...]
@@ -30,11 +35,19 @@ class EncodedTensor:
     def nbytes(self) -> int:
         return int(sum(p.nbytes for p in self.parts.values()))
 
+    @property
+    def keep(self) -> int | None:
+        """K of a tile4-q4 tensor (kept columns per tile and group); None for other encodings."""
+        keep = self.meta.get("keep")
+        return None if keep is None else int(keep)
+
     def metadata(self) -> dict:
         """The tensor's entry in __metadata__["zoo"]["tensors"]."""
         entry = {"encoding": self.encoding, "shape": [int(s) for s in self.shape]}
         if self.group_size is not None:
             entry["group_size"] = int(self.group_size)
+        for key in ENCODINGS[self.encoding].meta_keys:
+            entry[key] = int(self.meta[key])
         return entry
 
 
@@ -146,12 +159,107 @@ def pack_sparse(encoding: str, mask: np.ndarray, stored: np.ndarray, scales: np.
     return EncodedTensor(encoding, (rows, cols), parts, group_size)
 
 
+def _tile4_keep(shape: tuple[int, ...], group_size: object, keep: object) -> int:
+    problem = tile4_problem(tuple(shape), group_size, keep)
+    if problem:
+        raise FormatError(problem)
+    return int(keep)
+
+
+def _group_widths(cols: int) -> np.ndarray:
+    """Real columns in each 128-column group: int64 [n_groups]."""
+    return np.minimum(TILE_GROUP, cols - TILE_GROUP * np.arange(n_groups(cols, TILE_GROUP)))
+
+
+def pack_tile4_q4(codes: np.ndarray, kept: np.ndarray, scales: np.ndarray, keep: int) -> EncodedTensor:
+    """A tile4-q4 tensor (SPEC.md 3.6) from signed codes, the tiles' kept columns and per-row scales.
+
+    codes: int [rows, cols] in [-8, 7] (value = code * scale; 0 at every position a tile does not keep);
+    kept: bool [rows/4, cols], the real columns tile t keeps, exactly min(keep, width) per 128-column group;
+    scales: float16 [rows, n_groups]; keep: K in TILE_KEEP. The padding of a last group narrower than K
+    (its lowest K - width positions past the last column) is added here, with codes 8.
+    """
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise FormatError(f"tile4-q4: codes must be 2-D, got shape {codes.shape}")
+    rows, cols = codes.shape
+    k = _tile4_keep((rows, cols), TILE_GROUP, keep)
+    tiles, groups = rows // TILE_ROWS, n_groups(cols, TILE_GROUP)
+    kept = np.asarray(kept)
+    if kept.shape != (tiles, cols) or kept.dtype != bool:
+        raise FormatError(f"tile4-q4: kept must be bool [{tiles}, {cols}], got {kept.dtype} {list(kept.shape)}")
+    scales = np.asarray(scales)
+    if scales.shape != (rows, groups):
+        raise FormatError(f"tile4-q4: scales must be [{rows}, {groups}], got {list(scales.shape)}")
+    if not np.issubdtype(codes.dtype, np.integer) or (codes.size and (codes.min() < -8 or codes.max() > 7)):
+        raise FormatError("tile4-q4: codes must be integers in [-8, 7]")
+    codes = codes.astype(np.int8)
+    stray = (codes.reshape(tiles, TILE_ROWS, cols) != 0) & ~kept[:, None, :]
+    if stray.any():
+        t, r, c = (int(i[0]) for i in np.nonzero(stray))
+        raise FormatError(f"tile4-q4: row {TILE_ROWS * t + r}, column {c}: nonzero code at a column tile {t} "
+                          f"does not keep")
+    padded = np.zeros((tiles, groups * TILE_GROUP), bool)
+    padded[:, :cols] = kept
+    grouped = padded.reshape(tiles, groups, TILE_GROUP)
+    counts = grouped.sum(axis=2)
+    widths = _group_widths(cols)
+    want = np.minimum(k, widths)
+    bad = counts != want[None, :]
+    if bad.any():
+        t, g = (int(i[0]) for i in np.nonzero(bad))
+        raise FormatError(f"tile4-q4: tile {t}, group {g}: {int(counts[t, g])} kept columns, keep {k} needs "
+                          f"{int(want[g])} (min(keep, group width {int(widths[g])}))")
+    if widths[-1] < k:  # the width rule: the lowest k - w padding positions fill a narrow last group
+        grouped[:, -1, widths[-1]:k] = True
+    tilemask = np.packbits(padded, axis=1, bitorder="little").view("<u8").reshape(tiles, 2 * groups)
+    # column (absolute) of the i-th kept position of each (tile, group), ascending: int64 [tiles, groups, k]
+    where = np.nonzero(grouped.reshape(tiles * groups, TILE_GROUP))[1].reshape(tiles, groups, k)
+    where = where + (TILE_GROUP * np.arange(groups))[None, :, None]
+    wide = np.zeros((tiles, TILE_ROWS, groups * TILE_GROUP), np.int8)  # padding columns hold code 0 (u = 8)
+    wide[:, :, :cols] = codes.reshape(tiles, TILE_ROWS, cols)
+    lanes = np.take_along_axis(wide, where.reshape(tiles, 1, groups * k), axis=2)  # [tiles, 4, groups * k]
+    lanes = lanes.reshape(tiles, TILE_ROWS, groups, k).transpose(0, 2, 1, 3)  # lane L = r*k + i
+    u = (lanes.astype(np.int16) + 8).astype(np.uint8).reshape(tiles, groups, -1, 2, TILE_LANE_CHUNK // 2)
+    qweight = (u[:, :, :, 0, :] | (u[:, :, :, 1, :] << 4)).reshape(tiles, groups * 2 * k)
+    stored_scales = scales.astype(np.float16).reshape(tiles, TILE_ROWS, groups).transpose(0, 2, 1)
+    parts = {"tilemask": np.ascontiguousarray(tilemask), "qweight": np.ascontiguousarray(qweight),
+             "scales": np.ascontiguousarray(stored_scales.reshape(tiles, TILE_ROWS * groups))}
+    return EncodedTensor("tile4-q4", (rows, cols), parts, TILE_GROUP, meta={"keep": k})
+
+
+def _encode_tile4_q4(w: np.ndarray, group_size: int, keep: object) -> EncodedTensor:
+    """Reference tile4-q4: each tile keeps the columns where any of its rows is nonzero, filled up to
+    min(K, width) per group with its lowest other columns; scales and codes as q4 (SPEC.md 3.5)."""
+    rows, cols = w.shape
+    k = _tile4_keep((rows, cols), group_size, keep)
+    tiles, groups = rows // TILE_ROWS, n_groups(cols, TILE_GROUP)
+    padded = np.zeros((tiles, groups * TILE_GROUP), bool)
+    padded[:, :cols] = (w != 0).reshape(tiles, TILE_ROWS, cols).any(axis=1)
+    grouped = padded.reshape(tiles, groups, TILE_GROUP)
+    counts = grouped.sum(axis=2)
+    over = counts > k
+    if over.any():
+        t, g = (int(i[0]) for i in np.nonzero(over))
+        raise FormatError(f"tile4-q4: tile {t} (rows {TILE_ROWS * t}..{TILE_ROWS * t + 3}), group {g} (columns "
+                          f"{TILE_GROUP * g}..{min(cols, TILE_GROUP * (g + 1)) - 1}) has {int(counts[t, g])} nonzero "
+                          f"columns: does not fit tile4 with keep {k}")
+    widths = _group_widths(cols)
+    free = ~grouped
+    free[:, -1, widths[-1]:] = False  # padding positions are not columns
+    need = np.minimum(k, widths)[None, :] - counts
+    grouped |= free & (np.cumsum(free, axis=2, dtype=np.int16) <= need[:, :, None])
+    scales = group_scales(w, TILE_GROUP, 7)
+    return pack_tile4_q4(_codes(w, scales, TILE_GROUP, 7), padded[:, :cols], scales, k)
+
+
 def encode(w: np.ndarray, encoding: str, group_size: int = DEFAULT_GROUP_SIZE, zeros: bool = False,
-           dtype: str = "F16") -> EncodedTensor:
+           dtype: str = "F16", keep: int | None = None) -> EncodedTensor:
     """Encode a dense array with the reference rounding of SPEC.md 3.5.
 
     `dtype` applies to `dense` (F32, F16 or BF16); `zeros` asks q4 for asymmetric zero points;
-    sparse encodings store exactly the nonzero entries of `w`.
+    sparse encodings store exactly the nonzero entries of `w`; tile4-q4 needs `keep` (K) and
+    group_size 128, and refuses a (tile, group) with more than K nonzero columns.
     """
     if encoding not in ENCODINGS:
         raise FormatError(f"unknown encoding {encoding!r} (known: {', '.join(ENCODINGS)})")
@@ -164,6 +272,10 @@ def encode(w: np.ndarray, encoding: str, group_size: int = DEFAULT_GROUP_SIZE, z
         return EncodedTensor("dense", w.shape, {"": np.ascontiguousarray(data)}, meta={"dtype": dtype})
     if w.ndim != 2:
         raise FormatError(f"{encoding} needs a 2-D tensor, got shape {w.shape}")
+    if encoding == "tile4-q4":
+        return _encode_tile4_q4(w, group_size, keep)
+    if keep is not None:
+        raise FormatError(f"{encoding}: takes no keep (only tile4-q4 does)")
     g = _check_group(encoding, group_size)
     if encoding == "q8":
         scales = group_scales(w, g, 127)
@@ -207,6 +319,8 @@ def decode(t: EncodedTensor) -> np.ndarray:
         data = np.asarray(p[""])
         return bf16_to_f32(data) if data.dtype == np.uint16 else data.astype(np.float32)
     rows, cols = t.shape
+    if enc == "tile4-q4":
+        return _decode_tile4_q4(t)
     if enc in ("q8", "q4"):
         s = _per_column(p["scales"], t.group_size, cols)
         if enc == "q8":
@@ -231,3 +345,42 @@ def decode(t: EncodedTensor) -> np.ndarray:
     else:
         out[mask] = stored * _per_column(p["scales"], t.group_size, cols)[mask]
     return out
+
+
+def tile4_columns(tilemask: np.ndarray, keep: int) -> np.ndarray:
+    """Positions (absolute, padding included) each (tile, group) keeps, ascending: int64 [tiles, groups, keep].
+
+    Raises FormatError when a (tile, group) does not hold exactly `keep` bits.
+    """
+    tiles, words = tilemask.shape
+    groups = words // 2
+    bits = np.unpackbits(np.ascontiguousarray(tilemask, "<u8").view(np.uint8).reshape(tiles, -1), axis=1,
+                         bitorder="little").reshape(tiles, groups, TILE_GROUP).astype(bool)
+    counts = bits.sum(axis=2)
+    if np.any(counts != keep):
+        t, g = (int(i[0]) for i in np.nonzero(counts != keep))
+        raise FormatError(f"tile4-q4: tile {t}, group {g}: tilemask popcount {int(counts[t, g])} is not keep {keep}")
+    where = np.nonzero(bits.reshape(tiles * groups, TILE_GROUP))[1].reshape(tiles, groups, keep)
+    return where + (TILE_GROUP * np.arange(groups))[None, :, None]
+
+
+def tile4_lanes(qweight: np.ndarray, keep: int) -> np.ndarray:
+    """Codes u of every (tile, group) block by row in tile and kept rank: uint8 [tiles, groups, 4, keep]."""
+    tiles = qweight.shape[0]
+    block = np.asarray(qweight).reshape(tiles, -1, 4 * keep // TILE_LANE_CHUNK, 1, TILE_LANE_CHUNK // 2)
+    lanes = np.concatenate([block & 0x0F, block >> 4], axis=3)  # lanes 0..31 low nibbles, 32..63 high
+    return lanes.reshape(tiles, -1, TILE_ROWS, keep)
+
+
+def _decode_tile4_q4(t: EncodedTensor) -> np.ndarray:
+    rows, cols = t.shape
+    k = int(t.meta["keep"])
+    tiles, groups = rows // TILE_ROWS, n_groups(cols, TILE_GROUP)
+    where = tile4_columns(np.asarray(t.parts["tilemask"]), k)
+    u = tile4_lanes(t.parts["qweight"], k)  # [tiles, groups, 4, k]
+    s = np.asarray(t.parts["scales"]).astype(np.float32).reshape(tiles, groups, TILE_ROWS)
+    values = (u.astype(np.float32) - 8) * s[..., None]
+    out = np.zeros((tiles, TILE_ROWS, groups * TILE_GROUP), np.float32)
+    index = np.broadcast_to(where.reshape(tiles, 1, groups * k), (tiles, TILE_ROWS, groups * k))
+    np.put_along_axis(out, index, values.transpose(0, 2, 1, 3).reshape(tiles, TILE_ROWS, groups * k), axis=2)
+    return np.ascontiguousarray(out.reshape(rows, groups * TILE_GROUP)[:, :cols])

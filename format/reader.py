@@ -19,8 +19,8 @@ import yaml
 from zoo.errors import ChecksumError, FormatError, VersionError
 
 from .architectures import check_config, expected_tensors
-from .constants import (CARD_FILE, DTYPES, ENCODINGS, FORMAT_MAJOR, FORMAT_VERSION, METADATA_KEY, part_name,
-                        part_shape)
+from .constants import (CARD_FILE, DTYPES, ENCODINGS, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, METADATA_KEY,
+                        part_name, part_shape, tile4_problem)
 from .encode import EncodedTensor
 from .envelope import TensorEntry, parse_header
 
@@ -121,6 +121,11 @@ def _zoo_metadata(metadata: dict[str, str], where: str) -> dict:
     return zoo_meta
 
 
+def _version_tuple(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")
+    return int(major), int(minor)
+
+
 def _version_ok(version: str) -> bool:
     pieces = version.split(".")
     return len(pieces) == 2 and all(p.isdigit() for p in pieces)
@@ -136,13 +141,19 @@ def _view(mm: mmap.mmap, entry: TensorEntry) -> np.ndarray:
     return np.frombuffer(mm, dtype=dtype, count=count, offset=entry.offset).reshape(entry.shape)
 
 
-def _logical(name: str, info: object, entries: dict[str, TensorEntry], where: str) -> tuple[dict, list[str]]:
+def _logical(name: str, info: object, entries: dict[str, TensorEntry], where: str,
+             version: tuple[int, int]) -> tuple[dict, list[str]]:
     """Check one logical tensor's metadata and parts; return (info, physical part names)."""
     if not isinstance(info, dict) or not isinstance(info.get("encoding"), str):
         raise FormatError(f"{name}: metadata entry needs an encoding")
     if info["encoding"] not in ENCODINGS:
-        raise FormatError(f"{name}: unknown encoding {info['encoding']!r}")
+        newer = (f" (the file is format {version[0]}.{version[1]}, this zoo reads {FORMAT_VERSION}: upgrade zoo)"
+                 if version[1] > FORMAT_MINOR else "")
+        raise FormatError(f"{name}: unknown encoding {info['encoding']!r}{newer}")
     spec = ENCODINGS[info["encoding"]]
+    if version < spec.since:
+        raise FormatError(f"{name}: encoding {spec.name} needs format_version {spec.since[0]}.{spec.since[1]} "
+                          f"or later, the file says {version[0]}.{version[1]}")
     shape = info.get("shape")
     if (not isinstance(shape, list) or not 1 <= len(shape) <= 2
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
@@ -155,9 +166,16 @@ def _logical(name: str, info: object, entries: dict[str, TensorEntry], where: st
             raise FormatError(f"{name}: group_size must be a positive multiple of {spec.group_multiple}, got {group!r}")
     elif group is not None:
         raise FormatError(f"{name}: {spec.name} takes no group_size")
-    extra = set(info) - {"encoding", "shape", "group_size"}
+    extra = set(info) - {"encoding", "shape", "group_size", *spec.meta_keys}
     if extra:
         raise FormatError(f"{name}: unknown metadata keys {sorted(extra)}")
+    missing = [key for key in spec.meta_keys if key not in info]
+    if missing:
+        raise FormatError(f"{name}: {spec.name} needs metadata key {missing[0]!r}")
+    if spec.name == "tile4-q4":
+        problem = tile4_problem(tuple(shape), group, info["keep"])
+        if problem:
+            raise FormatError(f"{name}: {problem}")
     names = []
     for part in spec.parts:
         physical = part_name(name, part.suffix)
@@ -168,7 +186,7 @@ def _logical(name: str, info: object, entries: dict[str, TensorEntry], where: st
             raise FormatError(f"{name}: missing part {physical} in {where}")
         if entry.dtype not in part.dtypes:
             raise FormatError(f"{physical}: dtype {entry.dtype}, expected {' or '.join(part.dtypes)}")
-        want = part_shape(spec.name, part.suffix, tuple(shape), group)
+        want = part_shape(spec.name, part.suffix, tuple(shape), group, info.get("keep"))
         if want is None:
             if len(entry.shape) != 1:
                 raise FormatError(f"{physical}: values must be 1-D, got shape {list(entry.shape)}")
@@ -200,9 +218,12 @@ def open_artifact(path: str | os.PathLike) -> Artifact:
         head, size = _read_head(shard)
         metadata, entries = parse_header(head, size, shard.name)
         zoo_meta = _zoo_metadata(metadata, shard.name)
+        file_version = _version_tuple(zoo_meta["format_version"])
+        if version is None or file_version > _version_tuple(version):
+            version = zoo_meta["format_version"]  # the artifact's version: the newest of its files'
         if config is None:
             check_config(zoo_meta.get("config"))
-            config, version = zoo_meta["config"], zoo_meta["format_version"]
+            config = zoo_meta["config"]
         elif zoo_meta.get("config") != config:
             raise FormatError(f"{shard.name}: config differs from {shards[0].name}")
         with open(shard, "rb") as f:
@@ -213,13 +234,14 @@ def open_artifact(path: str | os.PathLike) -> Artifact:
         for name, info in zoo_meta["tensors"].items():
             if name in tensors:
                 raise FormatError(f"{name}: stored in more than one file")
-            info, names = _logical(name, info, entries, shard.name)
+            info, names = _logical(name, info, entries, shard.name, file_version)
             claimed.update(names)
             parts = {}
             for physical in names:
                 suffix = physical[len(name) + 1:] if physical != name else ""
                 parts[suffix] = _view(mm, entries[physical])
-            tensors[name] = EncodedTensor(info["encoding"], tuple(info["shape"]), parts, info.get("group_size"))
+            meta = {key: info[key] for key in ENCODINGS[info["encoding"]].meta_keys}
+            tensors[name] = EncodedTensor(info["encoding"], tuple(info["shape"]), parts, info.get("group_size"), meta)
         stray = set(entries) - claimed
         if stray:
             raise FormatError(f"{shard.name}: tensor {sorted(stray)[0]} belongs to no logical tensor")

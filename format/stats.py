@@ -6,6 +6,7 @@ import numba
 import numpy as np
 
 from .checks import _popcount
+from .constants import ENCODINGS, TILE_GROUP, n_groups
 from .encode import EncodedTensor
 
 
@@ -23,9 +24,20 @@ def _mask_popcount(bitmask):
 
 
 def tensor_stats(t: EncodedTensor) -> dict:
-    """numel, stored (positions the encoding stores), sparsity (1 - stored/numel), bytes, bits_per_weight."""
+    """numel, stored (positions the encoding stores), sparsity (1 - stored/numel), bytes, bits_per_weight.
+
+    For tile4-q4, stored counts the real positions the tiles keep, min(keep, width) per row and group
+    (what validation guarantees); the padding lanes of a narrow last group are in bytes, not stored.
+    """
     numel = int(np.prod(t.shape))
-    stored = int(_mask_popcount(t.parts["bitmask"])) if t.encoding.startswith("sparse-") else numel
+    if t.encoding == "tile4-q4":
+        rows, cols = t.shape
+        widths = np.minimum(TILE_GROUP, cols - TILE_GROUP * np.arange(n_groups(cols, TILE_GROUP)))
+        stored = rows * int(np.minimum(t.keep, widths).sum())
+    elif ENCODINGS[t.encoding].sparse:  # sparse-*: the set bits of the mask
+        stored = int(_mask_popcount(t.parts["bitmask"]))
+    else:
+        stored = numel
     nbytes = t.nbytes
     return {"numel": numel, "stored": stored, "sparsity": 1.0 - stored / numel if numel else 0.0,
             "bytes": nbytes, "bits_per_weight": 8.0 * nbytes / numel if numel else 0.0}

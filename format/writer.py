@@ -21,8 +21,8 @@ import yaml
 from zoo.errors import FormatError
 
 from .architectures import check_config, expected_tensors, is_shared
-from .constants import (CARD_FILE, DEFAULT_SHARD_BYTES, DTYPES, FORMAT_VERSION, METADATA_KEY, MODEL_SHARD,
-                        NUMPY_TO_DTYPE, SHARED_SHARD, part_name)
+from .constants import (CARD_FILE, DEFAULT_SHARD_BYTES, DTYPES, METADATA_KEY, MODEL_SHARD, NUMPY_TO_DTYPE,
+                        SHARED_SHARD, part_name, version_for)
 from .encode import EncodedTensor
 from .envelope import build_header
 
@@ -122,7 +122,9 @@ class ArtifactWriter:
 
     def _close_shard(self, shard: _Shard) -> None:
         order = sorted(shard.entries, key=lambda e: (-DTYPES[e[1]].itemsize, e[0]))
-        meta = {"format_version": FORMAT_VERSION, "config": self.config, "tensors": shard.logical}
+        # each file says the oldest version that has its encodings: 1.0 files stay byte-identical (SPEC.md 2)
+        version = version_for(info["encoding"] for info in shard.logical.values())
+        meta = {"format_version": version, "config": self.config, "tensors": shard.logical}
         header = build_header({METADATA_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))},
                               [(n, d, s, b) for n, d, s, _, b in order])
         with open(self._tmp / shard.name, "wb") as out, open(shard.body, "rb") as body:

@@ -43,12 +43,38 @@ def _mask_row(words: np.ndarray, cols: int) -> np.ndarray:
     return np.array(bits, dtype=bool)
 
 
+def _decode_tile4(rows: int, cols: int, keep: int, parts: dict) -> np.ndarray:
+    """SPEC.md 3.6, one (tile, group) block at a time."""
+    out = np.zeros((rows, cols))
+    groups = -(-cols // 128)
+    for t in range(rows // 4):
+        for g in range(groups):
+            words = parts["tilemask"][t]
+            kept = [p for p in range(128 * g, 128 * g + 128) if (int(words[p // 64]) >> (p % 64)) & 1]
+            assert len(kept) == keep
+            block = parts["qweight"][t, 2 * keep * g: 2 * keep * (g + 1)]
+            for r in range(4):
+                scale = float(parts["scales"][t, 4 * g + r])
+                for i, c in enumerate(kept):
+                    lane = r * keep + i
+                    byte = int(block[32 * (lane // 64) + lane % 32])
+                    u = byte & 15 if lane % 64 < 32 else byte >> 4
+                    if c < cols:
+                        out[4 * t + r, c] = (u - 8) * scale
+                    else:
+                        assert u == 8  # a padding position
+    return out
+
+
 def decode(info: dict, parts: dict) -> np.ndarray:
     """Dense float64 values of one logical tensor from its metadata entry and parts (by suffix)."""
     enc, shape = info["encoding"], info["shape"]
     if enc == "dense":
         return parts[""].astype(np.float64)
     rows, cols = shape
+    if enc == "tile4-q4":
+        assert info["group_size"] == 128 and rows % 4 == 0
+        return _decode_tile4(rows, cols, info["keep"], parts)
     g = info.get("group_size")
     out = np.zeros((rows, cols))
     for r in range(rows):
@@ -79,7 +105,7 @@ def read_artifact(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     config, tensors = None, {}
     for shard in sorted(Path(path).glob("*.safetensors")):
         meta, arrays = read_file(shard)
-        assert meta["format_version"].split(".")[0] == "1"
+        assert meta["format_version"].split(".")[0] == "1"  # any 1.x: a newer minor only adds encodings
         config = meta["config"]
         for name, info in meta["tensors"].items():
             parts = {(p[len(name) + 1:] if p != name else ""): a for p, a in arrays.items()

@@ -11,7 +11,7 @@ from corrupt import drop_card_files
 from zoo.errors import FormatError
 from zoo.format import open_artifact
 
-VECTORS = ["sparse-q4", "sparse-q8", "q4-zeros", "sparse-f16"]
+VECTORS = ["sparse-q4", "sparse-q8", "q4-zeros", "sparse-f16", "tile4-q4"]
 
 
 def _open_and_validate(path):

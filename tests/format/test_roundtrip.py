@@ -85,6 +85,20 @@ def test_sparse_q4_bytes_match_spec_example():
     assert t.parts["scales"].tobytes().hex() == "9230" "662e"
 
 
+def test_tile4_q4_bytes_match_spec_example():
+    """The worked example of SPEC.md section 8.2, byte for byte."""
+    w = np.array([[0, 0.5, 0, -1.0, 0], [0.7, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0.25, 0, 0]], np.float32)
+    t = encode(w, "tile4-q4", keep=16)
+    assert t.metadata() == {"encoding": "tile4-q4", "shape": [4, 5], "group_size": 128, "keep": 16}
+    assert t.parts["tilemask"].tobytes().hex() == "ffff000000000000" "0000000000000000"
+    assert t.parts["scales"].tobytes().hex() == "9230" "662e" "0000" "9228"
+    assert t.parts["qweight"].tobytes().hex() == "888c8881" + "88" * 12 + "8f88f888" + "88" * 12
+    expected = np.zeros((4, 5), np.float32)
+    expected[0, 1], expected[0, 3] = 4 * np.float32(np.float16(1 / 7)), -7 * np.float32(np.float16(1 / 7))
+    expected[1, 0], expected[3, 2] = 7 * np.float32(np.float16(0.1)), 7 * np.float32(np.float16(0.25 / 7))
+    np.testing.assert_array_equal(decode(t), expected)
+
+
 @pytest.mark.parametrize("bad", [dict(encoding="q7"), dict(encoding="q4", group_size=48),
                                  dict(encoding="sparse-q4", group_size=32), dict(encoding="q8", group_size=0)])
 def test_encode_refuses_bad_options(bad):

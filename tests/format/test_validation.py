@@ -9,7 +9,7 @@ import pytest
 
 from corrupt import drop_card_files, read_shard, write_shard
 from zoo.errors import FormatError, VersionError
-from zoo.format import open_artifact
+from zoo.format import FORMAT_VERSION, open_artifact
 
 W = "blk.0.ffn_up.weight"  # sparse-q4, 136 x 40: one mask word a row
 
@@ -122,7 +122,7 @@ def test_wrong_metadata(art, change, words):
 
 def test_newer_major_version_is_refused(art):
     edit(art, lambda meta, t: meta.update(format_version="2.0"))
-    message = expect(art, "2.0", "1.0", "upgrade", kind=VersionError)
+    message = expect(art, "2.0", FORMAT_VERSION, "upgrade", kind=VersionError)
     assert "model-00001.safetensors" in message
 
 
