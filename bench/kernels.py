@@ -1,7 +1,7 @@
 """Benchmark zoo's CPU kernels against numpy fp32 and our own dense q4, in one run (issue 3).
 
     python bench/kernels.py [--quick] [--json] [--paths avx512,portable] [--reps N] [--sparsities 0.5,0.7,0.9]
-                            [--threads 1,2] [--tokens 32]
+                            [--threads 1,2] [--tokens 32] [--shapes 4096x11008,11008x4096]
     python bench/kernels.py --from-json results.json      # markdown table of a saved run
 
 For each kernel (matvec = decode, matmul = prefill of 32 tokens), encoding, shape (rows x cols),
@@ -34,12 +34,15 @@ from threadpoolctl import threadpool_limits
 
 import zoo.kernels as K
 from zoo.format import encode
+from zoo.synthetic import random_codes
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (1536, 576), (576, 1536)]
 SPARSITIES = (0.0, 0.5, 0.7, 0.9)
 GROUP = 128
 TOKENS = 32
 MAX_COPY_BYTES = 1 << 30  # cap on the memory spent on streamed copies of one weight
+# tile4-q4 keeps K of 128 columns per 4-row tile (K in 16, 32, 48, 64): the level measured beside each row sparsity
+TILE4_SPARSITY = {0.5: 0.5, 0.6: 0.625, 0.7: 0.75, 0.75: 0.75, 0.8: 0.75, 0.875: 0.875, 0.9: 0.875}
 
 
 def llc_bytes() -> int:
@@ -135,7 +138,7 @@ def measure_group(rng, base, weights, shape, threads, tokens, mode, paths, fast,
         copies = [t] + [copy_tensor(t) for _ in range(n_copies(weight_bytes(t), llc) - 1 if streamed else 0)]
         prepared = [K.prepare(c) for c in copies]
         for path in paths:
-            if path != fast and t.encoding not in ("q4", "sparse-q4"):
+            if path != fast and t.encoding not in ("q4", "sparse-q4", "tile4-q4"):
                 continue  # other paths: the headline encodings only
             cases[(path, t.encoding, sparsity)] = [_linear_call(path, p, x, out) for p in prepared]
             nbytes[(path, t.encoding, sparsity)] = weight_bytes(t)
@@ -163,6 +166,8 @@ def plan(args) -> tuple[list, tuple, tuple]:
         sparsities = tuple(sorted({0.0} | {float(s) for s in args.sparsities.split(",")}))
     if args.threads:
         threads = tuple(int(t) for t in args.threads.split(","))
+    if args.shapes:
+        shapes = [tuple(int(n) for n in s.split("x")) for s in args.shapes.split(",")]
     return shapes, sparsities, threads
 
 
@@ -189,7 +194,10 @@ def run(args) -> dict:
             if sparsity:
                 w[rng.random((n_rows, cols), dtype=np.float32) < sparsity] = 0.0
             weights += [(sparsity, encode(w, enc, group_size=GROUP)) for enc in encodings_for(sparsity, args.quick)]
-        headline = [(sp, t) for sp, t in weights if t.encoding in ("q4", "sparse-q4")]
+            if sparsity in TILE4_SPARSITY:  # random codes in the tile pattern (the kernels' speed does not depend on values)
+                tile = TILE4_SPARSITY[sparsity]
+                weights.append((tile, random_codes(rng, (n_rows, cols), "tile4-q4", tile, GROUP)))
+        headline = [(sp, t) for sp, t in weights if t.encoding in ("q4", "sparse-q4", "tile4-q4")]
         for threads in threads_list:
             for mode in ("streamed", "hot"):
                 rows += measure_group(rng, base, weights, shape, threads, 1, mode, paths, fast, llc, args.reps)
@@ -277,10 +285,15 @@ def summary(doc: dict) -> list[str]:
             lambda t: [r["vs_dense_q4"] for r in pick(kernel="matvec", encoding="sparse-q4", path=fast, threads=t,
                                                       mode="streamed", sparsity=sp)]) + " |")
     tokens = next((r["tokens"] for r in rows if r["kernel"] == "matmul"), TOKENS)
+    for sp, goals in ((0.5, (1.4, 1.0)), (0.75, (1.7, 1.3)), (0.875, (2.4, 1.8))):
+        for path, goal in zip(("avx512", "avx2"), goals):
+            out.append(f"| tile4-q4 matvec {sp:.1%} {path} >= {goal}x dense q4 of its path (streamed) | " + per_thread(
+                lambda t: [r["vs_dense_q4"] for r in pick(kernel="matvec", encoding="tile4-q4", path=path, threads=t,
+                                                          mode="streamed", sparsity=sp)]) + " |")
     for sp, goal in ((0.7, 1.5), (0.9, 2.5)):
         out.append(f"| sparse-q4 matmul {tokens} tokens {sp:.0%} >= {goal}x dense q4 | " + per_thread(
             lambda t: [r["vs_dense_q4"] for r in pick(kernel="matmul", encoding="sparse-q4", threads=t, sparsity=sp)]) + " |")
-    for enc in ("q4", "sparse-q4"):
+    for enc in ("q4", "sparse-q4", "tile4-q4"):
         out.append(f"| portable {enc} matvec within 3x of {fast} (portable ms / fast ms, streamed) | "
                    + per_thread(lambda t: portable_ratio(enc, t)) + " |")
     c = doc.get("compile", {})
@@ -301,7 +314,7 @@ def markdown(doc: dict) -> str:
     for r in doc["rows"]:
         fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
         kernel = f"{r['kernel']} ({r['impl']})" if r.get("impl") else r["kernel"]
-        lines.append(f"| {kernel} | {r['encoding']} | {r['path']} | {r['shape']} | {r['sparsity']:.0%} | "
+        lines.append(f"| {kernel} | {r['encoding']} | {r['path']} | {r['shape']} | {r['sparsity']:.1%} | "
                      f"{r['threads']} | {r['tokens']} | {r['mode']} | {r['ms']:.3f} | {r['gbps']:.1f} | "
                      f"{fmt(r['bw_share'])} | {fmt(r['vs_numpy_f32'])} | {fmt(r['vs_dense_q4'])} |")
     return "\n".join(lines)
@@ -315,6 +328,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7, help="repetitions; the best is reported")
     parser.add_argument("--sparsities", default="", help="comma-separated sparsities (0 is always added), e.g. 0.5,0.7,0.9")
     parser.add_argument("--threads", default="", help="comma-separated thread counts, e.g. 1,2")
+    parser.add_argument("--shapes", default="", help="comma-separated ROWSxCOLS, e.g. 4096x11008,11008x4096")
     parser.add_argument("--tokens", type=int, default=TOKENS, help="tokens of the matmul (prefill) rows")
     parser.add_argument("--from-json", metavar="FILE", help="render a saved --json document as markdown")
     args = parser.parse_args()

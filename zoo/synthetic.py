@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.format import ArtifactWriter, EncodedTensor, encode, expected_tensors, pack_q4, pack_q8, pack_sparse
+from zoo.format import (ArtifactWriter, EncodedTensor, encode, expected_tensors, pack_q4, pack_q8, pack_sparse,
+                        pack_tile4_q4)
 
 LLAMA_7B = dict(arch="llama", dim=4096, hidden_dim=11008, n_layers=32, n_heads=32, n_kv_heads=32, head_dim=128,
                 vocab_size=32000, max_seq_len=4096, norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
@@ -44,6 +45,8 @@ def random_codes(rng: np.random.Generator, shape: tuple[int, int], encoding: str
         return pack_q8(rng.integers(-127, 128, shape, dtype=np.int8), scales, group_size)
     if encoding == "q4":
         return pack_q4(rng.integers(0, 16, shape, dtype=np.uint8), scales, group_size)
+    if encoding == "tile4-q4":
+        return _random_tile4(rng, shape, sparsity, scales)
     mask = rng.random(shape, dtype=np.float32) >= sparsity
     if encoding == "sparse-q4":
         stored = rng.integers(0, 16, shape, dtype=np.uint8)
@@ -52,6 +55,19 @@ def random_codes(rng: np.random.Generator, shape: tuple[int, int], encoding: str
     else:
         stored, scales = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16), None
     return pack_sparse(encoding, mask, stored, scales, group_size if scales is not None else None)
+
+
+def _random_tile4(rng: np.random.Generator, shape: tuple[int, int], sparsity: float, scales: np.ndarray) -> EncodedTensor:
+    """tile4-q4 codes: each 4-row tile keeps K = 128 (1 - sparsity) random columns of every 128 (group size 128)."""
+    rows, cols = shape
+    keep, groups = round(128 * (1 - sparsity)), -(-cols // 128)
+    scores = rng.random((rows // 4, groups, 128), dtype=np.float32)
+    scores[:, -1, cols - 128 * (groups - 1):] = 2.0  # a narrow last group keeps its real columns first
+    kept = np.zeros(scores.shape, bool)
+    np.put_along_axis(kept, np.argpartition(scores, keep - 1, axis=2)[:, :, :keep], True, axis=2)
+    kept = kept.reshape(rows // 4, groups * 128)[:, :cols]
+    codes = rng.integers(-8, 8, shape, dtype=np.int8) * np.repeat(kept, 4, axis=0)
+    return pack_tile4_q4(codes, kept, scales, keep)
 
 
 def write_random_model(out_dir: str | Path, config: dict, encoding: str = "q4", sparsity: float = 0.0,

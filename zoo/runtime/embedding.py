@@ -29,6 +29,11 @@ def embed_rows(t: EncodedTensor, ids: list[int], out: np.ndarray) -> np.ndarray:
         rows = table[np.asarray(ids, dtype=np.intp)]
         out[:] = bf16_to_f32(rows) if rows.dtype == np.uint16 else rows
         return out
+    if t.encoding == "tile4-q4":  # rows come in tiles of 4: decode the tile, keep the row
+        for i, r in enumerate(ids):
+            tile = {k: v[r // 4:r // 4 + 1] for k, v in t.parts.items()}
+            out[i] = decode(EncodedTensor(t.encoding, (4, t.shape[1]), tile, t.group_size, meta=dict(t.meta)))[r % 4]
+        return out
     for i, r in enumerate(ids):
         out[i] = decode(_row(t, r))[0]
     return out
