@@ -8,7 +8,7 @@ F16 (both GGUFs made from the shipped Q4_1 with llama.cpp's own quantizer), 128-
 greedy tokens, best of --repeats; warm start to first token (`zoo run -n 1`, process start to exit, for a
 one-token raw prompt and for a chat-template prompt);
 peak RSS (VmHWM) against artifact size. Then a random-weight Llama-2-7B-shaped model: zoo q4 and
-sparse-q4 at 50% and 90% vs a random llama.cpp Q4_0 GGUF of the same shapes (decode and RSS).
+sparse-q4 at 50% and 90% and tile4-q4 at 50% and 87.5% vs a random llama.cpp Q4_0 GGUF of the same shapes (decode and RSS).
 The catalog's sparse30/50/70-int4 SmolLM2 models against its q4 (fused and op-by-op decode, one process;
 from ZOO_HOME's store, built from their recipes when missing): `--sparse-only` runs just that table.
 Every measurement runs in its own subprocess so RSS is per model. Prints and writes a markdown table.
@@ -214,15 +214,18 @@ def llama7b(work: Path, threads: int, repeats: int) -> list[str]:
     n_prompt, n_gen = 8, 16  # decode is the point here; zoo's 7B prefill is slow (see the notes)
     peer = llama_bench(random_7b_gguf(work / "llama7b-random-Q4_0.gguf"), threads, 1, n_prompt, n_gen)
     print(f"llama.cpp Q4_0 7B: {peer}", flush=True)
-    for enc, sparsity in (("q4", 0.0), ("sparse-q4", 0.5), ("sparse-q4", 0.9)):
-        art = work / f"llama7b-{enc}-{int(sparsity * 100)}"
+    q4_tps = None
+    for enc, sparsity in (("q4", 0.0), ("sparse-q4", 0.5), ("sparse-q4", 0.9), ("tile4-q4", 0.5), ("tile4-q4", 0.875)):
+        art = work / f"llama7b-{enc}-{sparsity * 100:g}"
         if not art.exists():
             sh([sys.executable, str(HERE / "make_random_artifact.py"), str(art), "--encoding", enc,
                 "--sparsity", str(sparsity)])
         z = zoo_bench(art, threads, 1, n_prompt, n_gen)
+        q4_tps = q4_tps or z["decode_tps"]
         size = dir_bytes(art) / 2**30
-        rows.append(f"| Llama-7B random zoo {enc} {sparsity:.0%} vs llama.cpp Q4_0 | {z['decode_tps']:.2f} / "
-                    f"{peer['decode_tps']:.2f} ({z['decode_tps'] / peer['decode_tps']:.2f}x) | "
+        rows.append(f"| Llama-7B random zoo {enc} {sparsity:.1%} vs llama.cpp Q4_0 (vs zoo q4) | {z['decode_tps']:.2f} / "
+                    f"{peer['decode_tps']:.2f} ({z['decode_tps'] / peer['decode_tps']:.2f}x; "
+                    f"{z['decode_tps'] / q4_tps:.2f}x zoo q4) | "
                     f"{z['peak_rss_mb'] / 1024:.2f} / {peer['peak_rss_mb'] / 1024:.2f} GiB | {size:.2f} GiB |")
         print(rows[-1], flush=True)
     return rows
@@ -278,6 +281,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/zoo-bench-runtime"))
     ap.add_argument("--skip-7b", action="store_true")
+    ap.add_argument("--only-7b", action="store_true", help="only the random 7B-shaped table")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--sparse-only", action="store_true",
                     help="only the sparse-int4 vs q4 decode table (catalog models from ZOO_HOME's store)")
@@ -290,7 +294,10 @@ def main() -> None:
             f"{args.repeats})  ", ""]
     rows = ["| model | prefill tok/s zoo / llama.cpp | decode tok/s zoo / llama.cpp | warm start to first token | "
             "peak RSS zoo / llama.cpp |", "|---|---|---|---|---|"]
-    if args.sparse_only:
+    if args.only_7b:
+        rows = []
+        head[0] = f"Command: `python bench/runtime.py --only-7b --threads {args.threads}`  "
+    elif args.sparse_only:
         rows = sparse_ab(args.threads, args.repeats)[1:]
         head[0] = f"Command: `python bench/runtime.py --sparse-only --threads {args.threads} --repeats {args.repeats}`  "
     else:
