@@ -48,7 +48,9 @@ def _recipe(method, sparsity, pattern, profile, bits, group_size, quantizer, sam
 
 
 METHOD = typer.Option("sparsegpt", "--method", "-m", help="magnitude | wanda | sparsegpt.")
-PATTERN = typer.Option("unstructured", "--pattern", help="unstructured | 2:4 | 4:8 | neurons (MLP channels).")
+PATTERN = typer.Option("unstructured", "--pattern",
+                       help="unstructured | 2:4 | 4:8 | neurons (MLP channels) | tile4 (4-row tiles share columns, "
+                            "K of every 128 kept: sparsity 0.5, 0.625, 0.75 or 0.875; at 4 bits stored as tile4-q4).")
 PROFILE = typer.Option("uniform", "--profile", help="Per-layer sparsity: uniform | owl | sensitivity (measured per-layer pruning error).")
 GROUP = typer.Option(128, "--group-size", help="Quantization group size (multiple of 64 when sparse).")
 QUANTIZER = typer.Option("rtn", "--quantizer", help="rtn | gptq.")
@@ -102,6 +104,7 @@ def compress_cmd(
       zoo compress model.gguf -o smol-24-q4 --method wanda --pattern 2:4 --bits 4 --quantizer gptq
       zoo compress ./llama-dir -o llama-owl70 --method wanda --sparsity 0.7 --profile owl --samples 64
       zoo compress model.gguf -o smol-sens70 --method sparsegpt --sparsity 0.7 --profile sensitivity
+      zoo compress model.gguf -o smol-tile75 --method sparsegpt --pattern tile4 --sparsity 0.75 --bits 4 --quantizer gptq
     """
     from zoo.compress import compress
 

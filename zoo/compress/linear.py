@@ -13,7 +13,7 @@ import numpy as np
 from zoo.errors import CompressError
 from zoo.format import EncodedTensor
 
-from .masks import magnitude_scores, select, wanda_scores
+from .masks import magnitude_scores, select, tile4_keep, wanda_scores
 from .obs import hessian, inverse_hessian_factor, obs_compress
 from .quant import pack
 
@@ -98,14 +98,15 @@ def compress_linear(w: np.ndarray, stats: InputStats | None, recipe: LinearRecip
     if (r.needs_hessian or r.method == "wanda" and r.prunes) and stats is None:
         raise CompressError(f"{r.method}/{r.quantizer} needs calibration statistics")
     mask = None
+    keep = tile4_keep(r.sparsity) if r.prunes and r.pattern == "tile4" else None  # tile4-q4's K
     if r.prunes and r.method == "sparsegpt":
         joint = quant and r.quantizer == "gptq"
         res = obs_compress(w, stats.xtx, sparsity=r.sparsity, pattern=r.pattern, bits=r.bits if joint else None,
                            group_size=r.group_size, blocksize=r.blocksize, percdamp=r.percdamp,
                            factor=stats.inverse_factor(r.percdamp))
         if joint:
-            return pack(res.weight, res.mask, r.bits, r.group_size, res.codes, res.scales), res.mask
-        return pack(res.weight, res.mask, r.bits, r.group_size), res.mask
+            return pack(res.weight, res.mask, r.bits, r.group_size, res.codes, res.scales, keep=keep), res.mask
+        return pack(res.weight, res.mask, r.bits, r.group_size, keep=keep), res.mask
     if r.prunes:
         scores = magnitude_scores(w) if r.method == "magnitude" else wanda_scores(w, stats.col_norms)
         mask = select(scores, r.sparsity, r.pattern, r.scope if r.method == "magnitude" else "row")
@@ -114,5 +115,5 @@ def compress_linear(w: np.ndarray, stats: InputStats | None, recipe: LinearRecip
         res = obs_compress(w, stats.xtx, fixed_mask=mask, bits=r.bits, group_size=r.group_size,
                            blocksize=r.blocksize, percdamp=r.percdamp, act_order=r.act_order,
                            factor=None if r.act_order else stats.inverse_factor(r.percdamp))
-        return pack(res.weight, mask, r.bits, r.group_size, res.codes, res.scales), mask
-    return pack(w, mask, r.bits, r.group_size), mask
+        return pack(res.weight, mask, r.bits, r.group_size, res.codes, res.scales, keep=keep), mask
+    return pack(w, mask, r.bits, r.group_size, keep=keep), mask

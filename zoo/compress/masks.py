@@ -1,7 +1,12 @@
-"""Pruning masks from importance scores: per row, per layer, N:M; magnitude and Wanda scores.
+"""Pruning masks from importance scores: per row, per layer, N:M, tile4; magnitude and Wanda scores.
 
 A mask is bool [rows, cols] with True = keep. Selection is that of a stable sort (ties break by
 position), so the same scores always give the same mask; the k lowest are found by partition.
+
+tile4 (the `tile4-q4` encoding, format/SPEC.md): the 4 rows of a tile (rows 4t..4t+3) share one
+column mask, and every (tile, 128-column group) keeps exactly K = 128·(1 − sparsity) columns, K in
+{16, 32, 48, 64}; a narrower last group keeps min(K, width). The tile's score of a column is the sum
+of its 4 rows' scores.
 """
 
 from __future__ import annotations
@@ -10,17 +15,21 @@ import numpy as np
 
 from zoo.errors import CompressError
 
-PATTERNS = ("unstructured", "2:4", "4:8", "neurons")
+PATTERNS = ("unstructured", "2:4", "4:8", "neurons", "tile4")
+
+TILE_ROWS = 4  # rows sharing one column mask in tile4
+TILE_GROUP = 128  # columns per tile4 group (= the quantization group and SparseGPT's block)
+TILE4_KEEP = {0.5: 64, 0.625: 48, 0.75: 32, 0.875: 16}  # sparsity -> columns kept per (tile, group)
 
 
 def parse_nm(pattern: str) -> tuple[int, int] | None:
-    """'2:4' -> (2, 4) (keep N of every M); None for 'unstructured' and 'neurons'."""
-    if pattern in ("unstructured", "neurons"):
+    """'2:4' -> (2, 4) (keep N of every M); None for 'unstructured', 'neurons' and 'tile4'."""
+    if pattern in ("unstructured", "neurons", "tile4"):
         return None
     try:
         n, m = (int(p) for p in pattern.split(":"))
     except ValueError:
-        raise CompressError(f"pattern {pattern!r}: expected unstructured, neurons or N:M such as 2:4") from None
+        raise CompressError(f"pattern {pattern!r}: expected unstructured, neurons, tile4 or N:M such as 2:4") from None
     if not 0 < n < m:
         raise CompressError(f"pattern {pattern!r}: need 0 < N < M")
     return n, m
@@ -77,8 +86,41 @@ def prune_nm(scores: np.ndarray, n: int, m: int) -> np.ndarray:
     return mask
 
 
+def tile4_keep(sparsity: float | None) -> int:
+    """K, the columns each (tile, 128-column group) keeps, for a tile4 sparsity; CompressError otherwise."""
+    for level, keep in TILE4_KEEP.items():
+        if sparsity is not None and abs(sparsity - level) < 1e-9:
+            return keep
+    allowed = ", ".join(f"{s:g}" for s in TILE4_KEEP)
+    shown = "none" if sparsity is None else f"{sparsity:g}"
+    raise CompressError(f"pattern tile4 needs sparsity {allowed} (keep {', '.join(map(str, TILE4_KEEP.values()))} "
+                        f"of every 128 columns), got {shown}")
+
+
+def prune_tile4(scores: np.ndarray, keep: int) -> np.ndarray:
+    """Keep-mask [rows, cols]: the 4 rows of each tile share columns; every (tile, 128-column group)
+    keeps the `keep` columns with the highest score summed over the tile's rows (min(keep, width) in a
+    narrower last group). Ties break by position as in the other patterns (the leftmost lowest pruned)."""
+    rows, cols = scores.shape
+    if rows % TILE_ROWS:
+        raise CompressError(f"pattern tile4 needs a row count divisible by {TILE_ROWS}, got a {rows}x{cols} weight")
+    tiles = rows // TILE_ROWS
+    tile_scores = scores.reshape(tiles, TILE_ROWS, cols).sum(axis=1, dtype=np.float64)  # [tiles, cols]
+    tmask = np.ones((tiles, cols), dtype=bool)
+    full = cols - cols % TILE_GROUP
+    if full and keep < TILE_GROUP:
+        groups = tile_scores[:, :full].reshape(-1, TILE_GROUP)  # [tiles * full groups, 128]
+        tmask[:, :full] = ~_lowest_k(groups, TILE_GROUP - keep).reshape(tiles, full)
+    width = cols - full
+    if width > keep:
+        tmask[:, full:] = ~_lowest_k(tile_scores[:, full:], width - keep)
+    return np.repeat(tmask, TILE_ROWS, axis=0)
+
+
 def select(scores: np.ndarray, sparsity: float, pattern: str = "unstructured", scope: str = "row") -> np.ndarray:
-    """Keep-mask from scores (higher = more important) for a pattern; scope 'row' or 'layer'."""
+    """Keep-mask from scores (higher = more important) for a pattern; scope 'row' or 'layer' (unstructured)."""
+    if pattern == "tile4":
+        return prune_tile4(scores, tile4_keep(sparsity))
     nm = parse_nm(pattern)
     if nm is not None:
         return prune_nm(scores, *nm)
@@ -98,7 +140,10 @@ def wanda_scores(w: np.ndarray, col_norms: np.ndarray) -> np.ndarray:
 
 
 def pattern_sparsity(pattern: str, sparsity: float | None) -> float:
-    """The sparsity a pattern implies: N:M fixes it to 1 - N/M, otherwise the requested value."""
+    """The sparsity a pattern implies: N:M fixes it to 1 - N/M, tile4 allows four levels, otherwise the requested value."""
+    if pattern == "tile4":
+        keep = tile4_keep(sparsity)
+        return 1.0 - keep / TILE_GROUP
     nm = parse_nm(pattern)
     if nm is None:
         if sparsity is None:

@@ -1,7 +1,8 @@
 """The optimal-brain-surgeon column sweep shared by SparseGPT and GPTQ.
 
 Columns are processed left to right in lazy blocks; each column is pruned (SparseGPT picks the mask
-from w² / [H⁻¹]²_cc at the start of each block, or every M columns for N:M) and/or quantized (GPTQ),
+from w² / [H⁻¹]²_cc at the start of each block, or every M columns for N:M; for tile4 the block is
+one 128-column group and its scores are summed over each 4-row tile) and/or quantized (GPTQ),
 and its error is spread over the not-yet-processed columns through the upper Cholesky factor of the
 inverse Hessian H = XᵀX of the layer input. Pruned weights end exactly zero; quantized weights end
 on the group grid. float64 throughout: the matrices are small next to the forward pass.
@@ -22,7 +23,7 @@ import numpy as np
 
 from zoo.errors import CompressError
 
-from .masks import n_pruned, parse_nm, prune_lowest_global, prune_nm
+from .masks import TILE_GROUP, n_pruned, parse_nm, prune_lowest_global, prune_nm, prune_tile4, tile4_keep
 from .quant import f16_scale, group_scales, per_column, qmax_of
 
 
@@ -95,7 +96,8 @@ def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern
                  factor: tuple[np.ndarray, np.ndarray] | None = None) -> ObsResult:
     """Prune (adaptive mask, or `fixed_mask`) and/or quantize `w` [rows, cols] given H [cols, cols].
 
-    - SparseGPT: sparsity > 0 or an N:M pattern, no fixed mask.
+    - SparseGPT: sparsity > 0 or an N:M pattern, no fixed mask. tile4: each 128-column block keeps, per
+      4-row tile, the K columns with the highest w²/[U]²_cc summed over the tile's rows (blocksize 128).
     - GPTQ: bits set; with `fixed_mask` the pruned weights are held at zero (joint with Wanda/magnitude).
       `act_order`: columns by decreasing H_cc with static group scales (GPTQ only, not SparseGPT's masks).
     Unstructured masks prune exactly round(sparsity · rows · cols) weights, spread over the blocks.
@@ -104,7 +106,12 @@ def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern
     rows, cols = w.shape
     nm = parse_nm(pattern)
     adaptive = fixed_mask is None and (nm is not None or sparsity > 0)
+    tile4 = adaptive and pattern == "tile4"
+    keep = tile4_keep(sparsity) if tile4 else None
     qmax = qmax_of(bits) if bits is not None else None
+    if tile4 and (blocksize != TILE_GROUP or (qmax is not None and group_size != TILE_GROUP)):
+        raise CompressError(f"SparseGPT with pattern tile4 needs blocksize and group size {TILE_GROUP} "
+                            f"(the tile's column group), got {blocksize} and {group_size}")
     if act_order and (adaptive or qmax is None):
         raise CompressError("act-order applies to GPTQ quantization (alone or under a fixed mask), "
                             "not to SparseGPT's mask selection")
@@ -138,7 +145,9 @@ def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern
         err1 = np.zeros((rows, count))
         u1 = np.ascontiguousarray(u[i1:i2, i1:i2])
         d1 = np.diag(u1)
-        if adaptive and nm is None:
+        if tile4:  # the block is one group: per tile, the K best columns of the block's current weights
+            mask[:, i1:i2] = prune_tile4(w1 ** 2 / d1[None, :] ** 2, keep)
+        elif adaptive and nm is None:
             k = n_pruned(total, sparsity * (i2 / cols)) - n_pruned(total, sparsity * (i1 / cols))
             mask[:, i1:i2] = prune_lowest_global(w1 ** 2 / d1[None, :] ** 2, k)
         if adaptive and nm is not None and qmax is not None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,7 @@ from zoo.format import ArtifactWriter, decode, encode
 
 from .calibration import Calibration, calibration_windows
 from .linear import InputStats, compress_linear
+from .masks import tile4_keep
 from .neurons import channel_scores, keep_channels, kept_hidden
 from .pages import release_source_pages
 from .profile import outlier_ratio, owl_sparsities, uniform
@@ -44,6 +46,7 @@ class LayerReport:
     nbytes: int = 0
     sparsity_target: float = 0.0
     hidden: int | None = None
+    encodings: Counter = field(default_factory=Counter)  # encoding -> how many of the layer's linears got it
 
 
 def _eta(start: float, done: int, total: int) -> str:
@@ -123,6 +126,7 @@ def _compress_layer(config: dict, i: int, weights: dict[str, np.ndarray], stats:
         enc, mask = compress_linear(w, stats.get(short_name(name)), lin)
         encoded[name] = enc
         decoded[name] = decode(enc)
+        report.encodings[enc.encoding] += 1
         report.kept += int(w.size if mask is None else mask.sum())
         report.nbytes += enc.nbytes
         del w, mask
@@ -155,14 +159,17 @@ def _encode_edge(name: str, w: np.ndarray, config: dict, recipe: Recipe):
 
 
 def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calibration | None,
-                    layer_sparsity: list[float], progress: Progress | None = None) -> list[LayerReport]:
-    """Compress every decoder layer of `source` into `writer`, one layer in memory at a time."""
+                    layer_sparsity: list[float], progress: Progress | None = None) -> tuple[list[LayerReport], dict]:
+    """Compress every decoder layer of `source` into `writer`, one layer in memory at a time.
+
+    Returns (one report per layer, {edge tensor name: its encoding} for the embedding and head)."""
     from zoo.runtime.reference import embed, layer_names
 
     config = source.config
     n_layers = config["n_layers"]
     token_embd = source.tensor("token_embd.weight")
-    writer.add("token_embd.weight", _encode_edge("token_embd.weight", token_embd, config, recipe))
+    edges = {"token_embd.weight": _encode_edge("token_embd.weight", token_embd, config, recipe)}
+    writer.add("token_embd.weight", edges["token_embd.weight"])
     x = np.stack([embed(token_embd, t) for t in calib.tokens]) if calib is not None else None
     del token_embd
     release_source_pages(source, source.names)  # opening may have read (validated) every tensor
@@ -188,9 +195,53 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
                      f"{8 * report.nbytes / report.total:.2f} bits/weight ({_eta(start, i + 1, n_layers)})")
     writer.add("output_norm.weight", encode(source.tensor("output_norm.weight"), "dense", dtype="F32"))
     if not config["tied_embeddings"]:
-        writer.add("output.weight", _encode_edge("output.weight", source.tensor("output.weight"), config, recipe))
+        edges["output.weight"] = _encode_edge("output.weight", source.tensor("output.weight"), config, recipe)
+        writer.add("output.weight", edges["output.weight"])
     release_source_pages(source, source.names)
-    return reports
+    return reports, {name: t.encoding for name, t in edges.items()}
+
+
+def _linear_reason(encoding: str, recipe: Recipe) -> str:
+    """Why the decoder-block linears got `encoding` (one line for the card)."""
+    r, pruned = recipe, bool(recipe.sparsity) and recipe.pattern != "neurons"
+    if encoding == "tile4-q4":
+        return (f"block linears, pattern tile4 at {r.bits} bits: each 4-row tile keeps {tile4_keep(r.sparsity)} of "
+                "every 128 columns, the sparse form the decode kernels skip work in")
+    if encoding == "sparse-q4":
+        return "block linears with at least half of their weights pruned: bitmask + 4-bit codes of the kept weights"
+    if encoding == "q4" and pruned:
+        return ("block linears with less than half of their weights pruned: plain q4, pruned weights stored as "
+                "code 0 (value 0), since sparse-q4 decodes slower than q4 at this density")
+    if encoding in ("sparse-q8", "sparse-f16"):
+        return (f"block linears pruned ({r.pattern}), stored at {encoding[-3:]} as bitmask + kept values"
+                + (" (tile4-q4 is 4-bit only)" if r.pattern == "tile4" else ""))
+    if r.pattern == "neurons" and r.sparsity:
+        return f"block linears: MLP channels removed (smaller dense matrices), stored as {encoding}"
+    return f"block linears, not pruned: {encoding}" if encoding != "dense" else "block linears, not pruned: F16"
+
+
+def _edge_reason(name: str, encoding: str, config: dict) -> str:
+    what = "token embedding (tied: also the output head)" if name == "token_embd.weight" and config["tied_embeddings"] \
+        else ("token embedding" if name == "token_embd.weight" else "output head")
+    if encoding == "q8":
+        return f"{what}: read whole every token, q8 under a quantized body (zoo convert's rule)"
+    return f"{what}: F16" + (" (read one row per token)" if what == "token embedding" else "")
+
+
+def encodings_card(reports: list[LayerReport], edges: dict[str, str], recipe: Recipe, config: dict) -> tuple[dict, dict]:
+    """({encoding: number of matrices}, {encoding: why}) over the block linears, embedding and head, for the card."""
+    counts: Counter = Counter()
+    reasons: dict[str, list[str]] = {}
+    for r in reports:
+        counts.update(r.encodings)
+    for enc in sorted(counts):
+        reasons.setdefault(enc, []).append(_linear_reason(enc, recipe))
+    for name in sorted(edges):
+        enc = edges[name]
+        counts[enc] += 1
+        reasons.setdefault(enc, []).append(_edge_reason(name, enc, config))
+    order = sorted(counts, key=lambda e: (-counts[e], e))
+    return {e: int(counts[e]) for e in order}, {e: "; ".join(reasons[e]) for e in order}
 
 
 def _metrics(reports: list[LayerReport], files: list[dict]) -> dict:
@@ -264,11 +315,12 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
     shutil.rmtree(staging, ignore_errors=True)
     try:
         with ArtifactWriter(staging, _out_config(config, recipe, layer_sparsity)) as writer:
-            reports = stream_compress(source, writer, recipe, calib, layer_sparsity, progress)
+            reports, edges = stream_compress(source, writer, recipe, calib, layer_sparsity, progress)
             if source.tokenizer_json:
                 writer.add_file("tokenizer.json", source.tokenizer_json)
             compression = recipe.card()
             compression["calibration"] = calib.card() if calib is not None else None
+            compression["encodings"], compression["encoding_reasons"] = encodings_card(reports, edges, recipe, config)
             if ratios is not None:  # the profile's measured per-layer scores, beside its settings
                 key = "outlier_ratios" if recipe.profile == "owl" else "errors"
                 compression[recipe.profile][key] = [round(r, 6) for r in ratios]

@@ -3,6 +3,15 @@
 Codes are signed integers q with w ≈ q · scale[r, c // group_size]; scales are f16 and computed over
 the kept (mask = True) weights of a group only, so pruned weights stay exactly zero and do not widen
 the grid. 3 bits is stored in the 4-bit containers with codes limited to [-3, 3].
+
+Which encoding `pack` chooses for a 4-bit (or 3-bit) weight:
+- tile4 mask (`keep` = K given) -> `tile4-q4`, the encoding the decode kernels skip columns in;
+- any other mask pruning at least half of the weight -> `sparse-q4`;
+- a mask pruning less than half -> plain `q4`, the pruned weights stored as code 0 (value exactly 0),
+  the issue's rule "no sparse weight decodes slower than the same weight in q4": sparse-q4's per-row
+  bitmask walk costs more per row than dense q4 (bench/results/runtime.md: the catalog's sparse30-int4
+  decodes at 0.71-0.83x of its q4 on Zen 4, 0.50x on Zen 3), and its bytes save little below half;
+- no mask -> `q4`.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from zoo.errors import CompressError
 from zoo.format import EncodedTensor, encode, pack_q4, pack_q8, pack_sparse
 
 QMAX = {8: 127, 4: 7, 3: 3}
+SPARSE_Q4_MIN_SPARSITY = 0.5  # below this share of pruned weights a 4-bit weight is stored as plain q4
 
 
 def qmax_of(bits: int) -> int:
@@ -68,19 +78,28 @@ def dequantize(codes: np.ndarray, scales: np.ndarray, group_size: int) -> np.nda
 
 
 def pack(w: np.ndarray, mask: np.ndarray | None, bits: int, group_size: int,
-         codes: np.ndarray | None = None, scales: np.ndarray | None = None) -> EncodedTensor:
-    """Encode one linear weight: dense/q8/q4, or sparse-* when a mask prunes anything.
+         codes: np.ndarray | None = None, scales: np.ndarray | None = None, keep: int | None = None) -> EncodedTensor:
+    """Encode one linear weight: dense/q8/q4, sparse-*, or tile4-q4 (the choice: module docstring).
 
     With bits 16 the values are stored as f16 (`w` already holds the final weights, zeros pruned).
-    With bits 8/4/3 give `codes`/`scales` (GPTQ) or let RTN pick them from `w`.
+    With bits 8/4/3 give `codes`/`scales` (GPTQ) or let RTN pick them from `w`. `keep`: the mask is
+    tile4's with K = keep columns per (4-row tile, 128-column group).
     """
     sparse = mask is not None and not bool(mask.all())
+    if sparse and bits <= 4 and keep is None and 2 * int(np.count_nonzero(~mask)) < mask.size:
+        sparse = False  # lightly pruned: plain q4, pruned weights are code 0 (rtn and GPTQ both give 0 there)
     if bits == 16:
         if not sparse:
             return encode(w, "dense", dtype="F16")
         return pack_sparse("sparse-f16", mask, np.where(mask, w, 0).astype(np.float16), None, None)
     if codes is None:
         codes, scales = rtn(w, mask, bits, group_size)
+    if sparse and bits <= 4 and keep is not None:
+        if group_size != 128:
+            raise CompressError(f"tile4-q4 needs group size 128, got {group_size}")
+        from zoo.format.encode import pack_tile4_q4
+
+        return pack_tile4_q4(codes, np.ascontiguousarray(mask[::4]), scales, keep)
     if sparse:
         if group_size % 64:
             raise CompressError(f"sparse quantized tensors need a group size that is a multiple of 64, got {group_size}")

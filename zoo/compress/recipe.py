@@ -56,6 +56,15 @@ class Recipe:
             raise CompressError(f"sparsity must be in [0, 1), got {sparsity}")
         if sparsity > 0 and self.bits < 16 and self.pattern != "neurons" and self.group_size % 64:
             raise CompressError(f"sparse quantized weights need a group size that is a multiple of 64, got {self.group_size}")
+        if self.pattern == "tile4":
+            if self.profile != "uniform":
+                raise CompressError(f"the {self.profile} profile varies sparsity per layer; pattern tile4 allows only "
+                                    "0.5, 0.625, 0.75 or 0.875 in every layer: use --profile uniform")
+            if self.bits <= 4 and self.group_size != 128:
+                raise CompressError(f"pattern tile4 at {self.bits} bits is stored as tile4-q4, group size 128; "
+                                    f"got {self.group_size}")
+            if self.method == "sparsegpt" and self.blocksize != 128:
+                raise CompressError(f"SparseGPT with pattern tile4 needs blocksize 128 (one column group), got {self.blocksize}")
         if self.profile == "owl" and parse_nm(self.pattern) is not None:
             raise CompressError("the OWL profile varies sparsity per layer; it does not apply to N:M patterns")
         if self.profile == "sensitivity" and (parse_nm(self.pattern) is not None or self.pattern == "neurons"):
