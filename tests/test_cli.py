@@ -113,3 +113,26 @@ def test_sigterm_during_compress_leaves_nothing_behind(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())
+
+
+def test_inspect_says_why_each_encoding():
+    """tile4-q4 and the format 1.0 bitmask carry the layout rule; a q4 weight with zero codes reports them."""
+    doc = json.loads(zoo("inspect", str(VECTORS / "tile4-q4"), "--json").stdout)
+    tiles = [t for t in doc["tensors"] if t["encoding"] == "tile4-q4"]
+    assert tiles and all("K of 128" in t["why"] for t in tiles)
+    doc = json.loads(zoo("inspect", str(VECTORS / "sparse-q4"), "--json").stdout)
+    assert all("bitmask" in t["why"] for t in doc["tensors"] if t["encoding"] == "sparse-q4")
+    proc = zoo("inspect", str(VECTORS / "tile4-q4"))
+    assert proc.returncode == 0 and "why tile4-q4: tile pattern" in proc.stdout
+
+
+def test_zero_codes_of_a_pruned_q4_weight():
+    from zoo.format import encode
+    from zoo.inspect import layout_note, zero_codes
+
+    rng = np.random.default_rng(0)
+    w = (rng.choice([-1, 1], (8, 257)) * rng.uniform(1, 2, (8, 257))).astype(np.float32)  # nothing rounds to 0
+    w[:, ::3] = 0.0  # 86 of 257 columns
+    got = zero_codes(encode(w, "q4", group_size=64))
+    assert got == 86 / 257
+    assert "zeros as int4 codes" in layout_note("q4", got) and layout_note("q4", 0.0) == ""

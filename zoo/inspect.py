@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from zoo.format import open_artifact
 from zoo.format.stats import is_linear, tensor_stats
 
@@ -18,9 +20,10 @@ def inspect_artifact(path: str | Path) -> dict:
     for name in sorted(art.tensors, key=_natural):
         t = art.tensors[name]
         s = tensor_stats(t)
+        zeros = zero_codes(t)
         rows.append({"name": name, "encoding": t.encoding, "shape": list(t.shape), "sparsity": s["sparsity"],
                      "bits_per_weight": s["bits_per_weight"], "bytes": s["bytes"], "stored": s["stored"],
-                     "group_size": t.group_size})
+                     "group_size": t.group_size, "zero_codes": zeros, "why": layout_note(t.encoding, zeros)})
         tot["parameters"] += s["numel"]
         tot["stored"] += s["stored"]
         tot["bytes"] += s["bytes"]
@@ -38,6 +41,28 @@ def inspect_artifact(path: str | Path) -> dict:
     )
     return {"path": str(art.path), "format_version": art.format_version, "config": art.config, "card": art.card,
             "tensors": rows, "totals": tot}
+
+
+def zero_codes(t) -> float | None:
+    """Fraction of a q4/q8 weight's codes that store 0 (pruned weights kept dense); None for other encodings."""
+    if t.encoding not in ("q4", "q8") or "zeros" in t.parts:
+        return None
+    q = np.asarray(t.parts["qweight"])
+    if t.encoding == "q8":
+        return float(np.count_nonzero(q == 0)) / max(q.size, 1)
+    zero = np.count_nonzero((q & 15) == 8) + np.count_nonzero((q >> 4) == 8)  # an odd row's pad nibble is 0
+    return float(zero) / max(int(np.prod(t.shape)), 1)
+
+
+def layout_note(encoding: str, zeros: float | None) -> str:
+    """Why a linear weight is stored this way, for `zoo inspect` (the rule zoo compress applies, docs/kernels.md)."""
+    if encoding == "tile4-q4":
+        return "tile pattern: 4 rows keep K of 128 columns; decode work and bytes scale with K"
+    if encoding == "q4" and zeros is not None and zeros >= 0.05:
+        return "pruned below 50% without a tile pattern: zeros as int4 codes (q4 decodes faster than a mask)"
+    if encoding in ("sparse-q4", "sparse-q8"):
+        return "format 1.0 bitmask: decodes slower than q4 below ~90% sparsity; recompress with --pattern tile4"
+    return ""
 
 
 def _natural(name: str) -> tuple:

@@ -38,9 +38,12 @@ def inspect(
     if tensors:
         table = Table("tensor", "encoding", "shape", "sparsity", "bits/w", "bytes", box=None)
         for t in report["tensors"]:
-            table.add_row(t["name"], t["encoding"], "x".join(map(str, t["shape"])), f"{t['sparsity']:.1%}",
+            sparsity = f"{t['sparsity']:.1%}" if t["zero_codes"] is None else f"{t['zero_codes']:.1%} (codes)"
+            table.add_row(t["name"], t["encoding"], "x".join(map(str, t["shape"])), sparsity,
                           f"{t['bits_per_weight']:.2f}", f"{t['bytes']:,}")
         out.print(table)
+        for encoding, why in dict.fromkeys((t["encoding"], t["why"]) for t in report["tensors"] if t["why"]):
+            out.print(f"why {encoding}: {why}")
     tot = report["totals"]
     out.print(f"parameters {tot['parameters']:,}  stored {tot['stored']:,}  sparsity {tot['sparsity']:.1%}  "
               f"bytes {tot['bytes']:,}  bits/w {tot['bits_per_weight']:.3f}  "
