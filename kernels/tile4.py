@@ -2,26 +2,30 @@
 
 A tile of 4 rows keeps the same K columns of every 128-column group, so activations are gathered
 once per tile and group and every row does dense int4 work on K columns (tile4_ir.py: the SIMD
-bodies; here the numba drivers and the portable path). Weights stay as stored: parts are flat views
-of `tilemask` (uint64 [tiles * 2 ng]), `qweight` (uint8 [tiles * ng * 2K]) and `scales` (f16 bits,
-uint16 [tiles * ng * 4]); ng = ceil(cols / 128), K = keep.
+bodies; tile4_generic_ir.py: the portable path's target-independent IR; here the numba drivers).
+Weights stay as stored: parts are flat views of `tilemask` (uint64 [tiles * 2 ng]), `qweight` (uint8
+[tiles * ng * 2K]) and `scales` (f16 bits, uint16 [tiles * ng * 4]); ng = ceil(cols / 128), K = keep.
 
-The IR text is generated here (via tile4_ir) and linked into the numba functions of this file; a
-test checks IR_HASH against tile4_ir, so an IR edit also edits this file and numba recompiles.
+The IR text is generated here (via tile4_ir and tile4_generic_ir) and linked into the numba functions
+of this file; tests check IR_HASH against tile4_ir and GENERIC_IR_HASH against tile4_generic_ir, so an
+IR edit also edits this file and numba recompiles.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+import llvmlite.binding as llvm
 import numpy as np
 from numba import njit, prange
+from numba.core import config
 
-from . import tile4_ir
+from . import tile4_generic_ir, tile4_ir
 from ._llvm import call_intrinsic, f16_to_f32, trailing_zeros
 from .simd import AVX2, AVX512, quantize_activations
 
 IR_HASH = "3309270e189a6973"
+GENERIC_IR_HASH = "83bfe4b2b1f61c80"
 FAST = {"reassoc", "contract"}
 GROUP = 128
 TILE_BLOCK = 4  # tiles (16 rows) per parallel block, as the fused step's row blocks
@@ -95,53 +99,69 @@ def matvec_simd(mask, qweight, scales, isa, rows, cols, keep, x, out):
             simd_tile(mask, qweight, scales, t, ng, keep, isa, xq, xd, bufs[blk], out, 4 * t)
 
 
-@njit(cache=True, fastmath=FAST, inline="always")
-def stage_float(mask, t, ng, cols, x, cf):
-    """cf float32 [ng * K]: the tile's kept activations, group g at g*K (padding columns give 0)."""
-    keep = cf.size // ng
-    for g in range(ng):
-        p = g * keep
-        for h in range(2):
-            bits = mask[(t * ng + g) * 2 + h]
-            base = g * GROUP + h * 64
-            while bits != 0:
-                c = base + trailing_zeros(bits)
-                cf[p] = x[c] if c < cols else np.float32(0.0)
-                p += 1
-                bits &= bits - np.uint64(1)
+def generic_ir_hash() -> str:
+    """sha256 prefix of the portable path's IR module; GENERIC_IR_HASH must equal it (a test checks)."""
+    return hashlib.sha256(tile4_generic_ir.module().encode()).hexdigest()[:16]
 
 
-@njit(cache=True, fastmath=FAST, inline="always")
-def float_row(qweight, scales, t, r, ng, keep, cf):
-    """Row r (0..3) of tile t against the staged float activations cf: sum_g scale * sum_i (u_i - 8) c_i."""
-    total = np.float32(0.0)
-    for g in range(ng):
-        blk = (t * ng + g) * 2 * keep
-        acc = np.float32(0.0)
-        for piece in range(keep // 16):  # 16 lanes share a nibble half and a 32-byte chunk
-            lane = r * keep + 16 * piece
-            b0 = blk + 32 * (lane >> 6) + (lane & 31)
-            shift = ((lane >> 5) & 1) * 4
-            c0 = g * keep + 16 * piece
-            for i in range(16):
-                acc += np.float32(np.int32((qweight[b0 + i] >> shift) & 15) - 8) * cf[c0 + i]
-        total += f16_to_f32(scales[(t * ng + g) * 4 + r]) * acc
-    return total
+def _host_compresses() -> bool:
+    """True when the CPU numba compiles for has a compress instruction (AVX-512F `vcompressps`): there
+    `llvm.masked.compressstore` is a few instructions; elsewhere LLVM makes it one branch per lane."""
+    features = config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
+
+
+COMPRESS = _host_compresses()
+_stage_c = call_intrinsic("zoo_tile4_generic", tile4_generic_ir.module, "zoo_t4p_stage_compress", "ppiip")
+_stage_s = call_intrinsic("zoo_tile4_generic", tile4_generic_ir.module, "zoo_t4p_stage_scalar", "ppiip")
+_sb16, _sb32, _sb48 = (call_intrinsic("zoo_tile4_generic", tile4_generic_ir.module, f"zoo_t4p_stage_bits_{k}", "ppiip")
+                       for k in (16, 32, 48))
+_dp16, _dp32, _dp48, _dp64 = (call_intrinsic("zoo_tile4_generic", tile4_generic_ir.module, f"zoo_t4p_dot_{k}", "pppip")
+                              for k in tile4_generic_ir.KEEPS)
+
+
+@njit(cache=True, inline="always")
+def stage_float(mask, t, ng, keep, xp, cf):
+    """cf float32 [ng * K + 64]: tile t's kept activations, group g at g*K; xp float32 [128 ng + 64], x zero padded."""
+    if COMPRESS:  # AVX-512 vcompressps; elsewhere branch-free scalar code (tile4_generic_ir)
+        _stage_c(mask, t * 2 * ng, xp, 0, ng, keep, cf, 0)
+    elif keep == 16:
+        _sb16(mask, t * 2 * ng, xp, 0, ng, keep, cf, 0)
+    elif keep == 32:
+        _sb32(mask, t * 2 * ng, xp, 0, ng, keep, cf, 0)
+    elif keep == 48:
+        _sb48(mask, t * 2 * ng, xp, 0, ng, keep, cf, 0)
+    else:
+        _stage_s(mask, t * 2 * ng, xp, 0, ng, keep, cf, 0)
+
+
+@njit(cache=True, inline="always")
+def portable_tile(mask, qweight, scales, t, ng, keep, xp, cf, out, o):
+    """out[o .. o+4) = the 4 rows of tile t against float32 activations xp (generic IR, float32 throughout)."""
+    stage_float(mask, t, ng, keep, xp, cf)
+    q, s = t * ng * 2 * keep, t * ng * 4
+    if keep == 16:
+        _dp16(qweight, q, scales, s, cf, 0, ng, out, o)
+    elif keep == 32:
+        _dp32(qweight, q, scales, s, cf, 0, ng, out, o)
+    elif keep == 48:
+        _dp48(qweight, q, scales, s, cf, 0, ng, out, o)
+    else:
+        _dp64(qweight, q, scales, s, cf, 0, ng, out, o)
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)
 def matvec_portable(mask, qweight, scales, rows, cols, keep, x, out):
-    """Portable: float32 activations gathered once per tile, plain numba dots."""
+    """Portable: float32 activations gathered once per tile, then the 4 rows' dots (tile4_generic_ir)."""
     ng = (cols + GROUP - 1) // GROUP
     tiles = rows // 4
     n_blocks = (tiles + TILE_BLOCK - 1) // TILE_BLOCK
-    cfs = np.empty((n_blocks, ng * keep), np.float32)
+    xp = np.zeros(ng * GROUP + 64, np.float32)  # x zero padded to whole groups (padding lanes' codes are 8)
+    xp[:cols] = x
+    cfs = np.empty((n_blocks, ng * keep + 64), np.float32)  # allocated outside the prange
     for blk in prange(n_blocks):
-        cf = cfs[blk]
         for t in range(blk * TILE_BLOCK, min(tiles, (blk + 1) * TILE_BLOCK)):
-            stage_float(mask, t, ng, cols, x, cf)
-            for r in range(4):
-                out[4 * t + r] = float_row(qweight, scales, t, r, ng, keep, cf)
+            portable_tile(mask, qweight, scales, t, ng, keep, xp, cfs[blk], out, 4 * t)
 
 
 @njit(parallel=True, cache=True, fastmath=FAST)

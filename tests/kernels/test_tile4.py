@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 from kernel_reference import float_bound, int8_activation_bound
 
 import zoo.kernels as K
 from zoo.errors import KernelError
 from zoo.format import ArtifactWriter, decode, encode, expected_tensors
-from zoo.kernels import tile4, tile4_ir
+from zoo.kernels import tile4, tile4_generic_ir, tile4_ir
 
 PATHS = K.available_paths()
 KEEPS = (16, 32, 48, 64)
@@ -101,6 +102,52 @@ def test_prepare_refuses_inconsistent_parts():
 def test_ir_hash_is_recorded():
     """tile4.py changes whenever its IR does, so numba's cache of it (and of the fused step) is invalidated."""
     assert tile4.IR_HASH == tile4.ir_hash()
+
+
+def test_generic_ir_hash_is_recorded():
+    assert tile4.GENERIC_IR_HASH == tile4.generic_ir_hash()
+
+
+def test_generic_ir_is_target_independent():
+    """The portable path's IR names no target intrinsic or feature: any LLVM backend compiles it."""
+    text = tile4_generic_ir.module()
+    assert "llvm.x86" not in text and "target-features" not in text and "llvm.aarch64" not in text
+    assert all(f"@zoo_t4p_dot_{k}(" in text for k in KEEPS)
+
+
+@njit
+def _stage_every_way(mask, t, ng, keep, xp, out):
+    """out[0] compress, out[1] scalar, out[2] bits_K (K < 64): the three stagings of tile t."""
+    tile4._stage_c(mask, t * 2 * ng, xp, 0, ng, keep, out[0], 0)
+    tile4._stage_s(mask, t * 2 * ng, xp, 0, ng, keep, out[1], 0)
+    if keep == 16:
+        tile4._sb16(mask, t * 2 * ng, xp, 0, ng, keep, out[2], 0)
+    elif keep == 32:
+        tile4._sb32(mask, t * 2 * ng, xp, 0, ng, keep, out[2], 0)
+    elif keep == 48:
+        tile4._sb48(mask, t * 2 * ng, xp, 0, ng, keep, out[2], 0)
+
+
+@pytest.mark.parametrize("keep", KEEPS)
+def test_portable_stagings_agree(keep):
+    """Every staging of the portable path (only one runs on a given CPU) gathers each tile's kept
+    activations in column order, group g at g*K, including a narrow last group's padding (zeros)."""
+    rng = np.random.default_rng(10 + keep)
+    rows, cols = 12, 900  # the last group is 4 columns wide: K - 4 padding positions kept
+    t, _ = tile_tensor(rng, rows, cols, keep)
+    mask = t.parts["tilemask"].reshape(-1)
+    ng = -(-cols // 128)
+    x = rng.standard_normal(cols).astype(np.float32)
+    xp = np.zeros(ng * 128 + 64, np.float32)
+    xp[:cols] = x
+    for tile in range(rows // 4):
+        bits = np.unpackbits(mask[tile * 2 * ng:(tile + 1) * 2 * ng].view(np.uint8), bitorder="little")
+        want = xp[:ng * 128][bits.astype(bool)]
+        assert want.size == ng * keep
+        got = np.full((3, ng * keep + 64), np.nan, np.float32)
+        _stage_every_way(mask, tile, ng, keep, xp, got)
+        for way in range(3 if keep < 64 else 2):
+            assert np.array_equal(got[way, :ng * keep], want), (tile, way)
 
 
 def test_ir_has_one_dot_per_keep():
