@@ -9,7 +9,7 @@ greedy tokens, best of --repeats; warm start to first token (`zoo run -n 1`, pro
 one-token raw prompt and for a chat-template prompt);
 peak RSS (VmHWM) against artifact size. Then a random-weight Llama-2-7B-shaped model: zoo q4 and
 sparse-q4 at 50% and 90% and tile4-q4 at 50% and 87.5% vs a random llama.cpp Q4_0 GGUF of the same shapes (decode and RSS).
-The catalog's sparse30/50/70-int4 SmolLM2 models against its q4 (fused and op-by-op decode, one process;
+The catalog's sparse30/50/75-int4 SmolLM2 models against its q4 (fused and op-by-op decode, one process;
 from ZOO_HOME's store, built from their recipes when missing): `--sparse-only` runs just that table.
 Every measurement runs in its own subprocess so RSS is per model. Prints and writes a markdown table.
 """
@@ -262,7 +262,7 @@ CATALOG = "smollm2-135m-instruct-"
 def sparse_ab(threads: int, repeats: int, op_by_op: bool = True) -> list[str]:
     """Decode tok/s of the catalog's sparse-int4 SmolLM2 models against its dense q4, one process,
     round-robin (64 tokens after a 128-token prompt); models come from the store (built when missing)."""
-    names = [CATALOG + v for v in ("q4", "sparse30-int4", "sparse50-int4", "sparse70-int4")]
+    names = [CATALOG + v for v in ("q4", "sparse30-int4", "sparse50-int4", "sparse75-int4")]
     r = json.loads(sh([sys.executable, "-c", SPARSE_AB_CHILD, ",".join(names), str(threads), str(repeats),
                        "1" if op_by_op else "0"]))
     q4 = next(tps for n, p, tps, _ in r if n == names[0] and p == "fused")

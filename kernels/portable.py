@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ._llvm import bf16_to_f32, f16_to_f32, popcount, trailing_zeros
+from ._llvm import bf16_to_f32, f16_to_f32, trailing_zeros
 
 # reassociation lets LLVM vectorize the row reductions; no nnan/ninf, so inf/nan inputs propagate
 FAST = {"reassoc", "contract"}
@@ -132,13 +132,3 @@ def matvec_sparse_f16(bitmask, row_offsets, values, rows, cols, x, out):
                 pos += 1
                 m &= m - np.uint64(1)
         out[r] = acc
-
-
-@njit(cache=True)
-def row_popcounts(bitmask, rows, n_words):
-    """Stored values per row (used by tests and the benchmark): int64 [rows]."""
-    counts = np.zeros(rows, np.int64)
-    for r in range(rows):
-        for wd in range(n_words):
-            counts[r] += popcount(bitmask[r * n_words + wd])
-    return counts

@@ -18,7 +18,7 @@ from ._llvm import data_ptr, declare, f16_to_f32, link_ir
 
 # Must equal _ir.ir_hash() (tests check it): editing the IR then forces an edit here, and numba
 # invalidates the cached kernels of a changed source file.
-IR_HASH = "1574376a9c0b3fef"
+IR_HASH = "c47f886cb7405c15"
 AVX512, AVX2 = 0, 1
 _PTR = ir.PointerType()
 _I64 = ir.IntType(64)

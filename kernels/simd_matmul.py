@@ -21,7 +21,7 @@ from ._llvm import data_ptr, declare, popcount
 # numba invalidates a cached kernel only when its own file changes, but these kernels inline code
 # from simd.py (and link the IR that simd.IR_HASH tracks): SIMD_PY_HASH must equal
 # simd_source_hash() (a test checks), so an edit of simd.py forces an edit here.
-SIMD_PY_HASH = "ef11d4f2f828bc57"
+SIMD_PY_HASH = "af7bfef847cbf5cf"
 _PTR = ir.PointerType()
 _I64 = ir.IntType(64)
 _F32 = ir.FloatType()

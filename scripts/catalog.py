@@ -1,6 +1,6 @@
 """Measure and fill in the built-in catalog's cards from their recipes (maintainers run this; users run `zoo build`).
 
-    python scripts/catalog.py [NAME ...] [--repeats 3] [--work /tmp/zoo-catalog]
+    python scripts/catalog.py [NAME ...] [--repeats 3] [--work /tmp/zoo-catalog] [--speed-only]
 
 For each card in cards/ with a recipe whose base is available here (default: every such card): build
 it with `zoo compress` from the recipe, measure perplexity of base and result on the shipped
@@ -8,6 +8,8 @@ evaluation text (one protocol, recorded), decode and prefill tokens/s with the n
 `--repeats`, 2 threads), then rewrite the card with the recipe's base and calibration digests, the
 files' digests and the metrics. Hand-written fields (name, description, license, tags, base model,
 the recipe's options) are kept. Cards whose base cannot be fetched here are reported and left as they are.
+`--speed-only` re-measures only the tokens/s of models already built in `--work` (e.g. on a quiet machine after
+building beside other work): every file is checked against the card's sha256 first.
 """
 
 from __future__ import annotations
@@ -55,6 +57,29 @@ def speed(path: Path, repeats: int) -> dict:
     return measure(model, tok, prompt_tokens=128, gen_tokens=128, repeats=repeats)
 
 
+def _speed_metrics(tps: dict, repeats: int) -> dict:
+    measured = {"machine": machine(), "threads": THREADS, "prompt_tokens": tps["prompt_tokens"],
+                "gen_tokens": tps["gen_tokens"], "protocol": f"zoo bench, best of {repeats}, greedy, EOS ignored"}
+    return {"decode_tps": {"value": round(tps["decode_tps"], 1), **measured},
+            "prefill_tps": {"value": round(tps["prefill_tps"], 1), **measured}}
+
+
+def respeed(card_path: Path, work: Path, repeats: int, log) -> None:
+    """Re-measure the speed of the card's model as built in `work`, after checking its files' digests."""
+    from zoo.errors import ChecksumError
+
+    card = yaml.safe_load(card_path.read_text())
+    out = work / card["name"]
+    for f in card.get("files") or []:
+        got = out / f["path"]
+        if not got.is_file() or hashlib.sha256(got.read_bytes()).hexdigest() != f["sha256"]:
+            raise ChecksumError(f"{got}: missing or not the card's file (build it first without --speed-only)")
+    tps = speed(out, repeats)
+    card["metrics"].update(_speed_metrics(tps, repeats))
+    card_path.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True, width=110))
+    log(f"{card['name']}: decode {tps['decode_tps']:.1f} tok/s, prefill {tps['prefill_tps']:.1f} tok/s -> {card_path.name}")
+
+
 def refresh(card_path: Path, work: Path, repeats: int, base_ppl: dict, log) -> None:
     from zoo.build.base import fetch
     from zoo.build.build import calibration_text, compress_recipe
@@ -82,8 +107,6 @@ def refresh(card_path: Path, work: Path, repeats: int, base_ppl: dict, log) -> N
     made["metrics"]["perplexity"] = {"base": round(base_ppl[key]["perplexity"], 4),
                                      "value": round(result["perplexity"], 4), "protocol": result["protocol"]}
     tps = speed(out, repeats)
-    measured = {"machine": machine(), "threads": THREADS, "prompt_tokens": tps["prompt_tokens"],
-                "gen_tokens": tps["gen_tokens"], "protocol": f"zoo bench, best of {repeats}, greedy, EOS ignored"}
     card["zoo_version"] = made["zoo_version"]
     card["base_model"]["sha256"] = key
     card["compression"] = made["compression"]
@@ -93,10 +116,7 @@ def refresh(card_path: Path, work: Path, repeats: int, base_ppl: dict, log) -> N
         cal_path = CALIBRATION_TEXT if cal.get("text", "builtin") == "builtin" else Path(cal["text"])
         cal["sha256"] = hashlib.sha256(cal_path.read_bytes()).hexdigest()
         card["recipe"]["calibration"] = cal
-    card["metrics"] = {**made["metrics"],
-                       "decode_tps": {"value": round(tps["decode_tps"], 1), **measured},
-                       "prefill_tps": {"value": round(tps["prefill_tps"], 1), **measured},
-                       "build_seconds": round(seconds, 1)}
+    card["metrics"] = {**made["metrics"], **_speed_metrics(tps, repeats), "build_seconds": round(seconds, 1)}
     card["files"] = made["files"]
     order = ["card_version", "name", "description", "license", "architecture", "parameters", "tags", "zoo_version",
              "base_model", "compression", "metrics", "recipe", "files"]
@@ -114,6 +134,7 @@ def main() -> int:
     parser.add_argument("names", nargs="*", help="card names (default: every card with a buildable recipe)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/zoo-catalog"))
+    parser.add_argument("--speed-only", action="store_true", help="only re-measure tokens/s of models built in --work")
     args = parser.parse_args()
     from zoo.errors import ZooError
     from zoo.evaluate import fixed_blas_threads
@@ -130,7 +151,10 @@ def main() -> int:
             continue
         try:
             with fixed_blas_threads():
-                refresh(path, args.work, args.repeats, base_ppl, log)
+                if args.speed_only:
+                    respeed(path, args.work, args.repeats, log)
+                else:
+                    refresh(path, args.work, args.repeats, base_ppl, log)
         except ZooError as err:
             log(f"{card['name']}: left as it is: {err}")
             failed += 1

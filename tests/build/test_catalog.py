@@ -26,7 +26,7 @@ def load(name: str) -> dict:
 
 
 def test_the_catalog_has_the_smollm2_ladder_and_the_7b_names():
-    for variant in ("f16", "q8", "q4", "sparse30-int4", "sparse50-int4", "sparse70-int4"):
+    for variant in ("f16", "q8", "q4", "sparse30-int4", "sparse50-int4", "sparse75-int4"):
         assert f"smollm2-135m-instruct-{variant}" in SMOL
     assert "llama-7b-sparse90-int4" in BIG and len(BIG) >= 4
 
