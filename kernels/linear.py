@@ -240,7 +240,8 @@ def matmul_kernel(pw: PreparedWeight, path: str, tokens: int = 32) -> str:
     (AVX-512, int8 activations, VNNI over the nonzeros: sparse-q4/q8 at density <= VCSR_DENSITY and at
     least vcsr_min_tokens(density) tokens),
     "csr" (float32 over the nonzeros, generic IR: sparse weights on the portable and avx2 paths,
-    sparse-f16 on all), "tile4" (tile4-q4 on every path: float32, a tile's activations gathered once) or
+    sparse-f16 on all), "tile4" (tile4-q4: on avx512/avx2 the matvec's int8 tiles, token by token per tile;
+    portable: float32, a tile's activations gathered once for every token) or
     "float" (plain numba, the rest)."""
     if pw.encoding == "tile4-q4":
         return "tile4"
@@ -261,7 +262,11 @@ def _matmul(pw: PreparedWeight, path: str, x: np.ndarray, out: np.ndarray) -> No
     flat_out = out.reshape(-1)
     kernel = matmul_kernel(pw, path, tokens)
     if kernel == "tile4":
-        tile4.matmul(p["tilemask"], p["qweight"], p["scales"], rows, cols, pw.kind, x.reshape(-1), tokens, flat_out)
+        if path == "portable":
+            tile4.matmul(p["tilemask"], p["qweight"], p["scales"], rows, cols, pw.kind, x.reshape(-1), tokens, flat_out)
+        else:
+            tile4.matmul_simd(p["tilemask"], p["qweight"], p["scales"], tile4.AVX512 if path == "avx512" else tile4.AVX2,
+                              rows, cols, pw.kind, x.reshape(-1), tokens, flat_out)
         return
     if kernel == "csr":
         csr_matmul.matmul_csr(p["bitmask"], p["row_offsets"], p["values"], p.get("scales", _EMPTY_U16), pw.kind, rows,

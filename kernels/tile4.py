@@ -99,6 +99,29 @@ def matvec_simd(mask, qweight, scales, isa, rows, cols, keep, x, out):
             simd_tile(mask, qweight, scales, t, ng, keep, isa, xq, xd, bufs[blk], out, 4 * t)
 
 
+@njit(parallel=True, cache=True, fastmath=FAST)
+def matmul_simd(mask, qweight, scales, isa, rows, cols, keep, x, tokens, out):
+    """Prefill on avx512 / avx2: every token's activations to int8 (as the matvec does), then per tile the
+    tokens in turn, so the tile's codes are read from memory once and from cache for the other tokens.
+    x float32 [tokens * cols]; out float32 [tokens * rows] (a tile's 4 outputs of a token are contiguous)."""
+    ng = (cols + GROUP - 1) // GROUP
+    width = (cols + 63) // 64 * 64 + 64  # quantize_activations' padded length
+    xqs = np.empty((tokens, width), np.int8)
+    xds = np.empty((tokens, ng), np.float32)
+    for tok in range(tokens):
+        xq, xd, _ = quantize_activations(x[tok * cols:(tok + 1) * cols], cols, GROUP)
+        xqs[tok] = xq
+        xds[tok] = xd
+    tiles = rows // 4
+    n_blocks = (tiles + TILE_BLOCK - 1) // TILE_BLOCK
+    bufs = np.empty((n_blocks, scratch_bytes(cols, keep)), np.uint8)
+    for blk in prange(n_blocks):
+        for t in range(blk * TILE_BLOCK, min(tiles, (blk + 1) * TILE_BLOCK)):
+            for tok in range(tokens):
+                simd_tile(mask, qweight, scales, t, ng, keep, isa, xqs[tok], xds[tok], bufs[blk], out,
+                          tok * rows + 4 * t)
+
+
 def generic_ir_hash() -> str:
     """sha256 prefix of the portable path's IR module; GENERIC_IR_HASH must equal it (a test checks)."""
     return hashlib.sha256(tile4_generic_ir.module().encode()).hexdigest()[:16]
