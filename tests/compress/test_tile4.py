@@ -214,6 +214,9 @@ def test_tile4_q4_decodes_to_the_pruned_weights(layer, method, quantizer):
     assert np.count_nonzero(dense) <= mask.sum()
     assert_tile4(unpack_mask(np.asarray(t.parts["tilemask"]), COLS).repeat(4, axis=0), 32)
     np.testing.assert_array_equal(unpack_mask(np.asarray(t.parts["tilemask"]), COLS).repeat(4, axis=0), mask)
+    if quantizer == "gptq":  # the stored codes and scales are exactly the joint sweep's
+        res = obs_compress(w, stats.xtx, sparsity=0.75, pattern="tile4", bits=4, group_size=128)
+        np.testing.assert_array_equal(dense, res.weight)
     if quantizer == "rtn":  # round to nearest of the pruned weights: within half a step of each group's grid
         step = np.repeat(rtn(w, mask, 4, 128)[1].astype(np.float32), 128, axis=1)[:, :COLS]
         assert np.all(np.abs(dense - np.where(mask, w, 0)) <= 0.5 * step * (1 + 1e-3) + 1e-7)
