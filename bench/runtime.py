@@ -8,7 +8,7 @@ F16 (both GGUFs made from the shipped Q4_1 with llama.cpp's own quantizer), 128-
 greedy tokens, best of --repeats; warm start to first token (`zoo run -n 1`, process start to exit, for a
 one-token raw prompt and for a chat-template prompt);
 peak RSS (VmHWM) against artifact size. Then a random-weight Llama-2-7B-shaped model: zoo q4 and
-sparse-q4 at 50% and 90% and tile4-q4 at 50% and 87.5% vs a random llama.cpp Q4_0 GGUF of the same shapes (decode and RSS).
+tile4-q4 at 50% and 87.5% (sparse-q4: session 3's rows) vs a random llama.cpp Q4_0 GGUF of the same shapes (decode and RSS).
 The catalog's sparse30/50/75-int4 SmolLM2 models against its q4 (fused and op-by-op decode, one process;
 from ZOO_HOME's store, built from their recipes when missing): `--sparse-only` runs just that table.
 Every measurement runs in its own subprocess so RSS is per model. Prints and writes a markdown table.
@@ -215,7 +215,7 @@ def llama7b(work: Path, threads: int, repeats: int) -> list[str]:
     peer = llama_bench(random_7b_gguf(work / "llama7b-random-Q4_0.gguf"), threads, 1, n_prompt, n_gen)
     print(f"llama.cpp Q4_0 7B: {peer}", flush=True)
     q4_tps = None
-    for enc, sparsity in (("q4", 0.0), ("sparse-q4", 0.5), ("sparse-q4", 0.9), ("tile4-q4", 0.5), ("tile4-q4", 0.875)):
+    for enc, sparsity in (("q4", 0.0), ("tile4-q4", 0.5), ("tile4-q4", 0.875)):  # sparse-q4 rows: session 3
         art = work / f"llama7b-{enc}-{sparsity * 100:g}"
         if not art.exists():
             sh([sys.executable, str(HERE / "make_random_artifact.py"), str(art), "--encoding", enc,
