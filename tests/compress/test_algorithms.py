@@ -74,7 +74,12 @@ def test_nm_holds_in_every_group(layer, pattern, method, bits):
     n, m = parse_nm(pattern)
     t, mask = compress_linear(w, stats, LinearRecipe(method=method, sparsity=None or 0.5, pattern=pattern, bits=bits,
                                                      quantizer="gptq" if bits < 16 else "rtn"))
-    groups = stored_mask(t).reshape(ROWS, COLS // m, m).sum(axis=2)
+    if t.encoding == "q4":  # N:M at 4 bits is below the sparse-q4 crossover: zeros stored as codes
+        assert np.all(decode(t)[~mask] == 0)
+        kept = mask
+    else:
+        kept = stored_mask(t)
+    groups = kept.reshape(ROWS, COLS // m, m).sum(axis=2)
     assert np.all(groups == n)
 
 
@@ -100,13 +105,14 @@ def test_gptq_error_at_most_rtn(layer, bits):
 @pytest.mark.parametrize("bits", [8, 4])
 def test_quantized_zeros_stay_zero(layer, method, quantizer, bits):
     x, w, stats = layer
-    t, mask = compress_linear(w, stats, LinearRecipe(method=method, sparsity=0.5, bits=bits, quantizer=quantizer))
+    sparsity = 0.5 if bits == 8 else 0.9  # a 4-bit weight is stored sparse-q4 past the crossover only (else q4)
+    t, mask = compress_linear(w, stats, LinearRecipe(method=method, sparsity=sparsity, bits=bits, quantizer=quantizer))
     assert t.encoding == f"sparse-q{bits}"
     np.testing.assert_array_equal(stored_mask(t), mask)
     dense = decode(t)
     assert np.all(dense[~mask] == 0)
-    assert 1 - mask.mean() == pytest.approx(0.5, abs=1 / w.size)
-    assert rel_error(x, w, t) < 0.5
+    assert 1 - mask.mean() == pytest.approx(sparsity, abs=1 / COLS)  # per-row rounding
+    assert rel_error(x, w, t) < (0.5 if bits == 8 else 1.0)
 
 
 def test_joint_gptq_beats_prune_then_rtn(layer):

@@ -55,19 +55,19 @@ def test_compress_sensitivity_profile_from_the_cli(tiny_llama, tmp_path):
 
 def test_sweep_writes_table_csv_json_png(tiny_llama, tmp_path):
     out = tmp_path / "sweep"
-    proc = zoo("sweep", str(tiny_llama), "--method", "magnitude", "--sparsity", "0.3,0.6", "--bits", "4,8", "-o", str(out),
+    proc = zoo("sweep", str(tiny_llama), "--method", "magnitude", "--sparsity", "0.3,0.9", "--bits", "4,8", "-o", str(out),
                "--ctx", "32", "--eval-windows", "2", "-q")
     assert proc.returncode == 0, proc.stderr
     assert "Pareto" in proc.stdout
     rows = list(csv.DictReader(open(out / "sweep.csv")))
-    assert [(r["sparsity"], r["bits"]) for r in rows] == [("0.3", "4"), ("0.3", "8"), ("0.6", "4"), ("0.6", "8")]
+    assert [(r["sparsity"], r["bits"]) for r in rows] == [("0.3", "4"), ("0.3", "8"), ("0.9", "4"), ("0.9", "8")]
     assert any(r["pareto"] == "True" for r in rows)
     doc = json.loads((out / "sweep.json").read_text())
     assert len(doc["points"]) == 4 and doc["protocol"]["ctx"] == 32
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     smallest = min(doc["points"], key=lambda p: p["size_bytes"])
-    assert smallest["pareto"] and (smallest["sparsity"], smallest["bits"]) == (0.6, 4)
-    assert (out / "magnitude-unstructured-s0.6-b4" / "zoo.yaml").is_file()
+    assert smallest["pareto"] and (smallest["sparsity"], smallest["bits"]) == (0.9, 4)
+    assert (out / "magnitude-unstructured-s0.9-b4" / "zoo.yaml").is_file()
 
 
 @pytest.mark.parametrize("args,code,needle", [

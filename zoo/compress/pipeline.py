@@ -208,10 +208,11 @@ def _linear_reason(encoding: str, recipe: Recipe) -> str:
         return (f"block linears, pattern tile4 at {r.bits} bits: each 4-row tile keeps {tile4_keep(r.sparsity)} of "
                 "every 128 columns, the sparse form the decode kernels skip work in")
     if encoding == "sparse-q4":
-        return "block linears with at least half of their weights pruned: bitmask + 4-bit codes of the kept weights"
+        return ("block linears with at least 90% of their weights pruned: bitmask + 4-bit codes of the kept weights "
+                "(past the measured crossover where sparse-q4 decodes faster than q4)")
     if encoding == "q4" and pruned:
-        return ("block linears with less than half of their weights pruned: plain q4, pruned weights stored as "
-                "code 0 (value 0), since sparse-q4 decodes slower than q4 at this density")
+        return ("block linears pruned below 90% without a tile pattern: plain q4, pruned weights stored as "
+                "code 0 (value 0), since sparse-q4 decodes slower than q4 at this density (--pattern tile4 is faster)")
     if encoding in ("sparse-q8", "sparse-f16"):
         return (f"block linears pruned ({r.pattern}), stored at {encoding[-3:]} as bitmask + kept values"
                 + (" (tile4-q4 is 4-bit only)" if r.pattern == "tile4" else ""))

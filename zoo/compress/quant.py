@@ -6,11 +6,9 @@ the grid. 3 bits is stored in the 4-bit containers with codes limited to [-3, 3]
 
 Which encoding `pack` chooses for a 4-bit (or 3-bit) weight:
 - tile4 mask (`keep` = K given) -> `tile4-q4`, the encoding the decode kernels skip columns in;
-- any other mask pruning at least half of the weight -> `sparse-q4`;
-- a mask pruning less than half -> plain `q4`, the pruned weights stored as code 0 (value exactly 0),
-  the issue's rule "no sparse weight decodes slower than the same weight in q4": sparse-q4's per-row
-  bitmask walk costs more per row than dense q4 (bench/results/runtime.md: the catalog's sparse30-int4
-  decodes at 0.71-0.83x of its q4 on Zen 4, 0.50x on Zen 3), and its bytes save little below half;
+- any other mask pruning at least SPARSE_Q4_MIN_SPARSITY (90%) of the weight -> `sparse-q4`;
+- a mask pruning less -> plain `q4`, the pruned weights stored as code 0 (value exactly 0): the rule "no
+  sparse weight decodes slower than the same weight in q4" (the bitmask's crossover, SPARSE_Q4_MIN_SPARSITY);
 - no mask -> `q4`.
 """
 
@@ -22,7 +20,11 @@ from zoo.errors import CompressError
 from zoo.format import EncodedTensor, encode, pack_q4, pack_q8, pack_sparse
 
 QMAX = {8: 127, 4: 7, 3: 3}
-SPARSE_Q4_MIN_SPARSITY = 0.5  # below this share of pruned weights a 4-bit weight is stored as plain q4
+# below this share of pruned weights a 4-bit weight without a tile pattern is stored as plain q4 (pruned = code 0):
+# the format 1.0 bitmask decodes slower than q4 below ~70-85% (bench/RESULTS.md: sparse-q4 vs q4 matvec 0.70 / 0.93 /
+# 1.09x at 50 / 70 / 90% on a Zen 4, 0.67-0.81 / 1.10 / 1.45-1.52x at 50 / 75 / 90% on an Intel AVX-512, 0.4-0.9x on
+# AVX2 at any sparsity); a small and fast sparse weight takes --pattern tile4 instead
+SPARSE_Q4_MIN_SPARSITY = 0.9
 
 
 def qmax_of(bits: int) -> int:
@@ -86,8 +88,9 @@ def pack(w: np.ndarray, mask: np.ndarray | None, bits: int, group_size: int,
     tile4's with K = keep columns per (4-row tile, 128-column group).
     """
     sparse = mask is not None and not bool(mask.all())
-    if sparse and bits <= 4 and keep is None and 2 * int(np.count_nonzero(~mask)) < mask.size:
-        sparse = False  # lightly pruned: plain q4, pruned weights are code 0 (rtn and GPTQ both give 0 there)
+    if sparse and bits <= 4 and keep is None and (  # a row's count rounds by one weight
+            np.count_nonzero(~mask) / mask.size < SPARSE_Q4_MIN_SPARSITY - 1 / mask.shape[-1]):
+        sparse = False  # below the crossover: plain q4, pruned weights are code 0 (rtn and GPTQ both give 0 there)
     if bits == 16:
         if not sparse:
             return encode(w, "dense", dtype="F16")
