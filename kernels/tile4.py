@@ -227,10 +227,4 @@ def matmul(mask, qweight, scales, rows, cols, keep, x, tokens, out):
                 out[tok * rows + 4 * t + r] = acc
 
 
-def keep_of(qweight_size: int, rows: int, cols: int) -> int:
-    """K from the codes' size: tiles * ng * 2K bytes."""
-    ng = -(-cols // GROUP)
-    return qweight_size // ((rows // 4) * ng * 2)
-
-
-__all__ = ["AVX2", "AVX512", "matmul", "matvec_portable", "matvec_simd", "keep_of", "scratch_bytes", "simd_tile"]
+__all__ = ["AVX2", "AVX512", "matmul", "matmul_simd", "matvec_portable", "matvec_simd", "portable_tile", "simd_tile"]
