@@ -16,7 +16,7 @@ from zoo.errors import KernelError
 PATHS = ("portable", "avx2", "avx512")
 NEEDS = {
     "portable": (),
-    "avx2": ("avx2", "fma", "f16c", "popcnt"),
+    "avx2": ("avx2", "fma", "f16c", "popcnt", "bmi2"),  # bmi2: pext in the tile4-q4 staging
     "avx512": ("avx512f", "avx512bw", "avx512vl", "avx512vnni", "avx512vbmi2", "popcnt"),
 }
 

@@ -27,6 +27,7 @@ def _run(code: str, **env) -> subprocess.CompletedProcess:
 def test_path_choice_from_features():
     assert _cpu.supported_paths(set()) == ["portable"]
     assert _cpu.best_path(AVX2_ONLY) == "avx2"
+    assert _cpu.best_path(AVX2_ONLY - {"bmi2"}) == "portable"  # the tile4-q4 staging uses pext
     assert _cpu.best_path(AVX2_ONLY | set(_cpu.NEEDS["avx512"])) == "avx512"
     with pytest.raises(KernelError, match="avx512vnni"):
         _cpu.check_path("avx512", AVX2_ONLY)
