@@ -31,7 +31,7 @@ from .linear import PreparedWeight
 # numba invalidates a cached function only when its own file changes, but the decode step inlines
 # simd.py, fused_attention.py, fused_rows.py and _llvm.py: INLINED_HASH must equal inlined_source_hash() (a test
 # checks), so editing any of them forces an edit here and a recompile of the fused step.
-INLINED_HASH = "c69d1af771356d19"
+INLINED_HASH = "c27104fe66cc4e77"
 _INLINED = ("simd.py", "fused_attention.py", "fused_rows.py", "_llvm.py", "tile4.py")
 
 

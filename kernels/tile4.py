@@ -24,7 +24,7 @@ from . import tile4_generic_ir, tile4_ir
 from ._llvm import call_intrinsic, f16_to_f32, trailing_zeros
 from .simd import AVX2, AVX512, quantize_activations
 
-IR_HASH = "3309270e189a6973"
+IR_HASH = "ad2a2bff31f131a5"
 GENERIC_IR_HASH = "83bfe4b2b1f61c80"
 FAST = {"reassoc", "contract"}
 GROUP = 128

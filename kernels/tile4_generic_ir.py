@@ -19,6 +19,8 @@ meet; per group and row one multiply-add by the row's scale into the row's accum
 
 from __future__ import annotations
 
+from .tile4_ir import stage_loop
+
 KEEPS = (16, 32, 48, 64)
 STAGES = ("compress", "scalar")
 
@@ -27,14 +29,19 @@ def _splat(ty: str, n: int, v) -> str:
     return "<" + ", ".join([f"{ty} {v}"] * n) + ">"
 
 
+def _half(h: int) -> str:
+    """IR: %m{h}, the group's mask word h, and %x{h}p, the start of its 64 activations."""
+    return (f"  %m{h}p = getelementptr i64, ptr %mask, i64 %w{h}\n  %m{h} = load i64, ptr %m{h}p, align 8\n"
+            f"  %x{h}p = getelementptr float, ptr %x, i64 %xo{h}\n")
+
+
 def stage_fn(kind: str) -> str:
     """void @zoo_t4p_stage_{kind}(mask, x, ng, keep, cbuf): mask the tile's uint64 [2 ng]; x float32
     [128 ng] (zero padded); cbuf float32 [ng K + 1] ("scalar" stores one float past each group's K)."""
     if kind == "compress":  # 16 lanes a store (a 64-lane one does not compile in every LLVM backend)
         body, q = "", "%p"
         for h in range(2):
-            body += (f"  %m{h}p = getelementptr i64, ptr %mask, i64 %w{h}\n  %m{h} = load i64, ptr %m{h}p, align 8\n"
-                     f"  %x{h}p = getelementptr float, ptr %x, i64 %xo{h}\n")
+            body += _half(h)
             for j in range(4):
                 n = f"%c{h}_{j}"
                 body += (f"  {n}.s = lshr i64 %m{h}, {16 * j}\n  {n}.m = trunc i64 {n}.s to i16\n"
@@ -46,37 +53,17 @@ def stage_fn(kind: str) -> str:
                          f"  {n}.n = call i16 @llvm.ctpop.i16(i16 {n}.m)\n  {n}.nz = zext i16 {n}.n to i64\n"
                          f"  {n}.q = add i64 {q}, {n}.nz\n")
                 q = f"{n}.q"
-    elif kind == "bits":
-        body = "%BODY%"
     else:
         body, q = "", "%p"
         for h in range(2):
-            body += (f"  %m{h}p = getelementptr i64, ptr %mask, i64 %w{h}\n  %m{h} = load i64, ptr %m{h}p, align 8\n"
-                     f"  %x{h}p = getelementptr float, ptr %x, i64 %xo{h}\n")
+            body += _half(h)
             for k in range(64):
                 n = f"%c{h}_{k}"
                 body += (f"  {n}.xp = getelementptr float, ptr %x{h}p, i64 {k}\n  {n}.x = load float, ptr {n}.xp, align 4\n"
                          f"  {n}.dp = getelementptr float, ptr %cbuf, i64 {q}\n  store float {n}.x, ptr {n}.dp, align 4\n"
                          f"  {n}.s = lshr i64 %m{h}, {k}\n  {n}.b = and i64 {n}.s, 1\n  {n}.q = add i64 {q}, {n}.b\n")
                 q = f"{n}.q"
-    return f"""define void @zoo_t4p_stage_{kind}(ptr %mask, ptr %x, i64 %ng, i64 %keep, ptr %cbuf) #0 {{
-entry:
-  %e = icmp eq i64 %ng, 0
-  br i1 %e, label %exit, label %loop
-loop:
-  %g = phi i64 [0, %entry], [%g2, %loop]
-  %w0 = mul i64 %g, 2
-  %w1 = add i64 %w0, 1
-  %xo0 = mul i64 %g, 128
-  %xo1 = add i64 %xo0, 64
-  %p = mul i64 %g, %keep
-{body}  %g2 = add i64 %g, 1
-  %gc = icmp ult i64 %g2, %ng
-  br i1 %gc, label %loop, label %exit
-exit:
-  ret void
-}}
-"""
+    return stage_loop(f"zoo_t4p_stage_{kind}", "%x", body)
 
 
 def stage_bits_fn(keep: int) -> str:
@@ -86,8 +73,7 @@ def stage_bits_fn(keep: int) -> str:
     overwrite or that lands past the group; x must be readable to 128 ng + 64, cbuf to ng K + K)."""
     body = ""
     for h in range(2):
-        body += (f"  %m{h}p = getelementptr i64, ptr %mask, i64 %w{h}\n  %m{h} = load i64, ptr %m{h}p, align 8\n"
-                 f"  %x{h}p = getelementptr float, ptr %x, i64 %xo{h}\n")
+        body += _half(h)
     body += ("  %d0 = getelementptr float, ptr %cbuf, i64 %p\n"
              "  %n0 = call i64 @llvm.ctpop.i64(i64 %m0)\n  %d1 = getelementptr float, ptr %d0, i64 %n0\n")
     for h in range(2):
@@ -99,7 +85,7 @@ def stage_bits_fn(keep: int) -> str:
                      f"  {n}.dp = getelementptr float, ptr %d{h}, i64 {i}\n  store float {n}.x, ptr {n}.dp, align 4\n"
                      f"  {n}.m1 = sub i64 {m}, 1\n  {n}.m = and i64 {m}, {n}.m1\n")
             m = f"{n}.m"
-    return stage_fn("bits").replace("@zoo_t4p_stage_bits(", f"@zoo_t4p_stage_bits_{keep}(").replace("%BODY%", body)
+    return stage_loop(f"zoo_t4p_stage_bits_{keep}", "%x", body)
 
 
 def dot_fn(keep: int) -> str:

@@ -180,12 +180,11 @@ def stage_fn(isa: str) -> str:
     if isa == "avx512":
         body = """  %m0p = getelementptr i64, ptr %mask, i64 %w0
   %m0 = load i64, ptr %m0p, align 8
-  %w1 = add i64 %w0, 1
   %m1p = getelementptr i64, ptr %mask, i64 %w1
   %m1 = load i64, ptr %m1p, align 8
-  %x0p = getelementptr i8, ptr %xq, i64 %xo
+  %x0p = getelementptr i8, ptr %xq, i64 %xo0
   %x0 = load <64 x i8>, ptr %x0p, align 1
-  %x1p = getelementptr i8, ptr %x0p, i64 64
+  %x1p = getelementptr i8, ptr %xq, i64 %xo1
   %x1 = load <64 x i8>, ptr %x1p, align 1
   %k0 = bitcast i64 %m0 to <64 x i1>
   %k1 = bitcast i64 %m1 to <64 x i1>
@@ -200,26 +199,33 @@ def stage_fn(isa: str) -> str:
     else:  # per mask byte: pext gathers the byte's kept activations; 8-byte stores at the running offset
         body, q = "", "%p"
         for h in range(2):
-            body += (f"  %w{h}x = add i64 %w0, {h}\n  %m{h}p = getelementptr i64, ptr %mask, i64 %w{h}x\n"
-                     f"  %m{h} = load i64, ptr %m{h}p, align 8\n")
+            body += f"  %m{h}p = getelementptr i64, ptr %mask, i64 %w{h}\n  %m{h} = load i64, ptr %m{h}p, align 8\n"
             for i in range(8):
                 n = f"%b{h}{i}"
                 body += (f"  {n}.s = lshr i64 %m{h}, {8 * i}\n  {n} = and i64 {n}.s, 255\n"
                          f"  {n}.lp = getelementptr i64, ptr @zoo_t4_bytemask, i64 {n}\n  {n}.bm = load i64, ptr {n}.lp, align 8\n"
-                         f"  {n}.xo = add i64 %xo, {64 * h + 8 * i}\n  {n}.xp = getelementptr i8, ptr %xq, i64 {n}.xo\n"
+                         f"  {n}.xo = add i64 %xo{h}, {8 * i}\n  {n}.xp = getelementptr i8, ptr %xq, i64 {n}.xo\n"
                          f"  {n}.v = load i64, ptr {n}.xp, align 1\n"
                          f"  {n}.c = call i64 @llvm.x86.bmi.pext.64(i64 {n}.v, i64 {n}.bm)\n"
                          f"  {n}.dp = getelementptr i8, ptr %cbuf, i64 {q}\n  store i64 {n}.c, ptr {n}.dp, align 1\n"
                          f"  {n}.n = call i64 @llvm.ctpop.i64(i64 {n})\n  {n}.q = add i64 {q}, {n}.n\n")
                 q = f"{n}.q"
-    return f"""define void @zoo_t4_stage_{isa}(ptr %mask, ptr %xq, i64 %ng, i64 %keep, ptr %cbuf) #0 {{
+    return stage_loop(f"zoo_t4_stage_{isa}", "%xq", body)
+
+
+def stage_loop(name: str, x: str, body: str) -> str:
+    """void @name(mask, x, ng, keep, cbuf): `body` once per 128-column group g, which may use %w0 / %w1 (the
+    group's mask words), %xo0 / %xo1 (the element offsets of its two 64-column halves in x) and %p = g*K."""
+    return f"""define void @{name}(ptr %mask, ptr {x}, i64 %ng, i64 %keep, ptr %cbuf) #0 {{
 entry:
   %e = icmp eq i64 %ng, 0
   br i1 %e, label %exit, label %loop
 loop:
   %g = phi i64 [0, %entry], [%g2, %loop]
   %w0 = mul i64 %g, 2
-  %xo = mul i64 %g, 128
+  %w1 = add i64 %w0, 1
+  %xo0 = mul i64 %g, 128
+  %xo1 = add i64 %xo0, 64
   %p = mul i64 %g, %keep
 {body}  %g2 = add i64 %g, 1
   %gc = icmp ult i64 %g2, %ng
