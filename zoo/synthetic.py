@@ -57,6 +57,19 @@ def random_codes(rng: np.random.Generator, shape: tuple[int, int], encoding: str
     return pack_sparse(encoding, mask, stored, scales, group_size if scales is not None else None)
 
 
+def tile_weight(rng: np.random.Generator, rows: int, cols: int, keep: int) -> np.ndarray:
+    """float32 [rows, cols] N(0, 1) in tile4-q4's pattern: each tile of 4 rows keeps min(K, width) random
+    columns of every 128-column group (the rest zero), so `encode(w, "tile4-q4", keep=K)` takes it as is."""
+    w = rng.standard_normal((rows, cols)).astype(np.float32)
+    for t in range(rows // 4):
+        for c0 in range(0, cols, 128):
+            width = min(128, cols - c0)
+            drop = np.ones(width, bool)
+            drop[rng.choice(width, min(keep, width), replace=False)] = False
+            w[4 * t:4 * t + 4, c0:c0 + width][:, drop] = 0.0
+    return w
+
+
 def _random_tile4(rng: np.random.Generator, shape: tuple[int, int], sparsity: float, scales: np.ndarray) -> EncodedTensor:
     """tile4-q4 codes: each 4-row tile keeps K = 128 (1 - sparsity) random columns of every 128 (group size 128)."""
     rows, cols = shape

@@ -12,23 +12,12 @@ import zoo.kernels as K
 from zoo.errors import KernelError
 from zoo.format import ArtifactWriter, decode, encode, expected_tensors
 from zoo.kernels import tile4, tile4_generic_ir, tile4_ir
+from zoo.synthetic import tile_weight
 
 PATHS = K.available_paths()
 KEEPS = (16, 32, 48, 64)
 # rows x cols: one tile, a narrow last group (70, 200, 129, 1000, 576), a group narrower than K (70 -> 6 wide)
 SHAPES = [(4, 70), (16, 200), (36, 129), (64, 384), (8, 1000), (12, 576)]
-
-
-def tile_weight(rng: np.random.Generator, rows: int, cols: int, keep: int) -> np.ndarray:
-    """float32 [rows, cols] N(0, 1) where each tile of 4 rows keeps min(K, width) columns of every group."""
-    w = rng.standard_normal((rows, cols)).astype(np.float32)
-    for t in range(rows // 4):
-        for c0 in range(0, cols, 128):
-            width = min(128, cols - c0)
-            drop = np.ones(width, bool)
-            drop[rng.choice(width, min(keep, width), replace=False)] = False
-            w[4 * t:4 * t + 4, c0:c0 + width][:, drop] = 0.0
-    return w
 
 
 def tile_tensor(rng, rows, cols, keep):

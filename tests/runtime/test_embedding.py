@@ -7,25 +7,14 @@ import pytest
 
 from zoo.format import decode, encode
 from zoo.runtime.embedding import embed_rows
-
-
-def _tile_weight(rng, rows, cols, keep):
-    """[rows, cols] where each 4-row tile keeps `keep` columns of every 128 (tile4-q4's pattern)."""
-    w = rng.standard_normal((rows, cols)).astype(np.float32)
-    for t in range(rows // 4):
-        for c0 in range(0, cols, 128):
-            width = min(128, cols - c0)
-            drop = np.ones(width, bool)
-            drop[rng.choice(width, min(keep, width), replace=False)] = False
-            w[4 * t:4 * t + 4, c0:c0 + width][:, drop] = 0.0
-    return w
+from zoo.synthetic import tile_weight
 
 
 @pytest.mark.parametrize("encoding", ["dense", "q8", "q4", "sparse-q4", "tile4-q4"])
 def test_rows_equal_the_decoded_table(encoding):
     rng = np.random.default_rng(0)
     if encoding == "tile4-q4":
-        t = encode(_tile_weight(rng, 24, 200, 32), encoding, group_size=128, keep=32)
+        t = encode(tile_weight(rng, 24, 200, 32), encoding, group_size=128, keep=32)
     else:
         w = rng.standard_normal((24, 200)).astype(np.float32)
         w[rng.random(w.shape) < 0.5] = 0.0
