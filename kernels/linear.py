@@ -14,11 +14,10 @@ import numpy as np
 
 from zoo.errors import KernelError
 
-from . import csr_matmul, matmul, portable, portable_ir, tile4
+from . import csr_matmul, matmul, portable, portable_ir, tile4, tile4_ir
 from ._paths import active_path
 
 ENCODINGS = ("dense", "q8", "q4", "sparse-q4", "sparse-q8", "sparse-f16", "tile4-q4")
-TILE4_KEEPS = (16, 32, 48, 64)  # columns a 4-row tile keeps of every 128 (format/SPEC.md, tile4-q4)
 _EMPTY_U8 = np.zeros(1, np.uint8)
 _EMPTY_U16 = np.zeros(1, np.uint16)
 _EMPTY_F32 = np.zeros(1, np.float32)
@@ -119,15 +118,15 @@ def prepare(w) -> PreparedWeight:
 
 
 def _prepare_tile4(part, rows: int, cols: int, gs) -> PreparedWeight:
-    """tile4-q4: rows a multiple of 4, groups of 128, K from the codes' shape (one of TILE4_KEEPS)."""
+    """tile4-q4: rows a multiple of 4, groups of 128, K from the codes' shape (one of tile4_ir.KEEPS)."""
     if rows % 4 or gs != 128:
         raise KernelError(f"linear: tile4-q4 needs rows a multiple of 4 and group_size 128, got {rows} rows, {gs!r}")
     tiles, n_groups = rows // 4, (cols + 127) // 128
     qweight = part("qweight", ("u1",), None)
     keep, rem = divmod(qweight.size, tiles * n_groups * 2)
-    if rem or keep not in TILE4_KEEPS:
+    if rem or keep not in tile4_ir.KEEPS:
         raise KernelError(f"linear: tile4-q4 qweight has {qweight.size} bytes: not {tiles} tiles x {n_groups} "
-                          f"groups x 2K for K in {TILE4_KEEPS}")
+                          f"groups x 2K for K in {tile4_ir.KEEPS}")
     flat = {"tilemask": part("tilemask", ("<u8",), (tiles, 2 * n_groups)),
             "qweight": part("qweight", ("u1",), (tiles, n_groups * 2 * keep)),
             "scales": part("scales", ("<f2",), (tiles, 4 * n_groups))}

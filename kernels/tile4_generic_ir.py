@@ -19,9 +19,7 @@ meet; per group and row one multiply-add by the row's scale into the row's accum
 
 from __future__ import annotations
 
-from .tile4_ir import stage_loop
-
-KEEPS = (16, 32, 48, 64)
+from .tile4_ir import KEEPS, stage_loop
 STAGES = ("compress", "scalar")
 
 
