@@ -14,12 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.errors import CompressError
+from zoo.format.constants import TILE_GROUP, TILE_KEEP, TILE_ROWS
 
 PATTERNS = ("unstructured", "2:4", "4:8", "neurons", "tile4")
 
-TILE_ROWS = 4  # rows sharing one column mask in tile4
-TILE_GROUP = 128  # columns per tile4 group (= the quantization group and SparseGPT's block)
-TILE4_KEEP = {0.5: 64, 0.625: 48, 0.75: 32, 0.875: 16}  # sparsity -> columns kept per (tile, group)
+# sparsity -> columns kept per (tile, 128-column group), from the format's table: {0.5: 64, 0.625: 48, 0.75: 32, 0.875: 16}
+TILE4_KEEP = {1 - keep / TILE_GROUP: keep for keep in sorted(TILE_KEEP, reverse=True)}
 
 
 def parse_nm(pattern: str) -> tuple[int, int] | None:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from zoo.errors import CompressError
 
 from .linear import METHODS, QUANTIZERS, LinearRecipe
-from .masks import PATTERNS, parse_nm, pattern_sparsity
+from .masks import PATTERNS, TILE4_KEEP, parse_nm, pattern_sparsity
 from .profile import PROFILES
 
 BITS = (16, 8, 4, 3)
@@ -58,8 +58,9 @@ class Recipe:
             raise CompressError(f"sparse quantized weights need a group size that is a multiple of 64, got {self.group_size}")
         if self.pattern == "tile4":
             if self.profile != "uniform":
+                levels = ", ".join(f"{s:g}" for s in TILE4_KEEP)
                 raise CompressError(f"the {self.profile} profile varies sparsity per layer; pattern tile4 allows only "
-                                    "0.5, 0.625, 0.75 or 0.875 in every layer: use --profile uniform")
+                                    f"{levels} in every layer: use --profile uniform")
             if self.bits <= 4 and self.group_size != 128:
                 raise CompressError(f"pattern tile4 at {self.bits} bits is stored as tile4-q4, group size 128; "
                                     f"got {self.group_size}")
