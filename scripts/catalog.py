@@ -67,12 +67,13 @@ def _speed_metrics(tps: dict, repeats: int) -> dict:
 def respeed(card_path: Path, work: Path, repeats: int, log) -> None:
     """Re-measure the speed of the card's model as built in `work`, after checking its files' digests."""
     from zoo.errors import ChecksumError
+    from zoo.registry.transfer import sha256_file
 
     card = yaml.safe_load(card_path.read_text())
     out = work / card["name"]
     for f in card.get("files") or []:
         got = out / f["path"]
-        if not got.is_file() or hashlib.sha256(got.read_bytes()).hexdigest() != f["sha256"]:
+        if not got.is_file() or sha256_file(got) != f["sha256"]:
             raise ChecksumError(f"{got}: missing or not the card's file (build it first without --speed-only)")
     tps = speed(out, repeats)
     card["metrics"].update(_speed_metrics(tps, repeats))
