@@ -1,6 +1,9 @@
 """Benchmark: stream a random Llama-2-7B-shaped model through Wanda 50% and report time and peak RSS.
 
 Usage: python bench/compress_7b.py [--src DIR] [--samples 2] [--seq-len 128] [--out DIR] [--stop-after N]
+                                   [--recover-tokens N]
+`--recover-tokens N` runs Wanda tile4 50% int4 with block-wise recovery (N tokens per block) instead:
+the memory of recovery (the dense activation stream, torch's weights, gradients and Adam state).
 Without --src, a random-weight q4 artifact with Llama-2-7B shapes is written first (zoo.synthetic,
 seed 0; in a child process, so its memory does not count). The model has no tokenizer, so the
 calibration windows are random token ids (seeded). Peak RSS is this process's ru_maxrss: the
@@ -44,6 +47,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--out", default="/tmp/zoo-bench-compress-7b")
     ap.add_argument("--stop-after", type=int, default=None, help="stop after this many layers (memory profile)")
+    ap.add_argument("--recover-tokens", type=int, default=None, help="Wanda tile4 50%% int4 + blockwise recovery")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,15 +71,20 @@ def main() -> None:
             if args.stop_after and len(layers) >= args.stop_after:
                 raise _Stop
 
+    if args.recover_tokens:
+        recipe = Recipe(method="wanda", sparsity=0.5, pattern="tile4", bits=4, samples=args.samples,
+                        seq_len=args.seq_len, recover="blockwise", recover_tokens=args.recover_tokens)
+        what = f"wanda 0.5 tile4 int4 + blockwise recovery, {args.recover_tokens} tokens per block"
+    else:
+        recipe = Recipe(method="wanda", sparsity=0.5, samples=args.samples, seq_len=args.seq_len)
+        what = "wanda 0.5 unstructured, f16 values"
     t = time.time()
     card = None
     try:
-        card = compress(src, out / "wanda50", Recipe(method="wanda", sparsity=0.5, samples=args.samples,
-                                                      seq_len=args.seq_len),
-                        calib_tokens=tokens, evaluate=False, overwrite=True, progress=log)
+        card = compress(src, out / "wanda50", recipe, calib_tokens=tokens, evaluate=False, overwrite=True, progress=log)
     except _Stop:
         pass
-    row = {"model": "random Llama-2-7B shapes (q4 source)", "method": "wanda 0.5 unstructured, f16 values",
+    row = {"model": "random Llama-2-7B shapes (q4 source)", "method": what,
            "samples": args.samples, "seq_len": args.seq_len, "layers_run": len(layers),
            "seconds": round(time.time() - t, 1),
            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),

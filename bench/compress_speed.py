@@ -47,7 +47,7 @@ def run(source, calib, layers: int, threads: int) -> dict:
         t0 = time.perf_counter()
         stats = collect(config, weights, x, i, lambda _: True)
         t1 = time.perf_counter()
-        encoded, decoded, _ = _compress_layer(config, i, weights, stats, recipe, 0.5)
+        encoded, decoded, _, _ = _compress_layer(config, i, weights, stats, recipe, 0.5)
         t2 = time.perf_counter()
         forward(config, decoded, x, i)
         t3 = time.perf_counter()

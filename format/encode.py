@@ -347,6 +347,19 @@ def decode(t: EncodedTensor) -> np.ndarray:
     return out
 
 
+def stored_scales(t: EncodedTensor) -> np.ndarray:
+    """The group scales of a symmetric quantized tensor (q8, q4 without zeros, sparse-q4/q8, tile4-q4) as
+    float16 [rows, groups], row by row whatever the stored order (tile4-q4 stores them tile by tile)."""
+    if t.encoding not in ("q8", "q4", "sparse-q8", "sparse-q4", "tile4-q4") or "zeros" in t.parts:
+        raise FormatError(f"{t.encoding}{' with zero points' if 'zeros' in t.parts else ''}: no symmetric group scales")
+    scales = np.asarray(t.parts["scales"])
+    if t.encoding != "tile4-q4":
+        return scales
+    rows, cols = t.shape
+    tiles, groups = rows // TILE_ROWS, n_groups(cols, TILE_GROUP)
+    return np.ascontiguousarray(scales.reshape(tiles, groups, TILE_ROWS).transpose(0, 2, 1).reshape(rows, groups))
+
+
 def tile4_columns(tilemask: np.ndarray, keep: int) -> np.ndarray:
     """Positions (absolute, padding included) each (tile, group) keeps, ascending: int64 [tiles, groups, keep].
 

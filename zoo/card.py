@@ -32,6 +32,11 @@ _MEASURE = {  # a measured number with how it was measured; null = not measured
     "properties": {"value": _NULL_NUM, "machine": _NULL_STR, "threads": _NULL_INT, "prompt_tokens": _NULL_INT,
                    "gen_tokens": _NULL_INT, "protocol": _NULL_STR, "peer": {"type": ["object", "null"]}},
 }
+_PERPLEXITY = {  # perplexity of the base and of this model under one protocol; before_recovery: the one-shot model's
+    "type": ["object", "null"],
+    "properties": {"base": _NULL_NUM, "value": _NULL_NUM, "before_recovery": _NULL_NUM,
+                   "protocol": {"type": ["string", "object", "null"]}},
+}
 
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -74,6 +79,7 @@ SCHEMA: dict[str, Any] = {
                 "act_order": {"type": ["boolean", "null"]},  # GPTQ: columns in decreasing Hessian-diagonal order
                 "encodings": {"type": ["object", "null"]},  # zoo compress: encoding -> how many matrices got it
                 "encoding_reasons": {"type": ["object", "null"]},  # zoo compress: encoding -> why (one line)
+                "recovery": {"type": ["object", "null"]},  # zoo compress --recover: settings and measured losses
             },
         },
         "metrics": {
@@ -83,12 +89,12 @@ SCHEMA: dict[str, Any] = {
                 "bits_per_weight": _NULL_NUM,
                 "sparsity": _FRACTION,
                 "sparsity_per_layer": {"type": ["array", "object", "null"]},
-                "perplexity": {"type": ["object", "null"],
-                               "properties": {"base": _NULL_NUM, "value": _NULL_NUM,
-                                              "protocol": {"type": ["string", "object", "null"]}}},
+                "perplexity": _PERPLEXITY,  # on the shipped prose evaluation text (or --eval-text)
+                "perplexity_technical": _PERPLEXITY,  # on the shipped technical text, of another kind
                 "decode_tps": _MEASURE,
                 "prefill_tps": _MEASURE,
                 "build_seconds": _NULL_NUM,  # wall time of the compress that made the card's files
+                "recovery_seconds": _NULL_NUM,  # zoo compress --recover: wall time of the recovery training
             },
         },
         "files": {
@@ -130,7 +136,7 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
-_FREE_FORM = {("compression", "calibration"), ("compression", "owl"), ("compression", "sensitivity"), ("metrics", "sparsity_per_layer"), ("recipe", "compress"),
+_FREE_FORM = {("compression", "calibration"), ("compression", "owl"), ("compression", "recovery"), ("compression", "sensitivity"), ("metrics", "sparsity_per_layer"), ("recipe", "compress"),
               ("metrics", "decode_tps", "peer"), ("metrics", "prefill_tps", "peer"), ("base_model",), ("conversion",)}
 
 
@@ -301,17 +307,27 @@ def render(card: dict, title: str | None = None):
     row("license", card.get("license"))
     row("base model", _get(card, "base_model", "name"))
     comp = card.get("compression") or {}
-    row("compression", ", ".join(f"{k}={v}" for k, v in comp.items() if v is not None and k != "calibration") or None)
+    row("compression", ", ".join(f"{k}={v}" for k, v in comp.items()
+                                 if v is not None and k not in ("calibration", "recovery")) or None)
+    rec = comp.get("recovery")
+    if isinstance(rec, dict):
+        improved = (f", {rec['blocks_replaced']}/{len(rec['error_before'])} blocks improved"
+                    if isinstance(rec.get("error_before"), list) and "blocks_replaced" in rec else "")
+        row("recovery", f"{rec.get('mode')}, {rec.get('tokens')} tokens per block{improved}")
     row("sparsity", f"{f['sparsity']:.1%}" if f["sparsity"] is not None else None)
     row("size", human_size(f["size_bytes"]) if f["size_bytes"] is not None else None, True)
     row("bits/weight", _get(card, "metrics", "bits_per_weight"), True)
-    ppl = _get(card, "metrics", "perplexity") or {}
-    protocol = ppl.get("protocol") or "protocol not stated"
-    if isinstance(protocol, dict):
-        protocol = (f"{protocol.get('windows')} windows x {protocol.get('ctx')} tokens of {protocol.get('text')}, "
-                    f"{protocol.get('tokens_scored')} scored")
-    row("perplexity", None if ppl.get("value") is None else f"{ppl['value']} (base {ppl.get('base', '-')}; {protocol})",
-        True)
+    for key, label in (("perplexity", "perplexity"), ("perplexity_technical", "perplexity (technical)")):
+        ppl = _get(card, "metrics", key) or {}
+        if key != "perplexity" and not ppl:
+            continue
+        protocol = ppl.get("protocol") or "protocol not stated"
+        if isinstance(protocol, dict):
+            protocol = (f"{protocol.get('windows')} windows x {protocol.get('ctx')} tokens of {protocol.get('text')}, "
+                        f"{protocol.get('tokens_scored')} scored")
+        before = f"; one-shot {ppl['before_recovery']}" if ppl.get("before_recovery") is not None else ""
+        row(label, None if ppl.get("value") is None else
+            f"{ppl['value']} (base {ppl.get('base', '-')}{before}; {protocol})", True)
     tps = _get(card, "metrics", "decode_tps") or {}
     row("decode tok/s", None if tps.get("value") is None else
         f"{tps['value']} ({tps.get('machine') or 'machine not stated'}, {tps.get('threads') or '?'} threads)", True)

@@ -28,6 +28,16 @@ from zoo.errors import EvaluationError
 DATA_DIR = Path(__file__).parent / "data"
 CALIBRATION_TEXT = DATA_DIR / "calibration.txt"
 EVALUATION_TEXT = DATA_DIR / "evaluation.txt"
+TECHNICAL_TEXT = DATA_DIR / "technical.txt"  # the second evaluation text, of another kind (zoo/data/README.md)
+SHIPPED_TEXTS = {"prose": EVALUATION_TEXT, "technical": TECHNICAL_TEXT}
+
+
+def text_path(text: str | Path | None) -> Path:
+    """The file to read: a path that exists, else a shipped text by name (prose, technical); default prose."""
+    if text is None:
+        return EVALUATION_TEXT
+    p = Path(text)
+    return SHIPPED_TEXTS[str(text)] if not p.exists() and str(text) in SHIPPED_TEXTS else p
 
 Progress = Callable[[str], None]
 
@@ -169,8 +179,8 @@ def perplexity(model, text: str | Path | None = None, ctx: int = 512, max_window
     from zoo.convert.source import Source, open_source
 
     source = model if isinstance(model, Source) else open_source(model)
-    text_path = Path(text) if text is not None else EVALUATION_TEXT
-    body, sha = read_text(text_path)
+    path = text_path(text)
+    body, sha = read_text(path)
     tok = load_tokenizer(source.tokenizer_json, source.description)
     if max_windows is not None and max_windows < 1:
         raise EvaluationError(f"max_windows must be at least 1, got {max_windows}")
@@ -193,10 +203,10 @@ def perplexity(model, text: str | Path | None = None, ctx: int = 512, max_window
         "ctx": ctx,
         "windows": int(windows.shape[0]),
         "tokens_scored": scored,
-        "text": text_path.name,
+        "text": path.name,
         "text_sha256": sha,
         "engine": used,
-        "protocol": protocol(ctx, windows.shape[0], scored, text_path.name, sha, used),
+        "protocol": protocol(ctx, windows.shape[0], scored, path.name, sha, used),
     }
 
 

@@ -69,6 +69,14 @@ EVAL_WINDOWS = typer.Option(64, "--eval-windows", help="Evaluate on the first N 
 CTX = typer.Option(512, "--ctx", help="Evaluation window length in tokens.")
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress on stderr.")
+CALIB_GENERATED = typer.Option(0, "--calib-generated",
+                               help="Of the --samples calibration windows, how many the model writes itself "
+                                    "(sampled, seeded): calibration beyond one text's style.")
+RECOVER = typer.Option("none", "--recover",
+                       help="none | blockwise: after pruning/quantizing each block, train its kept weights and scales "
+                            "(masks fixed) to match the dense block on the calibration windows (needs zoo-llm[train]).")
+RECOVER_TOKENS = typer.Option(131072, "--recover-tokens",
+                              help="Calibration tokens each block's recovery trains on (repeats counted).")
 
 
 def compress_cmd(
@@ -89,6 +97,9 @@ def compress_cmd(
     samples: int = SAMPLES,
     seq_len: int = SEQ_LEN,
     seed: int = SEED,
+    calib_generated: int = CALIB_GENERATED,
+    recover: str = RECOVER,
+    recover_tokens: int = RECOVER_TOKENS,
     eval_text: Path = EVAL_TEXT,
     eval_windows: int = EVAL_WINDOWS,
     ctx: int = CTX,
@@ -105,7 +116,10 @@ def compress_cmd(
       zoo compress ./llama-dir -o llama-owl70 --method wanda --sparsity 0.7 --profile owl --samples 64
       zoo compress model.gguf -o smol-sens70 --method sparsegpt --sparsity 0.7 --profile sensitivity
       zoo compress model.gguf -o smol-tile75 --method sparsegpt --pattern tile4 --sparsity 0.75 --bits 4 --quantizer gptq
+      zoo compress model.gguf -o smol-tile50r --method sparsegpt --pattern tile4 --sparsity 0.5 --bits 4 --quantizer gptq --recover blockwise
     """
+    from dataclasses import replace
+
     from zoo.compress import compress
 
     if bits not in (16, 8, 4):
@@ -113,6 +127,7 @@ def compress_cmd(
     recipe = _recipe(method, sparsity if sparsity is not None else (None if ":" in pattern else 0.0), pattern, profile,
                      bits, group_size, quantizer, samples, seq_len, seed, act_order, owl_lambda, owl_m,
                      sensitivity_lambda)
+    recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated)
     t0 = time.monotonic()
     card = compress(src, out, recipe, calib_text=calib, eval_text=eval_text, eval_ctx=ctx,
                     eval_windows=eval_windows or None, evaluate=not no_eval, overwrite=overwrite, progress=_log(quiet))
@@ -122,8 +137,11 @@ def compress_cmd(
         return
     m = card["metrics"]
     line = f"wrote {out}: {m['size_bytes'] / 1e6:.1f} MB, {m['bits_per_weight']:.2f} bits/weight, sparsity {m['sparsity']:.3f}"
-    if m.get("perplexity"):
-        line += f", perplexity {m['perplexity']['base']:.3f} -> {m['perplexity']['value']:.3f}"
+    for key, what in (("perplexity", "perplexity"), ("perplexity_technical", "technical text")):
+        p = m.get(key)
+        if p:
+            before = f" (one-shot {p['before_recovery']:.3f})" if p.get("before_recovery") is not None else ""
+            line += f", {what} {p['base']:.3f} -> {p['value']:.3f}{before}"
     print(line + f" ({seconds:.0f}s)")
 
 
@@ -184,7 +202,7 @@ def sweep_cmd(
 
 def eval_cmd(
     model: str = typer.Argument(..., help="Artifact dir (or store name), GGUF file or Hugging Face dir."),
-    text: Path = typer.Option(None, "--text", help="UTF-8 text (default: the shipped evaluation text)."),
+    text: str = typer.Option(None, "--text", help="UTF-8 text file, or a shipped text: prose (the default, Persuasion) or technical (the Python reference)."),
     ctx: int = CTX,
     max_windows: int = typer.Option(0, "--max-windows", help="Only the first N windows (0 = all)."),
     engine: str = typer.Option("auto", "--engine", help="auto | runtime | reference."),

@@ -19,18 +19,31 @@ class Calibration:
     file: str | None  # None: token ids given directly (no text)
     sha256: str | None
     seed: int
+    generated: int = 0  # the last `generated` windows were written by the model itself (zoo.compress.selfgen)
 
     def card(self) -> dict:
         samples, seq_len = self.tokens.shape
-        return {"file": self.file, "sha256": self.sha256, "samples": int(samples), "seq_len": int(seq_len),
-                "sampling": "uniform random start offsets (numpy default_rng(seed))"}
+        out = {"file": self.file, "sha256": self.sha256, "samples": int(samples), "seq_len": int(seq_len),
+               "sampling": "uniform random start offsets (numpy default_rng(seed))"}
+        if self.generated:
+            from .selfgen import TEMPERATURE, TOP_P
+
+            out["generated"] = self.generated
+            out["generation"] = (f"{self.generated} of the windows sampled from the base model itself (f16, temperature "
+                                 f"{TEMPERATURE:g}, top-p {TOP_P:g}, each document from a uniformly drawn ordinary token, seeded)")
+        return out
+
+    def with_generated(self, windows: np.ndarray) -> "Calibration":
+        """This calibration with `windows` (int64 [n, seq_len], model-written) appended."""
+        return Calibration(np.concatenate([self.tokens, windows]), self.file, self.sha256, self.seed,
+                           self.generated + int(windows.shape[0]))
 
 
 def calibration_windows(tokenizer_json: bytes | None, samples: int, seq_len: int, seed: int,
                         text: str | Path | None = None, vocab_size: int | None = None) -> Calibration:
     """`samples` windows of `seq_len` tokens at random offsets of the text (default: the shipped one)."""
-    if samples < 1 or seq_len < 2:
-        raise CompressError(f"need samples >= 1 and seq_len >= 2, got {samples} and {seq_len}")
+    if samples < 0 or seq_len < 2:
+        raise CompressError(f"need samples >= 0 and seq_len >= 2, got {samples} and {seq_len}")
     path = Path(text) if text is not None else CALIBRATION_TEXT
     body, sha = read_text(path)
     ids = tokenize(load_tokenizer(tokenizer_json, "source model"), body)
@@ -40,5 +53,5 @@ def calibration_windows(tokenizer_json: bytes | None, samples: int, seq_len: int
         raise CompressError(f"tokenizer produces ids beyond the model's vocab_size {vocab_size}")
     rng = np.random.default_rng(seed)
     starts = rng.integers(0, len(ids) - seq_len + 1, size=samples)
-    tokens = np.stack([ids[s:s + seq_len] for s in starts])  # [samples, seq_len] int64
+    tokens = np.stack([ids[s:s + seq_len] for s in starts]) if samples else np.zeros((0, seq_len), np.int64)
     return Calibration(tokens, path.name, sha, seed)

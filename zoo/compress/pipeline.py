@@ -10,6 +10,7 @@ the target, evaluated there, and renamed into place only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -90,8 +91,9 @@ def owl_profile(source, calib: Calibration, recipe: Recipe, progress: Progress |
 
 
 def _compress_layer(config: dict, i: int, weights: dict[str, np.ndarray], stats: dict[str, InputStats],
-                    recipe: Recipe, sparsity: float) -> tuple[dict, dict[str, np.ndarray], LayerReport]:
-    """Encode the layer's tensors; returns (encoded by name, decoded weights for the forward, report).
+                    recipe: Recipe, sparsity: float) -> tuple[dict, dict[str, np.ndarray], dict, LayerReport]:
+    """Encode the layer's tensors; returns (encoded by name, decoded weights for the forward, keep-masks
+    by name (None: nothing pruned), report).
 
     Consumes `weights`: each dense matrix leaves the dict once encoded, so the layer's float32 weights
     and their decoded copies are not all held at once (a 7B layer is 0.8 GB of each).
@@ -116,7 +118,7 @@ def _compress_layer(config: dict, i: int, weights: dict[str, np.ndarray], stats:
             if old.xtx is not None:
                 new.xtx = old.xtx[np.ix_(keep, keep)]
             stats = {**stats, "ffn_down": new}
-    encoded, decoded = {}, {}
+    encoded, decoded, masks = {}, {}, {}
     for name in list(weights):
         w = weights.pop(name)
         if w.ndim == 1:
@@ -124,13 +126,12 @@ def _compress_layer(config: dict, i: int, weights: dict[str, np.ndarray], stats:
             encoded[name], decoded[name] = enc, w
             continue
         enc, mask = compress_linear(w, stats.get(short_name(name)), lin)
-        encoded[name] = enc
-        decoded[name] = decode(enc)
+        encoded[name], decoded[name], masks[name] = enc, decode(enc), mask
         report.encodings[enc.encoding] += 1
         report.kept += int(w.size if mask is None else mask.sum())
         report.nbytes += enc.nbytes
         del w, mask
-    return encoded, decoded, report
+    return encoded, decoded, masks, report
 
 
 def _out_config(config: dict, recipe: Recipe, layer_sparsity: list[float]) -> dict:
@@ -159,46 +160,71 @@ def _encode_edge(name: str, w: np.ndarray, config: dict, recipe: Recipe):
 
 
 def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calibration | None,
-                    layer_sparsity: list[float], progress: Progress | None = None) -> tuple[list[LayerReport], dict]:
+                    layer_sparsity: list[float], progress: Progress | None = None,
+                    one_shot: ArtifactWriter | None = None) -> tuple[list[LayerReport], dict, list]:
     """Compress every decoder layer of `source` into `writer`, one layer in memory at a time.
 
-    Returns (one report per layer, {edge tensor name: its encoding} for the embedding and head)."""
+    With `recipe.recover` each compressed block is then trained to match the dense block (zoo.compress.recover)
+    and `one_shot`, if given, receives the model as it was before recovery (to measure what recovery bought).
+    Returns (one report per layer, {edge tensor name: its encoding} for the embedding and head,
+    one BlockRecovery per layer or [] without recovery)."""
     from zoo.runtime.reference import embed, layer_names
 
     config = source.config
     n_layers = config["n_layers"]
+    recovering = recipe.recover != "none" and calib is not None
+    writers = [writer] + ([one_shot] if one_shot is not None and recovering else [])
+
+    def add(name: str, enc, before=None) -> None:
+        writer.add(name, enc)
+        if len(writers) > 1:
+            writers[1].add(name, enc if before is None else before)
+
     token_embd = source.tensor("token_embd.weight")
     edges = {"token_embd.weight": _encode_edge("token_embd.weight", token_embd, config, recipe)}
-    writer.add("token_embd.weight", edges["token_embd.weight"])
+    add("token_embd.weight", edges["token_embd.weight"])
     x = np.stack([embed(token_embd, t) for t in calib.tokens]) if calib is not None else None
+    dense_x = x.copy() if recovering else None  # the dense model's activations: recovery's targets
     del token_embd
     release_source_pages(source, source.names)  # opening may have read (validated) every tensor
-    reports = []
+    reports, recoveries = [], []
     start = time.monotonic()
     for i in range(n_layers):
         weights = {n: source.tensor(n) for n in layer_names(config, i)}
         need = recipe.for_layer(layer_sparsity[i]).needs_hessian
+        if recovering:
+            forward(config, weights, dense_x, i)  # dense_x <- the dense block's outputs on dense inputs
         stats = collect(config, weights, x, i, lambda _: need) if x is not None else {}
-        encoded, decoded, report = _compress_layer(config, i, weights, stats, recipe, layer_sparsity[i])
+        encoded, decoded, masks, report = _compress_layer(config, i, weights, stats, recipe, layer_sparsity[i])
         del weights, stats
         report.total = _dense_linear_count(config, i)
+        before = encoded
+        if recovering:
+            from .recover import recover_block
+
+            encoded, decoded, rec = recover_block(config, i, encoded, masks, decoded, x, dense_x, recipe.bits,
+                                                  recipe.recover_tokens, recipe.seed)
+            recoveries.append(rec)
+        del masks
         for name in sorted(encoded):
-            writer.add(name, encoded[name])
-        del encoded
+            add(name, encoded[name], before[name])
+        del encoded, before
         if x is not None:
             forward(config, decoded, x, i)
         del decoded
         release_source_pages(source, layer_names(config, i))  # a mmapped source's pages: RSS stays one layer
         reports.append(report)
         if progress:
+            got = (f", recovery error {recoveries[-1].loss_before:.3g} -> {recoveries[-1].loss_after:.3g}"
+                   if recovering else "")
             progress(f"layer {i + 1}/{n_layers}: sparsity {1 - report.kept / report.total:.3f}, "
-                     f"{8 * report.nbytes / report.total:.2f} bits/weight ({_eta(start, i + 1, n_layers)})")
-    writer.add("output_norm.weight", encode(source.tensor("output_norm.weight"), "dense", dtype="F32"))
+                     f"{8 * report.nbytes / report.total:.2f} bits/weight{got} ({_eta(start, i + 1, n_layers)})")
+    add("output_norm.weight", encode(source.tensor("output_norm.weight"), "dense", dtype="F32"))
     if not config["tied_embeddings"]:
         edges["output.weight"] = _encode_edge("output.weight", source.tensor("output.weight"), config, recipe)
-        writer.add("output.weight", edges["output.weight"])
+        add("output.weight", edges["output.weight"])
     release_source_pages(source, source.names)
-    return reports, {name: t.encoding for name, t in edges.items()}
+    return reports, {name: t.encoding for name, t in edges.items()}, recoveries
 
 
 def _linear_reason(encoding: str, recipe: Recipe) -> str:
@@ -266,11 +292,13 @@ def compress(src, out_dir: str | Path, recipe: Recipe, *, calib_text: str | Path
              evaluate: bool = True, base_perplexity: dict | None = None, eval_engine: str = "auto",
              calib_tokens: np.ndarray | None = None, overwrite: bool = False,
              name: str | None = None, progress: Progress | None = None,
-             owl_ratios: list[float] | None = None) -> dict:
+             owl_ratios: list[float] | None = None, base_technical: dict | None = None) -> dict:
     """Compress `src` (path or Source) into the artifact `out_dir`; returns the card written.
 
     With `evaluate`, the card's metrics include the perplexity of the base model (or the given
-    `base_perplexity` result) and of the result on the evaluation text under one protocol.
+    `base_perplexity` result) and of the result on the evaluation text under one protocol, and the same
+    on the shipped technical text (`base_technical`: its base result), a text of another kind; with
+    recovery also the perplexity of the one-shot model before it.
     `calib_tokens` (int [samples, seq_len]) replaces the calibration text, for models without a
     tokenizer (random-weight benchmarks); the card then records no calibration file. `owl_ratios`
     (per-layer outlier ratios for the recipe's M, from `outlier_ratios` on the same calibration)
@@ -281,16 +309,21 @@ def compress(src, out_dir: str | Path, recipe: Recipe, *, calib_text: str | Path
 
     with fixed_blas_threads():
         return _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_windows, evaluate,
-                         base_perplexity, eval_engine, calib_tokens, overwrite, name, progress, owl_ratios)
+                         base_perplexity, eval_engine, calib_tokens, overwrite, name, progress, owl_ratios,
+                         base_technical)
 
 
 def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_windows, evaluate, base_perplexity,
-              eval_engine, calib_tokens, overwrite, name, progress, owl_ratios=None) -> dict:
+              eval_engine, calib_tokens, overwrite, name, progress, owl_ratios=None, base_technical=None) -> dict:
     from zoo import __version__
     from zoo.convert.source import Source, open_source
-    from zoo.evaluate import perplexity
+    from zoo.evaluate import TECHNICAL_TEXT, perplexity, text_path
 
     recipe = recipe.validated()
+    if recipe.recover != "none":
+        from .recover import require_torch
+
+        require_torch()  # before any work: a missing extra is one line, not a failure after the calibration pass
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise CompressError(f"{out_dir}: already exists (choose another -o or pass --overwrite)")
@@ -303,8 +336,14 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
             raise CompressError("calib_tokens must be token ids [samples, seq_len] within the vocabulary")
         calib = Calibration(tokens, None, None, recipe.seed)
     elif recipe.uses_calibration:
-        calib = calibration_windows(source.tokenizer_json, recipe.samples, recipe.seq_len, recipe.seed,
-                                    calib_text, config["vocab_size"])
+        calib = calibration_windows(source.tokenizer_json, recipe.samples - recipe.calib_generated, recipe.seq_len,
+                                    recipe.seed, calib_text, config["vocab_size"])
+        if recipe.calib_generated:
+            from .selfgen import generated_windows
+
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+            calib = calib.with_generated(generated_windows(source, recipe.calib_generated, recipe.seq_len,
+                                                           recipe.seed, out_dir.parent, progress))
     ratios = None
     if recipe.profile == "owl" and recipe.sparsity > 0:
         layer_sparsity, ratios = owl_profile(source, calib, recipe, progress, owl_ratios)
@@ -313,18 +352,27 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
     else:
         layer_sparsity = uniform(config["n_layers"], recipe.sparsity)
     staging = out_dir.parent / f".{out_dir.name}.compress-{os.getpid()}"
+    before_dir = out_dir.parent / f".{out_dir.name}.one-shot-{os.getpid()}"  # the model before recovery, measured then removed
+    recovering = recipe.recover != "none" and calib is not None
     shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(before_dir, ignore_errors=True)
     try:
-        with ArtifactWriter(staging, _out_config(config, recipe, layer_sparsity)) as writer:
-            reports, edges = stream_compress(source, writer, recipe, calib, layer_sparsity, progress)
-            if source.tokenizer_json:
-                writer.add_file("tokenizer.json", source.tokenizer_json)
+        out_config = _out_config(config, recipe, layer_sparsity)
+        with contextlib.ExitStack() as stack:
+            writer = stack.enter_context(ArtifactWriter(staging, out_config))
+            one_shot = stack.enter_context(ArtifactWriter(before_dir, out_config)) if evaluate and recovering else None
+            reports, edges, recoveries = stream_compress(source, writer, recipe, calib, layer_sparsity, progress, one_shot)
+            for w in filter(None, (writer, one_shot)):
+                if source.tokenizer_json:
+                    w.add_file("tokenizer.json", source.tokenizer_json)
             compression = recipe.card()
             compression["calibration"] = calib.card() if calib is not None else None
             compression["encodings"], compression["encoding_reasons"] = encodings_card(reports, edges, recipe, config)
             if ratios is not None:  # the profile's measured per-layer scores, beside its settings
                 key = "outlier_ratios" if recipe.profile == "owl" else "errors"
                 compression[recipe.profile][key] = [round(r, 6) for r in ratios]
+            if recoveries:
+                compression["recovery"].update(_recovery_card(recoveries))
             base_name = name or Path(str(getattr(source, "files", [src])[0])).stem
             card = {"card_version": 1, "name": _card_name(out_dir.name), "architecture": config["arch"],
                     "description": f"{base_name} compressed by zoo: {_summary(recipe)}",
@@ -333,13 +381,24 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
                                    "sha256": source.sha256},
                     "compression": compression}
             writer.finish(card)
+            if one_shot is not None:
+                one_shot.finish({**card, "name": card["name"] + "-one-shot", "compression": recipe.card()})
         card = yaml.safe_load((staging / "zoo.yaml").read_text())
         metrics = _metrics(reports, card.get("files", []))
+        if recoveries:  # wall time, so the only line of a recovered card that differs between identical runs
+            metrics["recovery_seconds"] = round(sum(r.seconds for r in recoveries), 1)
         if evaluate:
-            base = base_perplexity or perplexity(source, eval_text, eval_ctx, eval_windows, progress)
-            result = perplexity(staging, eval_text, eval_ctx, eval_windows, progress, engine=eval_engine)
-            metrics["perplexity"] = {"base": round(base["perplexity"], 4), "value": round(result["perplexity"], 4),
-                                     "protocol": result["protocol"]}
+            texts = [("perplexity", eval_text, base_perplexity)]
+            if text_path(eval_text) != TECHNICAL_TEXT:
+                texts.append(("perplexity_technical", TECHNICAL_TEXT, base_technical))
+            for key, text, base in texts:
+                base = base or perplexity(source, text, eval_ctx, eval_windows, progress)
+                result = perplexity(staging, text, eval_ctx, eval_windows, progress, engine=eval_engine)
+                metrics[key] = {"base": round(base["perplexity"], 4), "value": round(result["perplexity"], 4)}
+                if one_shot is not None:
+                    before = perplexity(before_dir, text, eval_ctx, eval_windows, progress, engine=eval_engine)
+                    metrics[key]["before_recovery"] = round(before["perplexity"], 4)
+                metrics[key]["protocol"] = result["protocol"]
         card["metrics"] = metrics
         _write_card(staging / "zoo.yaml", card)
         if out_dir.exists():
@@ -348,7 +407,17 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(before_dir, ignore_errors=True)
     return card
+
+
+def _recovery_card(recoveries: list) -> dict:
+    """What block-wise recovery measured: per-block held-out reconstruction errors before/after, steps."""
+    return {"steps_per_block": recoveries[0].steps,
+            "blocks_replaced": sum(r.replaced for r in recoveries),
+            "error_before": [float(f"{r.loss_before:.4g}") for r in recoveries],
+            "error_after": [float(f"{r.loss_after:.4g}") for r in recoveries]}
 
 
 def _card_name(text: str) -> str:

@@ -9,6 +9,7 @@ from zoo.errors import CompressError
 from .linear import METHODS, QUANTIZERS, LinearRecipe
 from .masks import PATTERNS, TILE4_KEEP, parse_nm, pattern_sparsity
 from .profile import PROFILES
+from .recover import BATCH_WINDOWS, HELD_OUT, RECOVER_MODES, STEP_LR
 
 BITS = (16, 8, 4, 3)
 
@@ -27,6 +28,7 @@ class Recipe:
     samples: int = 128
     seq_len: int = 512
     seed: int = 0
+    calib_generated: int = 0  # of the `samples` windows, how many the model writes itself (zoo.compress.selfgen)
     scope: str = "row"  # magnitude: compare weights within a row or across the layer
     owl_lambda: float = 0.08  # the paper's LLaMA settings; SmolLM2 + Wanda: M 7, λ 0.12 (docs/compress.md)
     owl_m: float = 5.0
@@ -34,6 +36,8 @@ class Recipe:
     percdamp: float = 0.01
     blocksize: int = 128
     act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT pruning)
+    recover: str = "none"  # blockwise: train each compressed block to match the dense one (masks fixed)
+    recover_tokens: int = 131072  # calibration tokens each block's recovery trains on (repeats counted)
 
     def validated(self) -> "Recipe":
         """A copy with the sparsity implied by the pattern filled in; CompressError on bad options."""
@@ -77,15 +81,22 @@ class Recipe:
             raise CompressError(f"OWL needs 0 < lambda < 0.5 and M > 0, got {self.owl_lambda} and {self.owl_m}")
         if self.samples < 1 or self.seq_len < 2:
             raise CompressError("need --samples >= 1 and --seq-len >= 2")
+        if not 0 <= self.calib_generated <= self.samples:
+            raise CompressError(f"--calib-generated must be between 0 and --samples ({self.samples}), "
+                                f"got {self.calib_generated}")
         if not 0 < self.percdamp < 1:
             raise CompressError("dampening must be in (0, 1)")
+        if self.recover not in RECOVER_MODES:
+            raise CompressError(f"unknown recovery {self.recover!r} (known: {', '.join(RECOVER_MODES)})")
+        if self.recover != "none" and self.recover_tokens < 1:
+            raise CompressError(f"--recover-tokens must be a positive number of tokens, got {self.recover_tokens}")
         return Recipe(**{**asdict(self), "sparsity": sparsity})
 
     @property
     def uses_calibration(self) -> bool:
         """Whether any statistic of the calibration activations is needed."""
         prunes = self.sparsity and self.sparsity > 0
-        return bool(prunes and (self.method != "magnitude" or self.profile in ("owl", "sensitivity"))) or \
+        return self.recover != "none" or bool(prunes and (self.method != "magnitude" or self.profile in ("owl", "sensitivity"))) or \
             (self.bits < 16 and self.quantizer == "gptq")
 
     @property
@@ -118,4 +129,11 @@ class Recipe:
             out["owl"] = {"lambda": self.owl_lambda, "m": self.owl_m}
         if self.profile == "sensitivity":
             out["sensitivity"] = {"lambda": self.sensitivity_lambda}
+        if self.recover != "none":
+            out["recovery"] = {"mode": self.recover, "tokens": self.recover_tokens, "batch_windows": BATCH_WINDOWS,
+                               "held_out": f"1 window in {HELD_OUT}",
+                               "learning_rate": f"{STEP_LR:g} x the tensor's mean quantization step (weights and "
+                                                "scales), Adam, cosine decay to 0",
+                               "trains": "kept weights and group scales; masks fixed; codes by fake quantization "
+                                         "(straight-through rounding)"}
         return out

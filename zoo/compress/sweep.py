@@ -16,7 +16,7 @@ from .pipeline import compress
 from .recipe import Recipe
 
 Progress = Callable[[str], None]
-FIELDS = ("sparsity", "bits", "perplexity", "ratio", "size_bytes", "bits_per_weight", "decode_tps", "pareto", "path")
+FIELDS = ("sparsity", "bits", "perplexity", "ratio", "technical_ratio", "size_bytes", "bits_per_weight", "decode_tps", "pareto", "path")
 
 
 def pareto_front(points: list[dict], x: str = "size_bytes", y: str = "perplexity") -> list[bool]:
@@ -41,7 +41,7 @@ def sweep(src, recipe: Recipe, sparsities: list[float], bits: list[int], out_dir
           speed: bool = False, progress: Progress | None = None) -> dict:
     """Compress and evaluate every (sparsity, bits) point; returns {base, points} and writes the reports."""
     from zoo.convert.source import open_source
-    from zoo.evaluate import perplexity
+    from zoo.evaluate import TECHNICAL_TEXT, perplexity, text_path
 
     if not sparsities or not bits:
         raise CompressError("sweep needs at least one sparsity and one bits value")
@@ -51,6 +51,8 @@ def sweep(src, recipe: Recipe, sparsities: list[float], bits: list[int], out_dir
     root.mkdir(parents=True, exist_ok=True)
     try:
         base = perplexity(source, eval_text, eval_ctx, eval_windows, progress)
+        technical = text_path(eval_text) != TECHNICAL_TEXT
+        base_tech = perplexity(source, TECHNICAL_TEXT, eval_ctx, eval_windows, progress) if technical else None
         points = []
         for s in sparsities:
             for b in bits:
@@ -59,10 +61,13 @@ def sweep(src, recipe: Recipe, sparsities: list[float], bits: list[int], out_dir
                 if progress:
                     progress(f"sweep point sparsity {s:g}, {b} bits -> {target.name}")
                 card = compress(source, target, r, calib_text=calib_text, eval_text=eval_text, eval_ctx=eval_ctx,
-                                eval_windows=eval_windows, base_perplexity=base, overwrite=True, progress=progress)
+                                eval_windows=eval_windows, base_perplexity=base, base_technical=base_tech,
+                                overwrite=True, progress=progress)
                 m = card["metrics"]
+                tech = m.get("perplexity_technical")
                 points.append({"sparsity": s, "bits": b, "perplexity": m["perplexity"]["value"],
                                "ratio": round(m["perplexity"]["value"] / base["perplexity"], 4),
+                               "technical_ratio": round(tech["value"] / tech["base"], 4) if tech else None,
                                "size_bytes": m["size_bytes"], "bits_per_weight": m["bits_per_weight"],
                                "decode_tps": _decode_tps(target) if speed else None,
                                "path": str(target) if keep else None})

@@ -1,0 +1,194 @@
+"""Block-wise recovery (zoo compress --recover blockwise): the torch block computes what the numpy reference does,
+training lowers the held-out reconstruction error, masks and encodings stay, runs repeat byte for byte, and a
+missing torch is one line."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from zoo.compress import Recipe, compress
+from zoo.compress.calibration import calibration_windows
+from zoo.compress.pipeline import _compress_layer
+from zoo.compress.windows import collect, forward
+from zoo.convert.source import open_source
+from zoo.errors import CompressError
+from zoo.format import decode, expected_tensors, open_artifact
+from zoo.runtime.reference import block_forward, embed, layer_names
+from zoo.synthetic import random_tensor
+
+from .conftest import tiny_config
+
+torch = pytest.importorskip("torch")  # the `train` extra; scripts/setup.sh --test installs it
+
+from zoo.compress.recover import held_out, recover_block  # noqa: E402
+from zoo.compress.torch_block import BlockForward  # noqa: E402
+
+
+@pytest.mark.parametrize("arch,layout", [("llama", "half"), ("llama", "interleaved"), ("mpt", None)])
+def test_torch_block_matches_the_numpy_reference(arch, layout):
+    config = tiny_config(arch)
+    if layout:
+        config = {**config, "rope_layout": layout, "rope_scaling": {"type": "linear", "factor": 2.0}}
+    rng = np.random.default_rng(3)
+    weights = {n: random_tensor(rng, n, s, 0.0) for n, s in expected_tensors(config).items() if n.startswith("blk.1.")}
+    x = rng.standard_normal((3, 40, config["dim"])).astype(np.float32)
+    want = np.stack([block_forward(config, weights, x[s], 1) for s in range(3)])
+    got = BlockForward(config, 1, 40)({n: torch.from_numpy(w) for n, w in weights.items()}, torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5 * np.abs(want).max())
+
+
+def _first_layer(tiny_llama, recipe: Recipe):
+    """Layer 0 of the tiny model compressed one-shot, with its inputs and the dense layer's outputs."""
+    source = open_source(tiny_llama)
+    config = source.config
+    calib = calibration_windows(source.tokenizer_json, 64, 64, 0, None, config["vocab_size"])
+    x = np.stack([embed(source.tensor("token_embd.weight"), t) for t in calib.tokens])
+    weights = {n: source.tensor(n) for n in layer_names(config, 0)}
+    target = x.copy()
+    forward(config, weights, target, 0)
+    lin = recipe.for_layer(recipe.sparsity)
+    stats = collect(config, weights, x, 0, lambda _: lin.needs_hessian)
+    encoded, decoded, masks, _ = _compress_layer(config, 0, dict(weights), stats, recipe, recipe.sparsity)
+    return config, x, target, encoded, decoded, masks
+
+
+@pytest.mark.parametrize("opts", [
+    dict(method="sparsegpt", sparsity=0.5, pattern="tile4", bits=4, quantizer="gptq"),
+    dict(method="wanda", sparsity=0.5, bits=4),  # stored as q4 with zero codes: the mask is not in the encoding
+    dict(method="sparsegpt", sparsity=0.9, bits=4),  # sparse-q4
+    dict(method="wanda", sparsity=0.5, bits=16),  # sparse-f16: no fake quantization
+    dict(sparsity=0.0, bits=4),  # q4, nothing pruned
+])
+def test_recovery_lowers_the_held_out_error_and_keeps_masks_and_encodings(tiny_llama, opts):
+    recipe = Recipe(samples=64, seq_len=64, **opts).validated()
+    config, x, target, encoded, decoded, masks = _first_layer(tiny_llama, recipe)
+    new_enc, new_dec, report = recover_block(config, 0, encoded, masks, decoded, x, target, recipe.bits, 16384, 0)
+    assert report.replaced and report.loss_after < 0.97 * report.loss_before, report
+    # the report's error is the stored block's, on the held-out windows: recompute it with the numpy reference
+    held = held_out(x.shape[0], 0, 0)
+    assert held.size == 8
+    y = np.stack([block_forward(config, new_dec, x[s], 0) for s in held])
+    err = float(((y - target[held]) ** 2).sum() / (target[held] ** 2).sum())
+    assert err == pytest.approx(report.loss_after, rel=1e-3)
+    for name, enc in encoded.items():
+        if enc.encoding == "dense" and len(enc.shape) == 1:
+            assert np.array_equal(new_dec[name], decoded[name])  # norms do not train
+            continue
+        assert new_enc[name].encoding == enc.encoding and new_enc[name].shape == enc.shape
+        assert new_enc[name].keep == enc.keep
+        kept = masks[name] if masks[name] is not None else np.ones(enc.shape, bool)
+        assert not np.any(new_dec[name][~kept]), f"{name}: a pruned weight came back"
+        if enc.encoding in ("tile4-q4", "sparse-q4", "sparse-f16"):
+            assert np.array_equal(next(iter(v for k, v in new_enc[name].parts.items() if k in ("tilemask", "bitmask"))),
+                                  next(iter(v for k, v in enc.parts.items() if k in ("tilemask", "bitmask"))))
+        assert not np.array_equal(new_dec[name], decoded[name]), f"{name} did not train"
+
+
+@pytest.mark.parametrize("opts", [
+    dict(method="sparsegpt", sparsity=0.75, pattern="tile4", bits=4, quantizer="gptq"),
+    dict(method="wanda", sparsity=0.5, bits=4), dict(method="sparsegpt", sparsity=0.9, bits=4),
+    dict(method="wanda", sparsity=0.9, bits=8), dict(sparsity=0.0, bits=8), dict(method="wanda", sparsity=0.5, bits=16),
+])
+def test_untrained_state_re_encodes_to_the_same_bytes(tiny_llama, opts):
+    """The trainable form (float weights, f32 scales, mask) of every encoding stores back bit for bit."""
+    from zoo.compress.recover import _Trainable
+
+    recipe = Recipe(samples=64, seq_len=64, **opts).validated()
+    _, _, _, encoded, decoded, masks = _first_layer(tiny_llama, recipe)
+    for name, enc in encoded.items():
+        if len(enc.shape) == 2:
+            again = _Trainable(torch, enc, masks[name], decoded[name], recipe.bits).encoded()
+            assert again.encoding == enc.encoding and again.meta == enc.meta
+            assert again.parts.keys() == enc.parts.keys()
+            assert all(np.array_equal(again.parts[k], enc.parts[k]) for k in enc.parts), name
+
+
+def test_no_improvement_keeps_the_one_shot_block(tiny_llama):
+    """A block already equal to its target (nothing compressed away... at f16 on an exact target) is not replaced."""
+    recipe = Recipe(samples=64, seq_len=64, method="wanda", sparsity=0.5, bits=16).validated()
+    config, x, _, encoded, decoded, masks = _first_layer(tiny_llama, recipe)
+    target = np.stack([block_forward(config, decoded, x[s], 0) for s in range(x.shape[0])])
+    new_enc, _, report = recover_block(config, 0, encoded, masks, decoded, x, target, 16, 512, 0)
+    assert not report.replaced and report.loss_after == report.loss_before
+    assert all(new_enc[n] is encoded[n] for n in encoded)
+
+
+RECOVER = dict(method="sparsegpt", sparsity=0.5, pattern="tile4", bits=4, quantizer="gptq", samples=8, seq_len=64,
+               seed=2, recover="blockwise", recover_tokens=2048)
+
+
+def test_card_records_recovery_and_both_texts(tiny_llama, tmp_path):
+    card = compress(tiny_llama, tmp_path / "m", Recipe(**RECOVER), eval_ctx=64, eval_windows=3)
+    rec = card["compression"]["recovery"]
+    assert rec["mode"] == "blockwise" and rec["tokens"] == 2048 and rec["steps_per_block"] == 2048 // (4 * 64)
+    assert len(rec["error_before"]) == len(rec["error_after"]) == 2 and card["metrics"]["recovery_seconds"] > 0
+    assert all(a <= b for a, b in zip(rec["error_after"], rec["error_before"]))
+    for key, text in (("perplexity", "evaluation.txt"), ("perplexity_technical", "technical.txt")):
+        p = card["metrics"][key]
+        assert p["protocol"]["text"] == text and p["value"] > 1 and p["before_recovery"] > 1 and p["base"] > 1
+    assert not list(tmp_path.glob(".*")), "the one-shot model measured before recovery was left behind"
+    open_artifact(tmp_path / "m").verify_checksums()
+
+
+def _digests(path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir()) if p.suffix != ".yaml"}
+
+
+def test_recovery_repeats_byte_for_byte_and_differs_from_one_shot(tiny_llama, tmp_path):
+    a = compress(tiny_llama, tmp_path / "a" / "m", Recipe(**RECOVER), evaluate=False)
+    b = compress(tiny_llama, tmp_path / "b" / "m", Recipe(**RECOVER), evaluate=False)
+    one_shot = compress(tiny_llama, tmp_path / "c" / "m", Recipe(**{**RECOVER, "recover": "none"}), evaluate=False)
+    assert _digests(tmp_path / "a" / "m") == _digests(tmp_path / "b" / "m")
+    assert a["compression"]["recovery"]["error_after"] == b["compression"]["recovery"]["error_after"]
+    assert "recovery" not in one_shot["compression"]
+    weights = "model-00001.safetensors"
+    assert _digests(tmp_path / "a" / "m")[weights] != _digests(tmp_path / "c" / "m")[weights]
+    art = open_artifact(tmp_path / "a" / "m")
+    assert all(t.encoding == "tile4-q4" for n, t in art.tensors.items() if n.endswith("attn_q.weight"))
+
+
+def test_bad_recovery_options_are_refused():
+    with pytest.raises(CompressError, match="unknown recovery 'distil'"):
+        Recipe(recover="distil").validated()
+    with pytest.raises(CompressError, match="--recover-tokens must be a positive"):
+        Recipe(recover="blockwise", recover_tokens=0).validated()
+    assert Recipe(recover="blockwise").uses_calibration  # recovery needs the calibration windows even for RTN
+
+
+MISSING_TORCH = r"""
+import sys
+sys.modules["torch"] = None  # `import torch` raises ImportError, as without the train extra
+from zoo.cli.main import main
+sys.argv = ["zoo", *sys.argv[1:]]
+main()
+"""
+
+
+def _zoo_without_torch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", MISSING_TORCH, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_missing_torch_is_one_line_and_compress_without_recover_does_not_need_it(tiny_llama, tmp_path):
+    proc = _zoo_without_torch("compress", str(tiny_llama), "-o", str(tmp_path / "r"), "--sparsity", "0.5",
+                              "--recover", "blockwise", "--samples", "4", "--seq-len", "32", "--no-eval")
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert "pip install 'zoo-llm[train]'" in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists() and not list(tmp_path.iterdir()), "a failed compress left files behind"
+    proc = _zoo_without_torch("compress", str(tiny_llama), "-o", str(tmp_path / "p"), "--sparsity", "0.5",
+                              "--samples", "4", "--seq-len", "32", "--no-eval")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "p" / "zoo.yaml").exists()
+
+
+def test_recipe_replace_keeps_recovery_in_the_card():
+    r = replace(Recipe(method="wanda", sparsity=0.5, bits=4), recover="blockwise", recover_tokens=4096).validated()
+    assert r.card()["recovery"]["tokens"] == 4096 and r.card()["recovery"]["mode"] == "blockwise"

@@ -1,0 +1,171 @@
+"""Block-wise recovery after one-shot pruning and quantization: train each compressed block to match the dense one.
+
+For decoder block i the input is the compressed model's calibration activations and the target is the
+dense model's output of the same block on the dense model's activations, so the block also learns to
+undo the error of the blocks before it (EBFT's block-wise reconstruction). Only the kept weights and
+the group scales train: every mask stays fixed (a pruned weight is multiplied by 0 in the forward, so
+it stays exactly 0), and a quantized weight trains through fake quantization with a straight-through
+estimator on its own group grid, so the stored codes are the trained ones. The block is re-encoded in
+the encoding it had; if the stored result does not beat the one-shot block on the calibration set,
+the one-shot block is kept. PyTorch (the `train` extra) is imported here only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from zoo.errors import CompressError
+from zoo.format import EncodedTensor, decode, stored_scales
+
+from .quant import QMAX, pack
+from .windows import compress_threads
+
+RECOVER_MODES = ("none", "blockwise")
+BATCH_WINDOWS = 4  # calibration windows per optimizer step
+# Adam's learning rate, in units of each tensor's mean quantization step (its mean group scale; for float weights the
+# int4 step their group absmax would give), cosine-decayed to 0: 0.04 is 3e-3 on SmolLM2's int4 weights (mean scale
+# ~0.07), the best of 1e-4..3e-2 measured there (docs/compress.md, "recovery"), and keeps q8's 16x finer grid stable
+STEP_LR = 0.04
+HELD_OUT = 8  # one calibration window in 8 judges the training (reconstruction error before/after) instead of feeding it
+
+
+def require_torch():
+    """The torch module, or a one-line CompressError naming the extra to install."""
+    try:
+        import torch
+    except ImportError:
+        raise CompressError("--recover needs PyTorch: pip install 'zoo-llm[train]' (or pip install torch)") from None
+    return torch
+
+
+@dataclass
+class BlockRecovery:
+    """One block's reconstruction error (‖y - target‖² / ‖target‖² on the held-out calibration windows) before and after."""
+
+    loss_before: float
+    loss_after: float
+    steps: int
+    seconds: float
+    replaced: bool  # False: the trained block was no better, the one-shot block was kept
+
+
+class _Trainable:
+    """One linear's trainable state: float weights (masked) and, when quantized, f32 group scales."""
+
+    def __init__(self, torch, enc: EncodedTensor, mask: np.ndarray | None, weight: np.ndarray, bits: int):
+        self.enc, self.bits = enc, bits
+        self.np_mask = mask
+        self.mask = None if mask is None else torch.from_numpy(mask.astype(np.float32))
+        self.weight = torch.nn.Parameter(torch.from_numpy(weight.copy()))
+        self.quantized = bits < 16
+        self.scales = None
+        if self.quantized:
+            self.qmax = QMAX[bits]
+            self.group = enc.group_size
+            self.scales = torch.nn.Parameter(torch.from_numpy(stored_scales(enc).astype(np.float32)))
+            self.step = float(self.scales.detach().abs().mean())
+        else:
+            rows, cols = weight.shape
+            groups = -(-cols // 128)
+            padded = np.zeros((rows, groups * 128), np.float32)
+            padded[:, :cols] = np.abs(weight)
+            self.step = float(padded.reshape(rows, groups, 128).max(axis=2).mean()) / QMAX[4]
+
+    def _per_column(self, torch, s):
+        return torch.repeat_interleave(s, self.group, dim=1)[:, :self.weight.shape[1]]
+
+    def effective(self, torch):
+        """The weight the block computes with: masked, and fake-quantized on the group grid (STE rounding)."""
+        w = self.weight
+        if self.quantized:
+            s = self._per_column(torch, self.scales)
+            live = s > 0
+            q = w / torch.where(live, s, torch.ones_like(s))
+            q = q + (torch.round(q) - q).detach()
+            w = torch.where(live, q.clamp(-self.qmax, self.qmax) * s, torch.zeros_like(w))
+        return w if self.mask is None else w * self.mask
+
+    def encoded(self) -> EncodedTensor:
+        """The trained weight stored in the encoding it came in (codes from the f16 scales actually stored)."""
+        w = self.weight.detach().numpy()
+        mask = self.np_mask
+        if not self.quantized:
+            return pack(w if mask is None else np.where(mask, w, np.float32(0)), mask, 16, self.enc.group_size or 128)
+        scales = np.maximum(self.scales.detach().numpy(), 0).astype(np.float16)
+        s = np.repeat(scales.astype(np.float32), self.group, axis=1)[:, :w.shape[1]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            codes = np.where(s > 0, np.rint(w / np.where(s > 0, s, 1)), 0)
+        codes = np.clip(codes, -self.qmax, self.qmax).astype(np.int8)
+        if mask is not None:
+            codes[~mask] = 0
+        return pack(w, mask, self.bits, self.group, codes, scales, keep=self.enc.keep)
+
+
+def _loss(torch, block, weights: dict, x: np.ndarray, target: np.ndarray) -> float:
+    """‖block(x) - target‖² / ‖target‖² over all windows, without gradients."""
+    err = ref = 0.0
+    with torch.no_grad():
+        for s in range(0, x.shape[0], BATCH_WINDOWS):
+            t = torch.from_numpy(target[s:s + BATCH_WINDOWS])
+            y = block(weights, torch.from_numpy(x[s:s + BATCH_WINDOWS]))
+            err += float((y - t).double().pow(2).sum())
+            ref += float(t.double().pow(2).sum())
+    return err / max(ref, 1e-30)
+
+
+def held_out(windows: int, seed: int, layer: int) -> np.ndarray:
+    """The calibration windows kept out of training to judge it: one in HELD_OUT (at least one; all if only one)."""
+    count = max(1, windows // HELD_OUT)
+    return np.sort(np.random.default_rng([seed, layer, 1]).permutation(windows)[:count]) if windows > 1 else np.arange(1)
+
+
+def recover_block(config: dict, layer: int, encoded: dict[str, EncodedTensor], masks: dict[str, np.ndarray | None],
+                  decoded: dict[str, np.ndarray], x: np.ndarray, target: np.ndarray, bits: int, tokens: int,
+                  seed: int) -> tuple[dict[str, EncodedTensor], dict[str, np.ndarray], BlockRecovery]:
+    """Train block `layer`'s linears so block(x) ≈ target; returns (encoded, decoded, report) for the stored result.
+
+    x, target: float32 [windows, seq_len, dim]; `tokens` is the budget of calibration tokens the optimizer
+    sees (repeats counted); `bits` the recipe's code bits (16: float weights, no fake quantization).
+    """
+    torch = require_torch()
+    from .torch_block import BlockForward
+
+    start = time.monotonic()
+    torch.set_num_threads(compress_threads())
+    torch.manual_seed(seed * 1_000_003 + layer)
+    windows, seq_len, _ = x.shape
+    block = BlockForward(config, layer, seq_len)
+    fixed = {n: torch.from_numpy(np.array(v)) for n, v in decoded.items() if v.ndim == 1}
+    train = {n: _Trainable(torch, encoded[n], masks.get(n), decoded[n], bits) for n, v in decoded.items() if v.ndim == 2}
+    held = held_out(windows, seed, layer)
+    fit = np.setdiff1d(np.arange(windows), held) if held.size < windows else held
+    x_held, target_held = x[held], target[held]
+    before = _loss(torch, block, {**fixed, **{n: torch.from_numpy(decoded[n]) for n in train}}, x_held, target_held)
+    params = [{"params": [t.weight] + ([t.scales] if t.scales is not None else []), "lr": STEP_LR * max(t.step, 1e-12)}
+              for t in train.values()]
+    opt = torch.optim.Adam(params)
+    steps = max(1, tokens // (BATCH_WINDOWS * seq_len))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    rng = np.random.default_rng([seed, layer])
+    order = np.empty(0, np.int64)
+    for _ in range(steps):
+        if order.size < BATCH_WINDOWS:
+            order = np.concatenate([order, rng.permutation(fit)])
+        pick, order = np.sort(order[:BATCH_WINDOWS]), order[BATCH_WINDOWS:]
+        t = torch.from_numpy(target[pick])
+        y = block({**fixed, **{n: tr.effective(torch) for n, tr in train.items()}}, torch.from_numpy(x[pick]))
+        loss = (y - t).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    new_enc = {n: tr.encoded() for n, tr in train.items()}
+    new_dec = {n: decode(e) for n, e in new_enc.items()}
+    after = _loss(torch, block, {**fixed, **{n: torch.from_numpy(v) for n, v in new_dec.items()}}, x_held, target_held)
+    replaced = after < before
+    if replaced:
+        encoded, decoded = {**encoded, **new_enc}, {**decoded, **new_dec}
+    return encoded, decoded, BlockRecovery(before, min(after, before), steps, time.monotonic() - start, replaced)
