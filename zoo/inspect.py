@@ -10,10 +10,15 @@ from zoo.format import open_artifact
 from zoo.format.stats import is_linear, tensor_stats
 
 
-def inspect_artifact(path: str | Path) -> dict:
+def inspect_artifact(path: str | Path, verify: bool = False) -> dict:
     """Open and fully validate `path`; return card, config, tensors (name, encoding, shape, sparsity,
-    bits_per_weight, bytes, stored) and totals. Raises FormatError on a broken artifact."""
+    bits_per_weight, bytes, stored) and totals. Raises FormatError on a broken artifact; with verify=True,
+    ChecksumError when a directory's file does not match the card's sha256 (zoo.verify, cached)."""
     art = open_artifact(path)
+    if verify and Path(path).is_dir():
+        from zoo.verify import verify_artifact
+
+        verify_artifact(art)
     art.validate()
     rows = []
     tot = {"parameters": 0, "stored": 0, "bytes": 0, "linear_parameters": 0, "linear_stored": 0, "linear_bytes": 0}

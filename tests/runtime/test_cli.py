@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +21,12 @@ tiny = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tiny)
 
 ZOO = [sys.executable, "-m", "zoo.cli.main"]
+HOME = tempfile.mkdtemp(prefix="zoo-test-home-")  # the verified-digest cache and store stay out of the user's home
 
 
 def zoo(*args, input=None, timeout=300):
     return subprocess.run([*ZOO, *map(str, args)], capture_output=True, text=True, input=input, timeout=timeout,
-                          env={**os.environ, "ZOO_DEBUG": ""})
+                          env={**os.environ, "ZOO_DEBUG": "", "ZOO_HOME": HOME})
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from zoo.cli import options
+
 err = Console(stderr=True, highlight=False)
 
 
@@ -52,7 +54,7 @@ PATTERN = typer.Option("unstructured", "--pattern",
                        help="unstructured | 2:4 | 4:8 | neurons (MLP channels) | tile4 (4-row tiles share columns, "
                             "K of every 128 kept: sparsity 0.5, 0.625, 0.75 or 0.875; at 4 bits stored as tile4-q4).")
 PROFILE = typer.Option("uniform", "--profile", help="Per-layer sparsity: uniform | owl | sensitivity (measured per-layer pruning error).")
-GROUP = typer.Option(128, "--group-size", help="Quantization group size (multiple of 64 when sparse).")
+GROUP = options.group_size(128, "Quantization group size (multiple of 64 when sparse).")
 QUANTIZER = typer.Option("rtn", "--quantizer", help="rtn | gptq.")
 ACT_ORDER = typer.Option(True, "--act-order/--no-act-order",
                          help="GPTQ: quantize columns by decreasing Hessian diagonal (static groups).")
@@ -61,27 +63,27 @@ OWL_M = typer.Option(None, "--owl-m", help="OWL: a weight is an outlier above M 
 SENS_LAMBDA = typer.Option(None, "--sensitivity-lambda",
                            help="sensitivity: half-width of the per-layer sparsity range (default: Recipe's).")
 CALIB = typer.Option(None, "--calib", help="Calibration text (default: the shipped one, zoo/data/calibration.txt).")
-SAMPLES = typer.Option(128, "--samples", help="Calibration windows.")
-SEQ_LEN = typer.Option(512, "--seq-len", help="Tokens per calibration window.")
-SEED = typer.Option(0, "--seed", help="Seed for choosing calibration windows.")
+SAMPLES = typer.Option(128, "--samples", min=1, help="Calibration windows.")
+SEQ_LEN = typer.Option(512, "--seq-len", min=1, help="Tokens per calibration window.")
+SEED = options.seed(0, "Seed for choosing calibration windows.")
 EVAL_TEXT = typer.Option(None, "--eval-text", help="Evaluation text (default: the shipped one, zoo/data/evaluation.txt).")
-EVAL_WINDOWS = typer.Option(64, "--eval-windows", help="Evaluate on the first N windows (0 = the whole text).")
-CTX = typer.Option(512, "--ctx", help="Evaluation window length in tokens.")
+EVAL_WINDOWS = typer.Option(64, "--eval-windows", min=0, help="Evaluate on the first N windows (0 = the whole text).")
+CTX = options.ctx(512, "Evaluation window length in tokens.")
 JSON = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress on stderr.")
-CALIB_GENERATED = typer.Option(0, "--calib-generated",
+CALIB_GENERATED = typer.Option(0, "--calib-generated", min=0,
                                help="Of the --samples calibration windows, how many the model writes itself "
                                     "(sampled, seeded): calibration beyond one text's style.")
 RECOVER = typer.Option("none", "--recover",
                        help="none | blockwise: after pruning/quantizing each block, train its kept weights and scales "
                             "(masks fixed) to match the dense block on the calibration windows (needs zoo-llm[train]).")
-RECOVER_TOKENS = typer.Option(131072, "--recover-tokens",
+RECOVER_TOKENS = typer.Option(131072, "--recover-tokens", min=1,
                               help="Calibration tokens each block's recovery trains on (repeats counted).")
 
 
 def compress_cmd(
     src: str = typer.Argument(..., help="GGUF file, Hugging Face checkpoint dir or dense zoo artifact."),
-    out: Path = typer.Option(..., "--out", "-o", help="Artifact directory to write (must not exist)."),
+    out: Path = options.out(..., "--out", "-o", help="Artifact directory to write (must not exist)."),
     method: str = METHOD,
     sparsity: float = typer.Option(None, "--sparsity", "-s", help="Fraction of weights to prune (N:M implies it)."),
     pattern: str = PATTERN,
@@ -150,7 +152,7 @@ def sweep_cmd(
     method: str = METHOD,
     sparsity: str = typer.Option("0.3,0.5,0.7,0.9", "--sparsity", "-s", help="Comma-separated sparsities."),
     bits: str = typer.Option("4,8", "--bits", "-b", help="Comma-separated bit widths (16, 8, 4)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Keep artifacts and sweep.{csv,json,png} here."),
+    out: Path = options.out(None, "--out", "-o", help="Keep artifacts and sweep.{csv,json,png} here."),
     pattern: str = PATTERN,
     profile: str = PROFILE,
     group_size: int = GROUP,
@@ -204,7 +206,7 @@ def eval_cmd(
     model: str = typer.Argument(..., help="Artifact dir (or store name), GGUF file or Hugging Face dir."),
     text: str = typer.Option(None, "--text", help="UTF-8 text file, or a shipped text: prose (the default, Persuasion) or technical (the Python reference)."),
     ctx: int = CTX,
-    max_windows: int = typer.Option(0, "--max-windows", help="Only the first N windows (0 = all)."),
+    max_windows: int = typer.Option(0, "--max-windows", min=0, help="Only the first N windows (0 = all)."),
     engine: str = typer.Option("auto", "--engine", help="auto | runtime | reference."),
     as_json: bool = JSON,
     quiet: bool = QUIET,

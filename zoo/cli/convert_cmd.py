@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from zoo.cli import options
+
 # The choices of zoo.convert.convert.ENCODINGS, spelled out so `zoo` starts without importing numpy
 # (tests/convert checks that the two agree).
 ENCODING_HELP = "auto, f16, bf16, f32, q8, q4, sparse-f16, sparse-q8, sparse-q4"
@@ -16,10 +18,10 @@ ENCODING_HELP = "auto, f16, bf16, f32, q8, q4, sparse-f16, sparse-q8, sparse-q4"
 
 def convert(
     src: Path = typer.Argument(..., help="A .gguf file, a Hugging Face checkpoint dir, or a zoo artifact dir."),
-    out: Path = typer.Option(..., "-o", "--output", help="Artifact directory to create."),
+    out: Path = options.out(..., "-o", "--output", help="Artifact directory to create."),
     encoding: str = typer.Option("auto", "--encoding", "-e",
                                  help=f"Linear weights: {ENCODING_HELP}. auto = f16, sparse where zeros save bytes."),
-    group_size: int = typer.Option(128, "--group-size", help="Quantization group size (columns)."),
+    group_size: int = options.group_size(128, "Quantization group size (columns)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (path, card summary) on stdout."),
 ) -> None:

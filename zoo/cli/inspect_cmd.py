@@ -9,14 +9,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from zoo.cli import options
 
 
 def inspect(
     path: Path = typer.Argument(..., help="Artifact directory (or one .safetensors file)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     tensors: bool = typer.Option(True, "--tensors/--no-tensors", help="List every tensor (table output)."),
+    no_verify: bool = options.no_verify(),
 ) -> None:
     """Validate an artifact and show its card, per-tensor encodings and totals.
+
+    A directory's files are first checked against the card's sha256 (once; then cached).
 
     Examples:
       zoo inspect ./smollm2-sparse50-int4
@@ -24,7 +28,7 @@ def inspect(
     """
     from zoo.inspect import inspect_artifact  # imported here: numba loads only for verbs that need it
 
-    report = inspect_artifact(path)
+    report = inspect_artifact(path, verify=not no_verify)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

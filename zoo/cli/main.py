@@ -55,6 +55,17 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _usage_error(err: Exception) -> None:
+    """Print typer's (click's) usage error as one line and exit with its code; a bare `zoo` prints its help."""
+    if type(err).__name__ == "NoArgsIsHelpError":  # its message is the whole help text
+        err.show()
+    else:
+        message = " ".join(err.format_message().split())
+        hint = " (see --help)" if err.exit_code == 2 else ""
+        print(f"zoo: error: {message}{hint}", file=sys.stderr)
+    sys.exit(err.exit_code)
+
+
 def main() -> None:
     """Console entry point: run the app, turning ZooErrors into one line and an exit code."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -75,9 +86,8 @@ def main() -> None:
             print(f"zoo: stopped by {signal.Signals(stop.code - 128).name}", file=sys.stderr)
         raise
     except Exception as err:
-        if callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int):
-            err.show()  # a usage error from typer's click: message and exit code 2
-            sys.exit(err.exit_code)
+        if callable(getattr(err, "format_message", None)) and isinstance(getattr(err, "exit_code", None), int):
+            _usage_error(err)  # a usage error from typer's click (exit code 2)
         if os.environ.get("ZOO_DEBUG") == "1":
             raise
         print(f"zoo: internal error: {type(err).__name__}: {err} (ZOO_DEBUG=1 for a traceback)", file=sys.stderr)

@@ -11,6 +11,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from zoo.cli import options
+
 err = Console(stderr=True, highlight=False)
 
 
@@ -24,14 +26,16 @@ def resolve_model(model: str) -> Path:
     return resolve(model, log=lambda msg: err.print(f"zoo: {msg}"))
 
 
-def _load(model: str, threads: int | None, ctx: int | None, quiet: bool):
-    """Resolve, validate and load (the kernels are prepared later by `_warm`, only those a request needs)."""
+def _load(model: str, threads: int | None, ctx: int | None, quiet: bool, verify: bool = True):
+    """Resolve, verify (the card's sha256, cached), validate and load (the kernels are prepared later by
+    `_warm`, only those a request needs)."""
     from zoo.runtime import load
 
     path = resolve_model(model)
     t0 = time.perf_counter()
-    with err.status(f"loading {path.name} (validating)", spinner="dots") if not quiet else _Null():
-        m, tok = load(path, ctx=ctx, threads=threads)
+    step = f"loading {path.name} ({'verifying, ' if verify else ''}validating)"
+    with err.status(step, spinner="dots") if not quiet else _Null():
+        m, tok = load(path, ctx=ctx, threads=threads, verify=verify)
     t1 = time.perf_counter()
     return m, tok, {"load_s": t1 - t0, "validate_load_s": t1 - t0, "kernels_s": 0.0, "warm": set()}
 
@@ -63,20 +67,22 @@ class _Null:
 
 def run(
     model: str = typer.Argument(..., help="Artifact directory (or a model name in the store)."),
-    prompt: str = typer.Argument(None, help="Prompt; omit for an interactive chat."),
-    max_tokens: int = typer.Option(256, "--max-tokens", "-n", help="Maximum new tokens."),
-    temperature: float = typer.Option(0.7, "--temperature", "-t", help="0 = greedy."),
-    top_k: int = typer.Option(40, "--top-k", help="Keep the k most likely tokens (0 = off)."),
-    top_p: float = typer.Option(0.9, "--top-p", help="Nucleus sampling mass (1 = off)."),
-    repeat_penalty: float = typer.Option(1.0, "--repeat-penalty", help="Repetition penalty (1 = off)."),
-    seed: int = typer.Option(None, "--seed", help="Random seed for reproducible sampling."),
-    threads: int = typer.Option(None, "--threads", help="Kernel threads (default: all CPUs)."),
-    ctx: int = typer.Option(None, "--ctx", help="Context length (default: the model's, at most 4096)."),
-    stop: list[str] = typer.Option(None, "--stop", help="Stop string (repeatable)."),
-    system: str = typer.Option(None, "--system", help="System message for the chat template."),
+    prompt: str = typer.Argument(None, callback=options.utf8, help="Prompt; omit for an interactive chat."),
+    max_tokens: int = typer.Option(256, "--max-tokens", "-n", min=1, help="Maximum new tokens."),
+    temperature: float = options.temperature(),
+    top_k: int = typer.Option(40, "--top-k", min=0, help="Keep the k most likely tokens (0 = off)."),
+    top_p: float = typer.Option(0.9, "--top-p", callback=options.finite, help="Nucleus sampling mass (1 = off)."),
+    repeat_penalty: float = typer.Option(1.0, "--repeat-penalty", callback=options.finite,
+                                         help="Repetition penalty (1 = off)."),
+    seed: int = options.seed(None, "Random seed for reproducible sampling."),
+    threads: int = options.threads(),
+    ctx: int = options.ctx(None, "Context length (default: the model's, at most 4096)."),
+    stop: list[str] = typer.Option(None, "--stop", callback=options.utf8, help="Stop string (repeatable)."),
+    system: str = typer.Option(None, "--system", callback=options.utf8, help="System message for the chat template."),
     raw: bool = typer.Option(False, "--raw", help="Send PROMPT as is, without the chat template."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of streaming."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print load time, tokens/s and peak RSS."),
+    no_verify: bool = options.no_verify(),
 ) -> None:
     """Generate text with a model, streaming tokens; no PROMPT starts an interactive chat.
 
@@ -93,7 +99,7 @@ def run(
     params.check()
     if prompt is None and as_json:
         raise RuntimeModelError("--json needs a PROMPT (the interactive chat streams text)")
-    m, tok, times = _load(model, threads, ctx or 4096, quiet=as_json)
+    m, tok, times = _load(model, threads, ctx or 4096, quiet=as_json, verify=not no_verify)
     if tok is None:
         raise RuntimeModelError(f"{model}: the artifact has no tokenizer.json, so it cannot take text (zoo bench works)")
     session = Session(m, tok)
@@ -165,10 +171,10 @@ def run(
 
 def bench(
     models: list[str] = typer.Argument(..., help="Artifact directories or model names; several are compared side by side."),
-    threads: int = typer.Option(None, "--threads", help="Kernel threads (default: all CPUs)."),
-    prompt_tokens: int = typer.Option(128, "--prompt-tokens", help="Prompt length for prefill."),
-    gen_tokens: int = typer.Option(128, "--gen-tokens", help="Tokens to decode."),
-    repeats: int = typer.Option(1, "--repeats", help="Repeat and keep the best (noisy shared machines)."),
+    threads: int = options.threads(),
+    prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="Prompt length for prefill."),
+    gen_tokens: int = typer.Option(128, "--gen-tokens", min=1, help="Tokens to decode."),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="Repeat and keep the best (noisy shared machines)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Measure prefill and decode tokens/s, load time and peak RSS; with several models, compare them.

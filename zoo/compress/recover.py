@@ -20,7 +20,7 @@ import numpy as np
 from zoo.errors import CompressError
 from zoo.format import EncodedTensor, decode, stored_scales
 
-from .quant import QMAX, pack
+from .quant import QMAX, group_scales, pack
 from .windows import compress_threads
 
 RECOVER_MODES = ("none", "blockwise")
@@ -43,7 +43,7 @@ def require_torch():
 
 @dataclass
 class BlockRecovery:
-    """One block's reconstruction error (‖y - target‖² / ‖target‖² on the held-out calibration windows) before and after."""
+    """One block's reconstruction error (`token_error` on the held-out calibration windows) before and after."""
 
     loss_before: float
     loss_after: float
@@ -67,12 +67,8 @@ class _Trainable:
             self.group = enc.group_size
             self.scales = torch.nn.Parameter(torch.from_numpy(stored_scales(enc).astype(np.float32)))
             self.step = float(self.scales.detach().abs().mean())
-        else:
-            rows, cols = weight.shape
-            groups = -(-cols // 128)
-            padded = np.zeros((rows, groups * 128), np.float32)
-            padded[:, :cols] = np.abs(weight)
-            self.step = float(padded.reshape(rows, groups, 128).max(axis=2).mean()) / QMAX[4]
+        else:  # float weights: the step an int4 grid of group 128 would have
+            self.step = float(group_scales(weight, mask, 128, QMAX[4]).astype(np.float32).mean())
 
     def _per_column(self, torch, s):
         return torch.repeat_interleave(s, self.group, dim=1)[:, :self.weight.shape[1]]
@@ -104,16 +100,24 @@ class _Trainable:
         return pack(w, mask, self.bits, self.group, codes, scales, keep=self.enc.keep)
 
 
+def token_error(y, t):
+    """Mean over tokens of ‖y_t - target_t‖² / ‖target_t‖²: each token's error as the next RMSNorm sees it.
+
+    The residual stream of a few tokens (the first, and other "attention sinks") is orders of magnitude
+    larger than the rest; an unweighted MSE would spend the training on them, while the norm that
+    follows divides every token by its own scale."""
+    return ((y - t).pow(2).sum(-1) / t.pow(2).sum(-1).clamp_min(1e-30)).mean()
+
+
 def _loss(torch, block, weights: dict, x: np.ndarray, target: np.ndarray) -> float:
-    """‖block(x) - target‖² / ‖target‖² over all windows, without gradients."""
-    err = ref = 0.0
+    """`token_error` over all windows, without gradients."""
+    total = 0.0
     with torch.no_grad():
         for s in range(0, x.shape[0], BATCH_WINDOWS):
-            t = torch.from_numpy(target[s:s + BATCH_WINDOWS])
-            y = block(weights, torch.from_numpy(x[s:s + BATCH_WINDOWS]))
-            err += float((y - t).double().pow(2).sum())
-            ref += float(t.double().pow(2).sum())
-    return err / max(ref, 1e-30)
+            t = torch.from_numpy(target[s:s + BATCH_WINDOWS]).double()
+            y = block(weights, torch.from_numpy(x[s:s + BATCH_WINDOWS])).double()
+            total += float(token_error(y, t)) * t.shape[0]
+    return total / x.shape[0]
 
 
 def held_out(windows: int, seed: int, layer: int) -> np.ndarray:
@@ -157,7 +161,7 @@ def recover_block(config: dict, layer: int, encoded: dict[str, EncodedTensor], m
         pick, order = np.sort(order[:BATCH_WINDOWS]), order[BATCH_WINDOWS:]
         t = torch.from_numpy(target[pick])
         y = block({**fixed, **{n: tr.effective(torch) for n, tr in train.items()}}, torch.from_numpy(x[pick]))
-        loss = (y - t).pow(2).mean()
+        loss = token_error(y, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -95,11 +95,17 @@ class Model:
         return plan
 
     @classmethod
-    def load(cls, path: str | Path, ctx: int | None = None, chunk: int = 128, fused: bool = True) -> "Model":
+    def load(cls, path: str | Path, ctx: int | None = None, chunk: int = 128, fused: bool = True,
+             verify: bool = False) -> "Model":
         """Open (headers, mmap), validate every invariant, then build the graph; FormatError on bad files.
+        verify=True first checks a directory's files against the card's sha256 (zoo.verify, cached);
         fused=False keeps decode op by op (for comparisons)."""
         t0 = time.perf_counter()
         art = open_artifact(path)
+        if verify and Path(path).is_dir():
+            from zoo.verify import verify_artifact
+
+            verify_artifact(art)
         art.validate()
         model = cls(Path(path), art.config, art.tensors, ctx=ctx, chunk=chunk, fused=fused)
         model.artifact = art  # keeps the mmaps alive

