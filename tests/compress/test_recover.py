@@ -135,6 +135,10 @@ def test_card_records_recovery_and_both_texts(tiny_llama, tmp_path):
         assert p["protocol"]["text"] == text and p["value"] > 1 and p["before_recovery"] > 1 and p["base"] > 1
     assert not list(tmp_path.glob(".*")), "the one-shot model measured before recovery was left behind"
     open_artifact(tmp_path / "m").verify_checksums()
+    # before_recovery is the plain one-shot compress of the same recipe and windows, not a hybrid
+    plain = compress(tiny_llama, tmp_path / "p", Recipe(**{**RECOVER, "recover": "none"}), eval_ctx=64, eval_windows=3)
+    for key in ("perplexity", "perplexity_technical"):
+        assert card["metrics"][key]["before_recovery"] == plain["metrics"][key]["value"]
 
 
 def _digests(path) -> dict:

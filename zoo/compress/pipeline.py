@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -160,12 +160,10 @@ def _encode_edge(name: str, w: np.ndarray, config: dict, recipe: Recipe):
 
 
 def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calibration | None,
-                    layer_sparsity: list[float], progress: Progress | None = None,
-                    one_shot: ArtifactWriter | None = None) -> tuple[list[LayerReport], dict, list]:
+                    layer_sparsity: list[float], progress: Progress | None = None) -> tuple[list[LayerReport], dict, list]:
     """Compress every decoder layer of `source` into `writer`, one layer in memory at a time.
 
-    With `recipe.recover` each compressed block is then trained to match the dense block (zoo.compress.recover)
-    and `one_shot`, if given, receives the model as it was before recovery (to measure what recovery bought).
+    With `recipe.recover` each compressed block is then trained to match the dense block (zoo.compress.recover).
     Returns (one report per layer, {edge tensor name: its encoding} for the embedding and head,
     one BlockRecovery per layer or [] without recovery)."""
     from zoo.runtime.reference import embed, layer_names
@@ -173,16 +171,9 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
     config = source.config
     n_layers = config["n_layers"]
     recovering = recipe.recover != "none" and calib is not None
-    writers = [writer] + ([one_shot] if one_shot is not None and recovering else [])
-
-    def add(name: str, enc, before=None) -> None:
-        writer.add(name, enc)
-        if len(writers) > 1:
-            writers[1].add(name, enc if before is None else before)
-
     token_embd = source.tensor("token_embd.weight")
     edges = {"token_embd.weight": _encode_edge("token_embd.weight", token_embd, config, recipe)}
-    add("token_embd.weight", edges["token_embd.weight"])
+    writer.add("token_embd.weight", edges["token_embd.weight"])
     x = np.stack([embed(token_embd, t) for t in calib.tokens]) if calib is not None else None
     dense_x = x.copy() if recovering else None  # the dense model's activations: recovery's targets
     del token_embd
@@ -198,7 +189,6 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
         encoded, decoded, masks, report = _compress_layer(config, i, weights, stats, recipe, layer_sparsity[i])
         del weights, stats
         report.total = _dense_linear_count(config, i)
-        before = encoded
         if recovering:
             from .recover import recover_block
 
@@ -207,8 +197,8 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
             recoveries.append(rec)
         del masks
         for name in sorted(encoded):
-            add(name, encoded[name], before[name])
-        del encoded, before
+            writer.add(name, encoded[name])
+        del encoded
         if x is not None:
             forward(config, decoded, x, i)
         del decoded
@@ -219,10 +209,10 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
                    if recovering else "")
             progress(f"layer {i + 1}/{n_layers}: sparsity {1 - report.kept / report.total:.3f}, "
                      f"{8 * report.nbytes / report.total:.2f} bits/weight{got} ({_eta(start, i + 1, n_layers)})")
-    add("output_norm.weight", encode(source.tensor("output_norm.weight"), "dense", dtype="F32"))
+    writer.add("output_norm.weight", encode(source.tensor("output_norm.weight"), "dense", dtype="F32"))
     if not config["tied_embeddings"]:
         edges["output.weight"] = _encode_edge("output.weight", source.tensor("output.weight"), config, recipe)
-        add("output.weight", edges["output.weight"])
+        writer.add("output.weight", edges["output.weight"])
     release_source_pages(source, source.names)
     return reports, {name: t.encoding for name, t in edges.items()}, recoveries
 
@@ -361,7 +351,9 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
         with contextlib.ExitStack() as stack:
             writer = stack.enter_context(ArtifactWriter(staging, out_config))
             one_shot = stack.enter_context(ArtifactWriter(before_dir, out_config)) if evaluate and recovering else None
-            reports, edges, recoveries = stream_compress(source, writer, recipe, calib, layer_sparsity, progress, one_shot)
+            if one_shot is not None:  # the same recipe and windows without recovery: what recovery is measured against
+                stream_compress(source, one_shot, replace(recipe, recover="none"), calib, layer_sparsity, progress)
+            reports, edges, recoveries = stream_compress(source, writer, recipe, calib, layer_sparsity, progress)
             for w in filter(None, (writer, one_shot)):
                 if source.tokenizer_json:
                     w.add_file("tokenizer.json", source.tokenizer_json)
