@@ -6,8 +6,8 @@ undo the error of the blocks before it (EBFT's block-wise reconstruction). Only 
 the group scales train: every mask stays fixed (a pruned weight is multiplied by 0 in the forward, so
 it stays exactly 0), and a quantized weight trains through fake quantization with a straight-through
 estimator on its own group grid, so the stored codes are the trained ones. The block is re-encoded in
-the encoding it had; if the stored result does not beat the one-shot block on the calibration set,
-the one-shot block is kept. PyTorch (the `train` extra) is imported here only.
+the encoding it had; if the stored result does not beat the one-shot block on the held-out
+calibration windows, the one-shot block is kept. PyTorch (the `train` extra) is imported here only.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from zoo.errors import CompressError
 from zoo.format import EncodedTensor, decode, stored_scales
 
-from .quant import QMAX, group_scales, pack
+from .quant import QMAX, codes_for, group_scales, pack, per_column
 from .windows import compress_threads
 
 RECOVER_MODES = ("none", "blockwise")
@@ -91,10 +91,7 @@ class _Trainable:
         if not self.quantized:
             return pack(w if mask is None else np.where(mask, w, np.float32(0)), mask, 16, self.enc.group_size or 128)
         scales = np.maximum(self.scales.detach().numpy(), 0).astype(np.float16)
-        s = np.repeat(scales.astype(np.float32), self.group, axis=1)[:, :w.shape[1]]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            codes = np.where(s > 0, np.rint(w / np.where(s > 0, s, 1)), 0)
-        codes = np.clip(codes, -self.qmax, self.qmax).astype(np.int8)
+        codes = codes_for(w, per_column(scales, self.group, w.shape[1]), self.qmax)
         if mask is not None:
             codes[~mask] = 0
         return pack(w, mask, self.bits, self.group, codes, scales, keep=self.enc.keep)
