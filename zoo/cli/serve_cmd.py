@@ -1,0 +1,63 @@
+"""`zoo serve`: the OpenAI and Ollama HTTP APIs on loopback for zoo's models (zoo.serve does the work)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from zoo.cli import options
+
+err = Console(stderr=True, highlight=False)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (127.0.0.1: this machine only)."),
+    port: int = typer.Option(11434, "--port", "-p", min=0, max=65535, help="TCP port (11434, Ollama's)."),
+    models: list[str] = typer.Option(None, "--models", "-m", help="Load at start and keep loaded: a name in the "
+                                     "store (pulled or built if missing) or an artifact directory (repeatable)."),
+    keep_alive: str = typer.Option("5m", "--keep-alive", help="Unload a model this long after its last request "
+                                   "(e.g. 30s, 5m, 1h; -1 = never)."),
+    max_loaded: int = typer.Option(1, "--max-loaded", min=1, help="Models loaded at once (least recently used "
+                                   "is unloaded)."),
+    threads: int = options.threads(),
+    ctx: int = options.ctx(None, "Context length of each loaded model (default: the model's, at most 4096)."),
+    api_key: str = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Require "
+                                "'Authorization: Bearer KEY' on every request (or set ZOO_API_KEY)."),
+) -> None:
+    """Serve the local store's models over the OpenAI and Ollama APIs until Ctrl-C.
+
+    Models load on their first request (by name, as `zoo run` finds them) and requests to one model
+    take turns. Point clients at http://127.0.0.1:11434/v1 (OpenAI) or http://127.0.0.1:11434 (Ollama).
+
+    Examples:
+      zoo serve
+      zoo serve --models smollm2-135m-instruct-sparse50-int4 --keep-alive 30m
+      zoo serve --port 8080 --api-key secret --max-loaded 2
+    """
+    from zoo.errors import RuntimeModelError
+    from zoo.runtime import set_threads
+    from zoo.serve import ModelManager, parse_duration
+    from zoo.serve.errors import ApiError
+    from zoo.serve.server import exposure_warning, preload, serve as run_server
+
+    try:
+        keep = parse_duration(keep_alive)
+    except ApiError as bad:
+        raise typer.BadParameter(str(bad), param_hint="--keep-alive") from None
+    if models and len(models) > max_loaded:
+        raise RuntimeModelError(f"--models names {len(models)} models but --max-loaded is {max_loaded}")
+    if threads:
+        set_threads(threads)
+    warning = exposure_warning(host)
+    if warning:
+        err.print(f"zoo: warning: {warning}", soft_wrap=True)
+    manager = ModelManager(keep_alive=keep, max_loaded=max_loaded, ctx=ctx)
+    if models:
+        with err.status(f"loading {', '.join(models)}"):
+            names = preload(manager, models)
+        err.print(f"zoo: loaded {', '.join(names)}")
+    run_server(manager, host, port, api_key)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
