@@ -52,7 +52,9 @@ def convert(
                                "encodings": card.get("conversion", {}).get("tensors"),
                                "sparsity": card.get("metrics", {}).get("sparsity")}))
     else:
-        err.print(f"wrote {path} ({size / 2**20:.1f} MiB; {card.get('recipe', {}).get('tensors')})")
+        counts = card.get("conversion", {}).get("tensors") or {}
+        shown = ", ".join(f"{n} {enc}" for enc, n in counts.items())
+        err.print(f"wrote {path} ({size / 2**20:.1f} MiB; tensors: {shown})")
 
 
 def register(app: typer.Typer) -> None:

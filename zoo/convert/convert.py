@@ -77,12 +77,15 @@ def convert(src: str | Path | Source, out_dir: str | Path, encoding: str = "auto
             if progress:
                 progress(i, len(names), name)
             w = source.tensor(name)
-            enc, kwargs = choose_encoding(name, w, encoding, group_size, source.config["tied_embeddings"])
+            tensor = source.stored(name, encoding)
+            if tensor is None:
+                enc, kwargs = choose_encoding(name, w, encoding, group_size, source.config["tied_embeddings"])
+                tensor = encode(w, enc, **kwargs)
             if w.ndim == 2 and name != "token_embd.weight":
                 zeros += w.size - int(np.count_nonzero(w))
                 total += w.size
-            writer.add(name, encode(w, enc, **kwargs))
-            counts[enc] = counts.get(enc, 0) + 1
+            writer.add(name, tensor)
+            counts[tensor.encoding] = counts.get(tensor.encoding, 0) + 1
             del w
         if source.tokenizer_json is not None:  # without one the artifact can be benchmarked, not chatted with
             writer.add_file("tokenizer.json", source.tokenizer_json)
@@ -97,6 +100,8 @@ def convert(src: str | Path | Source, out_dir: str | Path, encoding: str = "auto
                 "metrics": {"sparsity": round(zeros / total, 4) if total else 0.0},
                 "conversion": {"tool": "zoo convert", "encoding": encoding, "tensors": counts,
                            "seconds": round(time.perf_counter() - t0, 1)}}
+        for block, fields in source.provenance().items():  # what the checkpoint states about itself
+            card[block].update(fields)
         return writer.finish(card)
 
 

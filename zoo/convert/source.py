@@ -1,4 +1,4 @@
-"""Read a model checkpoint (GGUF file, Hugging Face dir, zoo artifact) as dense float32 tensors.
+"""Read a model checkpoint (GGUF file, Hugging Face or compressed-tensors dir, zoo artifact) as dense float32 tensors.
 
 `open_source(path)` is the one entry point. Every source speaks zoo's vocabulary: a config per
 SPEC.md section 5 and GGUF-style tensor names, with Q/K rows in the Hugging Face "half" RoPE layout
@@ -57,6 +57,15 @@ class Source:
             self._sha256 = h.hexdigest()
         return self._sha256
 
+    def stored(self, name: str, encoding: str):
+        """`name` already in a zoo encoding that the --encoding policy `encoding` accepts (an EncodedTensor built
+        from the checkpoint's own codes, no float round trip), or None to encode `tensor(name)`."""
+        return None
+
+    def provenance(self) -> dict:
+        """Card fields the checkpoint states about itself, merged into the card's blocks ({block: {key: value}})."""
+        return {}
+
     def _shapes(self) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
 
@@ -109,7 +118,12 @@ def open_source(path: str | Path) -> Source:
 
         return ArtifactSource(p)
     if (p / "config.json").is_file():
+        from .ct_config import ct_config
+        from .ct_source import CTSource
         from .hf_source import HFSource
+
+        if (qc := ct_config(p / "config.json")) is not None:
+            return CTSource(p, qc)
 
         return HFSource(p)
     ggufs = sorted(p.glob("*.gguf"))
