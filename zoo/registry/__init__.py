@@ -1,4 +1,4 @@
-"""zoo.registry: where models live (local directory, S3, Hugging Face Hub, static HTTP mirror).
+"""zoo.registry: where models live (local directory, S3, Hugging Face Hub, static HTTP mirror, OCI registry).
 
 `open_registry(url)` picks the backend from the URL; `parse_ref(ref)` splits a model reference
 into (registry URL or None, name, tag). Backends are imported lazily so `zoo list` never loads s3fs.
@@ -34,6 +34,10 @@ def parse_ref(ref: str) -> Ref:
     """'name[:tag]', 's3://bucket/prefix/name[:tag]', 'http(s)://host/path/name[:tag]', 'hf://org/repo[@rev]'."""
     if not isinstance(ref, str) or not ref:
         raise RegistryError("empty model reference")
+    if ref.startswith("oci://"):
+        from .oci import parse_oci_ref
+
+        return Ref(*parse_oci_ref(ref))
     if ref.startswith("hf://"):
         repo, _, rev = ref[len("hf://"):].partition("@")
         if repo.count("/") != 1:
@@ -60,6 +64,10 @@ def open_registry(url: str) -> Registry:
         from .http import HttpRegistry
 
         return HttpRegistry(url)
+    if url.startswith("oci://"):
+        from .oci import OciRegistry
+
+        return OciRegistry(url)
     if url.startswith("hf://"):
         from .hf import HfRegistry
 
@@ -68,7 +76,7 @@ def open_registry(url: str) -> Registry:
             raise RegistryError(f"{url!r}: as a registry, the Hub is hf:// or hf://<org or user>")
         return HfRegistry(os.environ.get("HF_ENDPOINT") or None, namespace=namespace or None)
     if "://" in url and not url.startswith("file://"):
-        raise RegistryError(f"{url!r}: unknown registry scheme (use a path, s3://, http(s)://, hf://)")
+        raise RegistryError(f"{url!r}: unknown registry scheme (use a path, s3://, http(s)://, hf://, oci://)")
     from .local import LocalRegistry
 
     return LocalRegistry(url[len("file://"):] if url.startswith("file://") else url)
