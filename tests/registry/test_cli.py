@@ -25,13 +25,15 @@ def cli_env(zoo_env) -> dict:
     return env
 
 
-def test_push_pull_list_show_search_rm_gc(cli_env, tiny_artifact):
+def test_push_pull_list_show_search_rm_gc(cli_env, tiny_artifact, mid_artifact):
     pushed = zoo("push", str(tiny_artifact), "tiny:v1", "--json", env=cli_env)
     assert pushed.returncode == 0, pushed.stderr
     assert json.loads(pushed.stdout)["files"] == 3
-    again = zoo("push", str(tiny_artifact), "tiny:v1", env=cli_env)
-    assert again.returncode == 1 and "already exists" in again.stderr and "Traceback" not in again.stderr
-    assert again.stderr.count("\n") == 1
+    again = zoo("push", str(tiny_artifact), "tiny:v1", env=cli_env)  # a retry of the same content: nothing to do
+    assert again.returncode == 0 and "nothing uploaded" in again.stderr, again.stderr
+    other = zoo("push", str(mid_artifact), "tiny:v1", env=cli_env)
+    assert other.returncode == 1 and "already exists" in other.stderr and "Traceback" not in other.stderr
+    assert other.stderr.count("\n") == 1
 
     pulled = zoo("pull", "tiny:v1", "--json", env=cli_env)
     assert pulled.returncode == 0, pulled.stderr

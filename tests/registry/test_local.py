@@ -50,12 +50,15 @@ def test_default_registry_from_environment_and_config(zoo_env, tiny_artifact, mo
     assert pull("tiny").tag == "latest"
 
 
-def test_push_refuses_existing_tag_without_force(zoo_env, tiny_artifact):
+def test_push_refuses_other_content_under_an_existing_tag_without_force(zoo_env, tiny_artifact, mid_artifact):
     reg = str(zoo_env / "reg")
-    push(tiny_artifact, "tiny:v1", registry=reg)
+    assert not push(tiny_artifact, "tiny:v1", registry=reg)["unchanged"]
+    before = sorted((p.relative_to(reg), p.stat().st_mtime_ns) for p in Path(reg).rglob("*"))
+    assert push(tiny_artifact, "tiny:v1", registry=reg)["unchanged"]  # the same files: idempotent, nothing written
+    assert sorted((p.relative_to(reg), p.stat().st_mtime_ns) for p in Path(reg).rglob("*")) == before
     with pytest.raises(RegistryError, match="already exists.*--force"):
-        push(tiny_artifact, "tiny:v1", registry=reg)
-    assert push(tiny_artifact, "tiny:v1", registry=reg, force=True)["name"] == "tiny"
+        push(mid_artifact, "tiny:v1", registry=reg)
+    assert push(mid_artifact, "tiny:v1", registry=reg, force=True)["name"] == "tiny"
 
 
 def test_push_validates_artifact_and_card_first(zoo_env, tiny_artifact):

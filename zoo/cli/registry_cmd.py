@@ -62,6 +62,9 @@ def push(
         print(f"zoo: warning: {warning}", file=sys.stderr)
     if as_json:
         _emit(summary)
+    elif summary["unchanged"]:
+        print(f"{summary['name']}:{summary['tag']} is already in {summary['registry']} with the same files "
+              "(nothing uploaded)", file=sys.stderr)
     else:
         print(f"pushed {summary['name']}:{summary['tag']} to {summary['registry']} "
               f"({summary['files']} files, {cards.human_size(summary['size'])})", file=sys.stderr)

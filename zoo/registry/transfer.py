@@ -99,20 +99,32 @@ def _artifact_dir(artifact: str | os.PathLike) -> Path:
 
 def push(artifact: str | os.PathLike, ref: str, *, registry: str | None = None, force: bool = False,
          progress: Callable[[int], None] | None = None, on_total: Callable[[int], None] | None = None) -> dict:
-    """Validate `artifact` (a directory or a stored NAME[:TAG]) and publish it as `ref`; refuses an existing tag
-    unless force. Returns a summary."""
+    """Validate `artifact` (a directory or a stored NAME[:TAG]) and publish it as `ref`; returns a summary.
+
+    A tag that already holds exactly these files (same paths and sha256, e.g. a retry after a killed push
+    whose manifest landed) is left as it is, nothing uploaded (`unchanged`); other content under an existing
+    tag is refused unless force."""
     parsed = parse_ref(ref)
     artifact = _artifact_dir(artifact)
     reg = registry_for(parsed, registry)
     manifest, warnings = build_manifest(artifact, parsed.name, parsed.tag)
-    if not force and reg.has_manifest(parsed.name, parsed.tag):
-        raise RegistryError(f"{parsed.name}:{parsed.tag} already exists in {reg.url}; use --force to replace it")
     total = sum(f["size"] for f in manifest["files"])
+    summary = {"name": parsed.name, "tag": parsed.tag, "registry": reg.url, "digest": manifest_digest(manifest),
+               "files": len(manifest["files"]), "size": total, "warnings": warnings, "unchanged": False}
+    if not force and reg.has_manifest(parsed.name, parsed.tag):
+        if _files(reg.get_manifest(parsed.name, parsed.tag)) == _files(manifest):
+            return {**summary, "unchanged": True}
+        raise RegistryError(f"{parsed.name}:{parsed.tag} already exists in {reg.url} with other files; "
+                            "use --force to replace it")
     if on_total:
         on_total(total)
     reg.push(parsed.name, parsed.tag, manifest, Path(artifact), progress)
-    return {"name": parsed.name, "tag": parsed.tag, "registry": reg.url, "digest": manifest_digest(manifest),
-            "files": len(manifest["files"]), "size": total, "warnings": warnings}
+    return summary
+
+
+def _files(manifest: dict) -> list[tuple[str, str]]:
+    """(path, sha256) of every file a manifest lists, in order: what makes two pushes the same content."""
+    return sorted((f["path"], f["sha256"]) for f in manifest.get("files", []))
 
 
 def pull(ref: str, *, registry: str | None = None, store=None, progress: Callable[[int], None] | None = None,
