@@ -63,12 +63,6 @@ def test_run_streams_text_and_verbose_stats(tiny_path):
     assert "tok/s" in r.stderr and "peak RSS" in r.stderr and "load:" in r.stderr
 
 
-def test_interactive_chat_keeps_history(tiny_path):
-    r = zoo("run", tiny_path, "--temperature", "0", "-n", "4", input="hello\nthe fox\n/bye\n")
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.count(">>> ") == 3
-
-
 def test_bench_json(tiny_path):
     r = zoo("bench", tiny_path, "--json", "--prompt-tokens", "16", "--gen-tokens", "8", "--threads", "1")
     assert r.returncode == 0, r.stderr

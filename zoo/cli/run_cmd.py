@@ -68,7 +68,8 @@ class _Null:
 def run(
     model: str = typer.Argument(..., help="Artifact directory (or a model name in the store)."),
     prompt: str = typer.Argument(None, callback=options.utf8, help="Prompt; omit for an interactive chat."),
-    max_tokens: int = typer.Option(256, "--max-tokens", "-n", min=1, help="Maximum new tokens."),
+    max_tokens: int = typer.Option(None, "--max-tokens", "-n", min=1,
+                                   help="Maximum new tokens (default 256; the chat: until EOS or the context)."),
     temperature: float = options.temperature(),
     top_k: int = typer.Option(40, "--top-k", min=0, help="Keep the k most likely tokens (0 = off)."),
     top_p: float = typer.Option(0.9, "--top-p", callback=options.finite, help="Nucleus sampling mass (1 = off)."),
@@ -84,19 +85,25 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print load time, tokens/s and peak RSS."),
     no_verify: bool = options.no_verify(),
 ) -> None:
-    """Generate text with a model, streaming tokens; no PROMPT starts an interactive chat.
+    """Generate text with a model, streaming tokens; no PROMPT starts an interactive chat (piped stdin: one
+    answer to all of it).
 
     Examples:
       zoo run ./smollm2-q4 "Write a haiku about sparse matrices" --max-tokens 64
       zoo run ./smollm2-q4 "2+2=" --temperature 0 --json
-      zoo run ./smollm2-q4            # chat; /bye or Ctrl-D to quit, Ctrl-C stops an answer
+      echo "Why is the sky blue?" | zoo run ./smollm2-q4
+      zoo run ./smollm2-q4            # chat; /? lists commands, /bye or Ctrl-D to quit, Ctrl-C stops an answer
     """
+    from zoo.cli import chat
+    from zoo.config import zoo_home
     from zoo.errors import RuntimeModelError
     from zoo.runtime import SamplingParams, Session
     from zoo.rss import peak_rss_mb
 
     params = SamplingParams(temperature, top_k, top_p, repeat_penalty, seed)
     params.check()
+    if prompt is None and not sys.stdin.isatty():
+        prompt = chat.piped_prompt()
     if prompt is None and as_json:
         raise RuntimeModelError("--json needs a PROMPT (the interactive chat streams text)")
     m, tok, times = _load(model, threads, ctx or 4096, quiet=as_json, verify=not no_verify)
@@ -129,6 +136,7 @@ def run(
         return res
 
     if prompt is not None:
+        max_tokens = max_tokens or 256
         res = turn(prompt)
         if as_json:
             typer.echo(json.dumps({"text": res.text, "tokens": res.tokens, "prompt_tokens": res.prompt_tokens,
@@ -141,32 +149,13 @@ def run(
         if res.finish_reason == "interrupted":
             raise typer.Exit(130)
         return
-    err.print("chat: /bye or Ctrl-D to quit, /reset to forget the history, Ctrl-C stops an answer")
-    while True:
-        try:
-            line = input(">>> ")
-        except (EOFError, KeyboardInterrupt):
-            sys.stdout.write("\n")
-            return
-        if line.strip() in ("/bye", "/exit", "/quit"):
-            return
-        if line.strip() == "/reset":
-            session.reset()
-            del messages[(1 if system else 0):]
-            continue
-        if not line.strip():
-            continue
-        try:
-            res = turn(line)
-        except RuntimeModelError as e:
-            err.print(f"zoo: error: {e}")
-            continue
-        except KeyboardInterrupt:  # Ctrl-C while printing: stop this answer, keep chatting
-            sys.stdout.write("\n")
-            err.print("(stopped)")
-            continue
-        sys.stdout.write("\n")
-        stats(res)
+    def prepare(n_prompt: int) -> None:
+        _warm(m, times, n_prompt > 1, True, quiet=False)
+
+    path = m.path
+    info = chat.model_info(path)
+    chat.Chat(session, params, info.get("name") or path.name, info, num_predict=max_tokens or -1, system=system,
+              template=use_template, stop=stop, prepare=prepare, report=stats).run(zoo_home() / "history")
 
 
 def bench(

@@ -1,8 +1,9 @@
 """The generation loop: prefill the prompt, then decode token by token with a sampler, streaming text.
 
 Stops at an EOS token, a stop string or max_tokens; refuses up front when prompt + max_tokens would
-not fit in the context. Ctrl-C (KeyboardInterrupt) between tokens ends generation cleanly with
-finish_reason "interrupted".
+not fit in the context. max_tokens=None runs until EOS or the context is full (finish_reason
+"context"). Ctrl-C (KeyboardInterrupt) between tokens ends generation cleanly with finish_reason
+"interrupted".
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Result:
     text: str = ""
     tokens: list[int] = field(default_factory=list)
     prompt_tokens: int = 0
-    finish_reason: str = "length"  # length | eos | stop | interrupted
+    finish_reason: str = "length"  # length | context (max_tokens=None filled the context) | eos | stop | interrupted
     prefill_s: float = 0.0
     decode_s: float = 0.0
 
@@ -70,23 +71,32 @@ class Session:
         self.history, self.pending = cached[:kept], cached[kept:same]
         return full[same:]
 
-    def generate(self, prompt_ids: list[int], max_tokens: int = 256, params: SamplingParams | None = None,
+    def generate(self, prompt_ids: list[int], max_tokens: int | None = 256, params: SamplingParams | None = None,
                  stop: list[str] | None = None, on_text: Callable[[str], None] | None = None) -> Result:
-        """Append prompt_ids to the history, generate; `on_text` receives text as it is decoded."""
+        """Append prompt_ids to the history, generate (max_tokens=None: until EOS or the context is full);
+        `on_text` receives text as it is decoded."""
         result = Result(prompt_tokens=len(prompt_ids))
         for piece in self.stream(prompt_ids, max_tokens, params, stop, result):
             if on_text:
                 on_text(piece)
         return result
 
-    def stream(self, prompt_ids: list[int], max_tokens: int, params: SamplingParams | None,
+    def stream(self, prompt_ids: list[int], max_tokens: int | None, params: SamplingParams | None,
                stop: list[str] | None, result: Result) -> Iterator[str]:
-        """Yield text pieces; fills `result` as it goes (also when interrupted)."""
+        """Yield text pieces; fills `result` as it goes (also when interrupted). max_tokens=None: the rest
+        of the context, ending with finish_reason "context"."""
         if not prompt_ids:
             raise RuntimeModelError("empty prompt: nothing to generate from")
-        if max_tokens < 1:
+        if max_tokens is not None and max_tokens < 1:
             raise RuntimeModelError(f"max tokens must be >= 1, got {max_tokens}")
         prompt_ids = self.pending + list(prompt_ids)
+        fill = max_tokens is None  # until EOS or the context is full
+        if fill:
+            max_tokens = self.model.ctx - len(self.history) - len(prompt_ids)
+            if max_tokens < 1:
+                raise RuntimeModelError(
+                    f"context full: {len(self.history)} history + {len(prompt_ids)} prompt tokens leave no room "
+                    f"for an answer in the context of {self.model.ctx} tokens")
         need = len(self.history) + len(prompt_ids) + max_tokens
         if need > self.model.ctx:
             raise RuntimeModelError(
@@ -123,7 +133,7 @@ class Session:
                     yield piece
                 if len(result.tokens) >= max_tokens:
                     self.pending = [token]
-                    result.finish_reason = "length"
+                    result.finish_reason = "context" if fill else "length"
                     break
                 logits = self.model.forward([token], len(self.history))
                 self.history.append(token)
