@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from zoo.errors import FormatError
@@ -14,6 +15,12 @@ REQUIRED: dict[str, dict[str, type]] = {
 }
 ROPE_LAYOUTS = ("half", "interleaved")
 _LIMITS = {"n_layers": 4096, "n_heads": 4096, "n_kv_heads": 4096}  # other ints: at most 2**32
+# float fields: finite, and (low, high) exclusive; norm_eps below 1 (it is added to a mean square)
+_FLOAT_RANGES = {"norm_eps": (0.0, 1.0), "rope_theta": (0.0, math.inf), "alibi_bias_max": (0.0, math.inf)}
+ROPE_SCALING_KEYS = {"linear": ("factor",),
+                     "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_seq_len")}
+TOKENIZER_KEYS = {"bos_token_id": (int, type(None)), "eos_token_ids": (list, type(None)), "add_bos": (bool, type(None)),
+                  "chat_template": (str, type(None))}
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -51,7 +58,10 @@ def check_config(config: Any) -> None:
             raise FormatError(f"config: {key!r} must be {kind.__name__}, got {config[key]!r}")
         if kind is int and not 0 < config[key] <= _LIMITS.get(key, 1 << 32):
             raise FormatError(f"config: {key!r} out of range, got {config[key]}")
+        if kind is float:
+            _check_float(key, config[key], *_FLOAT_RANGES[key])
     hidden_dims(config)
+    _check_tokenizer(config.get("tokenizer"))
     if arch == "llama":
         if config["n_heads"] % config["n_kv_heads"]:
             raise FormatError("config: n_heads must be a multiple of n_kv_heads")
@@ -59,15 +69,51 @@ def check_config(config: Any) -> None:
             raise FormatError("config: head_dim must be even for RoPE")
         if config["rope_layout"] not in ROPE_LAYOUTS:
             raise FormatError(f"config: rope_layout must be one of {ROPE_LAYOUTS}")
-        scaling = config.get("rope_scaling")
-        if scaling is not None and (not isinstance(scaling, dict) or scaling.get("type") not in ("llama3", "linear")):
-            raise FormatError("config: rope_scaling must be null or an object with type llama3 or linear")
+        _check_rope_scaling(config.get("rope_scaling"))
     if arch == "mpt":
         if config["dim"] % config["n_heads"]:
             raise FormatError("config: dim must be a multiple of n_heads")
         clip = config.get("clip_qkv")
-        if clip is not None and not _is(clip, float):
-            raise FormatError("config: clip_qkv must be null or a number")
+        if clip is not None:
+            _check_float("clip_qkv", clip, 0.0, math.inf)
+
+
+def _check_float(key: str, value: Any, low: float, high: float) -> None:
+    """A finite number strictly between low and high (SPEC.md 5: the config's numeric ranges)."""
+    if not _is(value, float) or not math.isfinite(value) or not low < value < high:
+        raise FormatError(f"config: {key!r} must be a finite number in ({low:g}, {high:g}), got {value!r}")
+
+
+def _check_rope_scaling(scaling: Any) -> None:
+    """null, or {type: linear, factor} or {type: llama3, factor, low/high_freq_factor, original_max_seq_len}."""
+    if scaling is None:
+        return
+    if not isinstance(scaling, dict) or scaling.get("type") not in ROPE_SCALING_KEYS:
+        raise FormatError(f"config: rope_scaling must be null or an object with type {' or '.join(ROPE_SCALING_KEYS)}")
+    for key in ROPE_SCALING_KEYS[scaling["type"]]:
+        if key not in scaling:
+            raise FormatError(f"config: rope_scaling of type {scaling['type']} needs {key!r}")
+        _check_float(f"rope_scaling.{key}", scaling[key], 0.0, math.inf)
+    if scaling["type"] == "llama3":
+        if not _is(scaling["original_max_seq_len"], int):
+            raise FormatError("config: rope_scaling.original_max_seq_len must be an integer")
+        if not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
+            raise FormatError("config: rope_scaling.low_freq_factor must be below high_freq_factor")
+
+
+def _check_tokenizer(info: Any) -> None:
+    """The optional tokenizer object: token ids are non-negative ints, chat_template a string."""
+    if info is None:
+        return
+    if not isinstance(info, dict):
+        raise FormatError("config: tokenizer must be null or an object")
+    for key, kinds in TOKENIZER_KEYS.items():
+        value = info.get(key)
+        if not isinstance(value, kinds) or (kinds[0] is int and isinstance(value, bool)):
+            raise FormatError(f"config: tokenizer.{key} must be {kinds[0].__name__} or null, got {type(value).__name__}")
+    ids = ([info["bos_token_id"]] if info.get("bos_token_id") is not None else []) + list(info.get("eos_token_ids") or [])
+    if not all(_is(i, int) and 0 <= i < 1 << 32 for i in ids):
+        raise FormatError("config: tokenizer token ids must be non-negative integers")
 
 
 def expected_tensors(config: dict) -> dict[str, tuple[int, ...]]:

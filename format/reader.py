@@ -7,22 +7,20 @@ Opening never reads tensor data; `Artifact.validate()` reads it and runs the dat
 from __future__ import annotations
 
 import hashlib
-import json
 import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from zoo.errors import ChecksumError, FormatError, VersionError
 
 from .architectures import check_config, expected_tensors
 from .constants import (CARD_FILE, DTYPES, ENCODINGS, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, METADATA_KEY,
-                        part_name, part_shape, tile4_problem)
-from .encode import EncodedTensor
-from .envelope import TensorEntry, parse_header
+                        TOKENIZER_FILE, part_name, part_shape, tile4_problem)
+from .encode import EncodedTensor, decode
+from .envelope import MAX_YAML_BYTES, TensorEntry, load_yaml, loads_json, parse_header
 
 
 @dataclass
@@ -38,11 +36,14 @@ class Artifact:
     _maps: list[mmap.mmap] = field(default_factory=list, repr=False)
 
     def validate(self) -> None:
-        """Check every data invariant of SPEC.md section 4; raises FormatError naming tensor and check."""
+        """Check every data invariant of SPEC.md section 4 (and finite norm weights); raises FormatError
+        naming tensor and check."""
         from .checks import check_tensor
 
         for name, tensor in self.tensors.items():
             check_tensor(name, tensor)
+            if tensor.encoding == "dense" and len(tensor.shape) == 1 and not np.isfinite(decode(tensor)).all():
+                raise FormatError(f"{name}: norm weights not finite (NaN or infinity)")
 
     def verify_checksums(self) -> None:
         """Compare every file listed in the card with its size and sha256 (reads everything)."""
@@ -60,10 +61,9 @@ def _read_card(path: Path) -> dict | None:
     card_path = path / CARD_FILE
     if not card_path.exists():
         return None
-    try:
-        card = yaml.safe_load(card_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise FormatError(f"{CARD_FILE}: not valid YAML ({err.__class__.__name__})") from None
+    _check_inside(path, card_path)
+    with open(card_path, "rb") as f:
+        card = load_yaml(f.read(MAX_YAML_BYTES + 1), CARD_FILE)  # one byte more than allowed: refused, not read whole
     if not isinstance(card, dict):
         raise FormatError(f"{CARD_FILE}: not a YAML mapping")
     return card
@@ -83,6 +83,7 @@ def _check_card_files(path: Path, card: dict | None, shards: list[Path]) -> None
         listed[rel] = item["size"]
     for rel, size in listed.items():
         target = path / rel
+        _check_inside(path, target)
         if not target.is_file():
             raise FormatError(f"{rel}: listed in {CARD_FILE} but missing")
         if target.stat().st_size != size:
@@ -90,6 +91,13 @@ def _check_card_files(path: Path, card: dict | None, shards: list[Path]) -> None
     for shard in shards:
         if shard.name not in listed:
             raise FormatError(f"{shard.name}: not listed in {CARD_FILE}")
+
+
+def _check_inside(root: Path, target: Path) -> None:
+    """Refuse a file that is, or goes through, a symlink resolving outside the artifact directory."""
+    base = root.resolve()
+    if not target.resolve().is_relative_to(base):
+        raise FormatError(f"{target.name}: a symlink leading outside the artifact directory")
 
 
 def _read_head(path: Path) -> tuple[bytes, int]:
@@ -106,10 +114,7 @@ def _read_head(path: Path) -> tuple[bytes, int]:
 def _zoo_metadata(metadata: dict[str, str], where: str) -> dict:
     if METADATA_KEY not in metadata:
         raise FormatError(f"{where}: no zoo metadata (__metadata__[\"{METADATA_KEY}\"]); not a zoo artifact")
-    try:
-        zoo_meta = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError:
-        raise FormatError(f"{where}: zoo metadata is not valid JSON") from None
+    zoo_meta = loads_json(metadata[METADATA_KEY], f"{where}: zoo metadata")
     if not isinstance(zoo_meta, dict) or not isinstance(zoo_meta.get("tensors"), dict):
         raise FormatError(f"{where}: zoo metadata must be an object with a tensors object")
     version = zoo_meta.get("format_version")
@@ -208,6 +213,9 @@ def open_artifact(path: str | os.PathLike) -> Artifact:
         raise FormatError(f"{path}: no such artifact directory")
     if not shards:
         raise FormatError(f"{path}: no .safetensors files")
+    if path.is_dir():
+        for inside in shards + [root / TOKENIZER_FILE]:
+            _check_inside(root, inside)
     card = _read_card(root)
     if path.is_dir():
         _check_card_files(root, card, shards)

@@ -80,6 +80,7 @@ SCHEMA: dict[str, Any] = {
                 "encodings": {"type": ["object", "null"]},  # zoo compress: encoding -> how many matrices got it
                 "encoding_reasons": {"type": ["object", "null"]},  # zoo compress: encoding -> why (one line)
                 "recovery": {"type": ["object", "null"]},  # zoo compress --recover: settings and measured losses
+                "tune": {"type": ["object", "null"]},  # zoo tune: the budget, the objective and how this point won
             },
         },
         "metrics": {
@@ -136,7 +137,7 @@ SCHEMA: dict[str, Any] = {
         },
     },
 }
-_FREE_FORM = {("compression", "calibration"), ("compression", "owl"), ("compression", "recovery"), ("compression", "sensitivity"), ("metrics", "sparsity_per_layer"), ("recipe", "compress"),
+_FREE_FORM = {("compression", "calibration"), ("compression", "owl"), ("compression", "recovery"), ("compression", "sensitivity"), ("compression", "tune"), ("metrics", "sparsity_per_layer"), ("recipe", "compress"),
               ("metrics", "decode_tps", "peer"), ("metrics", "prefill_tps", "peer"), ("base_model",), ("conversion",)}
 
 
@@ -184,11 +185,11 @@ def validate(card: Any, *, strict: bool = False, source: str = "card") -> list[s
 
 
 def parse(text: str | bytes, *, source: str = "card") -> dict:
-    """Parse card YAML with yaml.safe_load (never a loader that can build objects) and validate it."""
-    try:
-        card = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise CardError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    """Parse card YAML with a bounded safe loader (never one that builds objects; size, depth and
+    alias expansion limited, zoo.format.envelope) and validate it."""
+    from zoo.format.envelope import load_yaml  # imported here: numpy is not a start-up cost of the CLI
+
+    card = load_yaml(text, source, CardError)
     validate(card, source=source)
     return card
 
@@ -196,8 +197,11 @@ def parse(text: str | bytes, *, source: str = "card") -> dict:
 def load(path: str | os.PathLike, *, strict: bool = False) -> dict:
     """Read and validate a card file (a zoo.yaml or a catalog card)."""
     path = Path(path)
+    from zoo.format.envelope import MAX_YAML_BYTES
+
     try:
-        text = path.read_bytes()
+        with open(path, "rb") as f:
+            text = f.read(MAX_YAML_BYTES + 1)  # one byte more than allowed: refused by parse, never read whole
     except OSError as err:
         raise CardError(f"{path}: cannot read card ({err.strerror})") from None
     card = parse(text, source=str(path))
@@ -313,7 +317,11 @@ def render(card: dict, title: str | None = None):
     if isinstance(rec, dict):
         improved = (f", {rec['blocks_replaced']}/{len(rec['error_before'])} blocks improved"
                     if isinstance(rec.get("error_before"), list) and "blocks_replaced" in rec else "")
-        row("recovery", f"{rec.get('mode')}, {rec.get('tokens')} tokens per block{improved}")
+        dist = rec.get("distill") if isinstance(rec.get("distill"), dict) else {}
+        kl = (f", distillation KL {dist['kl_before']} -> {dist['kl_after']}"
+              if {"kl_before", "kl_after"} <= dist.keys() else "")
+        row("recovery", f"{rec.get('mode')}, {rec.get('tokens')} tokens{' per block' if rec.get('mode') == 'blockwise' else ''}"
+                        f"{improved}{kl}")
     row("sparsity", f"{f['sparsity']:.1%}" if f["sparsity"] is not None else None)
     row("size", human_size(f["size_bytes"]) if f["size_bytes"] is not None else None, True)
     row("bits/weight", _get(card, "metrics", "bits_per_weight"), True)

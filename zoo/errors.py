@@ -47,6 +47,10 @@ class RuntimeModelError(ZooError):
     """The runtime cannot run this model or request (e.g. the context length is exceeded)."""
 
 
+class ChatTemplateLimitError(RuntimeModelError):
+    """A model's chat template went past a render limit (time, output size, range, format width)."""
+
+
 class CompressError(ZooError):
     """Compression cannot proceed with the given model and options."""
 

@@ -100,11 +100,14 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(manifest_bytes(manifest)).hexdigest()
 
 
+MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a file list and a card: kilobytes
+
+
 def parse_manifest(data: bytes, where: str) -> dict:
-    try:
-        manifest = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise RegistryError(f"{where}: manifest is not valid JSON") from None
+    """Parse manifest JSON within the readers' limits (size, depth, no duplicate keys) and check it."""
+    from zoo.format.envelope import loads_json  # imported here: numpy is not a start-up cost of the CLI
+
+    manifest = loads_json(data, f"{where}: manifest", RegistryError, max_bytes=MAX_MANIFEST_BYTES)
     check_manifest(manifest, where)
     return manifest
 
