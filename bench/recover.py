@@ -1,9 +1,9 @@
-"""Benchmark: what block-wise recovery buys on SmolLM2-135M, on the prose and the technical evaluation texts.
+"""Benchmark: what recovery buys on SmolLM2-135M, on the prose and the technical evaluation texts.
 
-Usage: python -P bench/recover.py [--recipes tile50,tile75,q4] [--tokens 131072] [--samples 32]
-                                  [--generated 16] [--eval-windows 32] [--out DIR]
+Usage: python -P bench/recover.py [--recipes tile50,tile75,q4] [--mode blockwise|distill|both] [--tokens 131072]
+                                  [--samples 32] [--generated 16] [--eval-windows 32] [--out DIR]
 
-Each recipe is compressed once with `--recover blockwise`; the card carries the one-shot model's
+Each recipe is compressed once with `--recover MODE`; the card carries the one-shot model's
 perplexity (`before_recovery`, the same recipe and calibration without recovery) beside the recovered
 one and the base's, on both shipped texts, so every ratio comes from one run and one protocol. Prints
 one JSON row per recipe and a Markdown table (append it to bench/results/recover.md with the machine).
@@ -37,6 +37,7 @@ def smollm2() -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipes", default="tile50,tile75,q4")
+    ap.add_argument("--mode", default="blockwise", choices=["blockwise", "distill", "both"])
     ap.add_argument("--tokens", type=int, default=131072)
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--generated", type=int, default=16)
@@ -49,12 +50,12 @@ def main() -> None:
     rows = []
     for name in args.recipes.split(","):
         recipe = Recipe(**RECIPES[name], samples=args.samples, seq_len=512, calib_generated=args.generated,
-                        recover="blockwise", recover_tokens=args.tokens)
+                        recover=args.mode, recover_tokens=args.tokens)
         t0 = time.monotonic()
         card = compress(src, args.out / name, recipe, eval_windows=args.eval_windows, overwrite=True,
                         progress=lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
         m = card["metrics"]
-        row = {"recipe": name, **RECIPES[name], "samples": args.samples, "generated": args.generated,
+        row = {"recipe": name, **RECIPES[name], "mode": args.mode, "samples": args.samples, "generated": args.generated,
                "tokens": args.tokens, "seconds": round(time.monotonic() - t0, 1),
                "recovery_seconds": m["recovery_seconds"], "size_mb": round(m["size_bytes"] / 1e6, 1)}
         for key, label in (("perplexity", "prose"), ("perplexity_technical", "technical")):
@@ -65,6 +66,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     print(f"\n{platform.processor() or platform.machine()}; {args.eval_windows} windows x 512 of each text\n")
+    print(f"--recover {args.mode}, {args.tokens} tokens, {args.samples} windows ({args.generated} model-written)\n")
     print("| recipe | MB | prose one-shot | prose recovered | technical one-shot | technical recovered | recovery s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

@@ -312,6 +312,19 @@ def _encode_q4_asymmetric(w: np.ndarray, g: int) -> EncodedTensor:
     return pack_q4(np.clip(u, 0, 15).astype(np.uint8), scales, g, z)
 
 
+def kept_mask(t: EncodedTensor) -> np.ndarray | None:
+    """bool [rows, cols] of the positions a sparse encoding stores (a tile4-q4 tile's kept columns in each of its
+    rows), None for encodings that store every position (whose zeros are codes like any other)."""
+    if t.encoding == "tile4-q4":
+        rows, cols = t.shape
+        tilemask = np.ascontiguousarray(t.parts["tilemask"], "<u8")
+        bits = np.unpackbits(tilemask.view(np.uint8).reshape(tilemask.shape[0], -1), axis=1, bitorder="little")
+        return np.repeat(bits[:, :cols].astype(bool), TILE_ROWS, axis=0)[:rows]
+    if t.encoding.startswith("sparse-"):
+        return unpack_mask(np.asarray(t.parts["bitmask"]), t.shape[1])
+    return None
+
+
 def decode(t: EncodedTensor) -> np.ndarray:
     """Dense float32 array of an encoded tensor (the quantized form of the original weights)."""
     p, enc = t.parts, t.encoding

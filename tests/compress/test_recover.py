@@ -98,13 +98,13 @@ def test_recovery_lowers_the_held_out_error_and_keeps_masks_and_encodings(tiny_l
 ])
 def test_untrained_state_re_encodes_to_the_same_bytes(tiny_llama, opts):
     """The trainable form (float weights, f32 scales, mask) of every encoding stores back bit for bit."""
-    from zoo.compress.recover import _Trainable
+    from zoo.compress.recover import Trainable
 
     recipe = Recipe(samples=64, seq_len=64, **opts).validated()
     _, _, _, encoded, decoded, masks = _first_layer(tiny_llama, recipe)
     for name, enc in encoded.items():
         if len(enc.shape) == 2:
-            again = _Trainable(torch, enc, masks[name], decoded[name], recipe.bits).encoded()
+            again = Trainable(torch, enc, masks[name], decoded[name], recipe.bits).encoded()
             assert again.encoding == enc.encoding and again.meta == enc.meta
             assert again.parts.keys() == enc.parts.keys()
             assert all(np.array_equal(again.parts[k], enc.parts[k]) for k in enc.parts), name

@@ -1,4 +1,4 @@
-"""`zoo compress`, `zoo sweep` and `zoo eval`: prune and quantize a model, try levels, measure perplexity."""
+"""`zoo compress`, `zoo sweep`, `zoo tune` and `zoo eval`: prune and quantize a model, try levels, measure perplexity."""
 
 from __future__ import annotations
 
@@ -76,9 +76,12 @@ CALIB_GENERATED = typer.Option(0, "--calib-generated", min=0,
                                     "(sampled, seeded): calibration beyond one text's style.")
 RECOVER = typer.Option("none", "--recover",
                        help="none | blockwise: after pruning/quantizing each block, train its kept weights and scales "
-                            "(masks fixed) to match the dense block on the calibration windows (needs zoo-llm[train]).")
+                            "(masks fixed) to match the dense block on the calibration windows | distill: train the "
+                            "whole compressed model on the dense model's next-token distributions (KL) | both: "
+                            "blockwise, then distill (needs zoo-llm[train]).")
 RECOVER_TOKENS = typer.Option(131072, "--recover-tokens", min=1,
-                              help="Calibration tokens each block's recovery trains on (repeats counted).")
+                              help="Calibration tokens each block's recovery, and distillation, trains on "
+                                   "(repeats counted).")
 
 
 def compress_cmd(
@@ -202,6 +205,70 @@ def sweep_cmd(
         print(f"wrote {out}/sweep.csv, sweep.json, sweep.png")
 
 
+def tune_cmd(
+    src: str = typer.Argument(..., help="GGUF file, Hugging Face checkpoint dir or dense zoo artifact."),
+    out: Path = options.out(..., "--out", "-o", help="Where to write the chosen artifact (must not exist)."),
+    max_ppl_ratio: float = typer.Option(1.3, "--max-ppl-ratio", callback=options.finite,
+                                        help="Budget: perplexity at most this many times the base model's."),
+    objective: str = typer.Option("decode", "--objective", help="decode (fastest decode within budget) | size."),
+    patterns: str = typer.Option("tile4,unstructured", "--patterns", help="Comma-separated patterns to try."),
+    bits: str = typer.Option("4", "--bits", "-b", help="Comma-separated bit widths to try (4, 8)."),
+    method: str = METHOD,
+    quantizer: str = typer.Option("gptq", "--quantizer", help="rtn | gptq."),
+    calib: Path = CALIB,
+    samples: int = typer.Option(32, "--samples", min=1, help="Calibration windows."),
+    seq_len: int = SEQ_LEN,
+    seed: int = SEED,
+    calib_generated: int = CALIB_GENERATED,
+    recover: str = RECOVER,
+    recover_tokens: int = RECOVER_TOKENS,
+    eval_windows: int = typer.Option(32, "--eval-windows", min=0, help="Evaluate on the first N windows (0 = all)."),
+    ctx: int = CTX,
+    work: Path = options.out(None, "--work", help="Where measured points, the table and the chart live "
+                                                  "(default OUT.tune beside OUT); a rerun resumes from it."),
+    as_json: bool = JSON,
+    quiet: bool = QUIET,
+) -> None:
+    """Try (pattern, sparsity, bits) points coarse to fine and keep the best one within a perplexity budget.
+
+    Examples:
+      zoo tune model.gguf -o smol-best --max-ppl-ratio 1.3 --objective decode
+      zoo tune model.gguf -o smol-small --max-ppl-ratio 2 --objective size --patterns unstructured --bits 4,8
+    """
+    from dataclasses import replace
+
+    from zoo.compress.tune import tune
+    from zoo.errors import CompressError
+
+    recipe = _recipe(method, 0.0, "unstructured", "uniform", 4, 128, quantizer, samples, seq_len, seed)
+    recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated)
+    bit_list = [int(b) for b in _floats(bits, "--bits")]
+    result = tune(src, out, recipe, max_ratio=max_ppl_ratio, objective=objective,
+                  patterns=[p.strip() for p in patterns.split(",") if p.strip()], bits=bit_list, work=work,
+                  eval_ctx=ctx, eval_windows=eval_windows or None, calib_text=calib, progress=_log(quiet))
+    best, q4 = result["best"], result["q4"]
+    if as_json:
+        print(json.dumps(result))
+    else:
+        table = Table(title=f"zoo tune: budget {max_ppl_ratio:g}x base perplexity {result['base_perplexity']:.3f}, "
+                            f"objective {objective}")
+        for col in ("pattern", "sparsity", "bits", "x base", "x base (technical)", "MB", "decode tok/s", "in budget"):
+            table.add_column(col, justify="right")
+        for p in result["points"]:
+            table.add_row(p["pattern"], f"{p['sparsity']:g}", str(p["bits"]), f"{p['ratio']:.3f}",
+                          f"{p['technical_ratio']:.3f}", f"{p['size_bytes'] / 1e6:.1f}",
+                          f"{p['decode_tps']:.1f}" if p["decode_tps"] else "-",
+                          ("chosen" if best and p["key"] == best["key"] else "yes") if p["within_budget"] else "")
+        Console().print(table)
+    if best is None:
+        raise CompressError(f"no point is within {max_ppl_ratio:g}x the base perplexity (table above and in "
+                            f"{work or out.with_name(out.name + '.tune')}/tune.csv)")
+    if not as_json:
+        faster = (f", {best['decode_tps'] / q4['decode_tps']:.2f}x the q4 point's decode"
+                  if q4 and best["decode_tps"] and q4["decode_tps"] else "")
+        print(f"wrote {out}: {best['key']}, perplexity {best['ratio']:.3f}x base, {best['size_bytes'] / 1e6:.1f} MB{faster}")
+
+
 def eval_cmd(
     model: str = typer.Argument(..., help="Artifact dir (or store name), GGUF file or Hugging Face dir."),
     text: str = typer.Option(None, "--text", help="UTF-8 text file, or a shipped text: prose (the default, Persuasion) or technical (the Python reference)."),
@@ -228,7 +295,8 @@ def eval_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    """Attach compress, sweep and eval."""
+    """Attach compress, sweep, tune and eval."""
     app.command("compress")(compress_cmd)
     app.command("sweep")(sweep_cmd)
+    app.command("tune")(tune_cmd)
     app.command("eval")(eval_cmd)

@@ -163,14 +163,15 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
                     layer_sparsity: list[float], progress: Progress | None = None) -> tuple[list[LayerReport], dict, list]:
     """Compress every decoder layer of `source` into `writer`, one layer in memory at a time.
 
-    With `recipe.recover` each compressed block is then trained to match the dense block (zoo.compress.recover).
+    With `recipe.recover` blockwise or both, each compressed block is then trained to match the dense block
+    (zoo.compress.recover); distillation runs after, on the written artifact (zoo.compress.distill).
     Returns (one report per layer, {edge tensor name: its encoding} for the embedding and head,
     one BlockRecovery per layer or [] without recovery)."""
     from zoo.runtime.reference import embed, layer_names
 
     config = source.config
     n_layers = config["n_layers"]
-    recovering = recipe.recover != "none" and calib is not None
+    recovering = recipe.recover in ("blockwise", "both") and calib is not None
     token_embd = source.tensor("token_embd.weight")
     edges = {"token_embd.weight": _encode_edge("token_embd.weight", token_embd, config, recipe)}
     writer.add("token_embd.weight", edges["token_embd.weight"])
@@ -343,9 +344,11 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
         layer_sparsity = uniform(config["n_layers"], recipe.sparsity)
     staging = out_dir.parent / f".{out_dir.name}.compress-{os.getpid()}"
     before_dir = out_dir.parent / f".{out_dir.name}.one-shot-{os.getpid()}"  # the model before recovery, measured then removed
+    pre_dir = out_dir.parent / f".{out_dir.name}.pre-distill-{os.getpid()}"  # what distillation starts from
     recovering = recipe.recover != "none" and calib is not None
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(before_dir, ignore_errors=True)
+    distilling = recipe.recover in ("distill", "both") and calib is not None
+    for leftover in (staging, before_dir, pre_dir):
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         out_config = _out_config(config, recipe, layer_sparsity)
         with contextlib.ExitStack() as stack:
@@ -353,7 +356,17 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
             one_shot = stack.enter_context(ArtifactWriter(before_dir, out_config)) if evaluate and recovering else None
             if one_shot is not None:  # the same recipe and windows without recovery: what recovery is measured against
                 stream_compress(source, one_shot, replace(recipe, recover="none"), calib, layer_sparsity, progress)
-            reports, edges, recoveries = stream_compress(source, writer, recipe, calib, layer_sparsity, progress)
+            streamed = stack.enter_context(ArtifactWriter(pre_dir, out_config)) if distilling else writer
+            reports, edges, recoveries = stream_compress(source, streamed, recipe, calib, layer_sparsity, progress)
+            distilled = None
+            if distilling:
+                from .distill import distill
+
+                streamed.finish({"card_version": 1, "name": "pre-distill"})
+                pruned = bool(recipe.sparsity) and recipe.pattern != "neurons"
+                distilled = distill(source, pre_dir, writer, calib.tokens, recipe.bits, recipe.recover_tokens,
+                                    recipe.seed, pruned, progress)
+                shutil.rmtree(pre_dir, ignore_errors=True)
             for w in filter(None, (writer, one_shot)):
                 if source.tokenizer_json:
                     w.add_file("tokenizer.json", source.tokenizer_json)
@@ -365,6 +378,8 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
                 compression[recipe.profile][key] = [round(r, 6) for r in ratios]
             if recoveries:
                 compression["recovery"].update(_recovery_card(recoveries))
+            if distilled is not None:
+                compression["recovery"]["distill"].update(distilled.card())
             base_name = name or Path(str(getattr(source, "files", [src])[0])).stem
             card = {"card_version": 1, "name": _card_name(out_dir.name), "architecture": config["arch"],
                     "description": f"{base_name} compressed by zoo: {_summary(recipe)}",
@@ -377,8 +392,9 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
                 one_shot.finish({**card, "name": card["name"] + "-one-shot", "compression": recipe.card()})
         card = yaml.safe_load((staging / "zoo.yaml").read_text())
         metrics = _metrics(reports, card.get("files", []))
-        if recoveries:  # wall time, so the only line of a recovered card that differs between identical runs
-            metrics["recovery_seconds"] = round(sum(r.seconds for r in recoveries), 1)
+        if recovering:  # wall time, so the only line of a recovered card that differs between identical runs
+            seconds = sum(r.seconds for r in recoveries) + (distilled.seconds if distilled is not None else 0.0)
+            metrics["recovery_seconds"] = round(seconds, 1)
         if evaluate:
             texts = [("perplexity", eval_text, base_perplexity)]
             if text_path(eval_text) != TECHNICAL_TEXT:
@@ -401,6 +417,7 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
         raise
     finally:
         shutil.rmtree(before_dir, ignore_errors=True)
+        shutil.rmtree(pre_dir, ignore_errors=True)
     return card
 
 

@@ -9,6 +9,7 @@ from zoo.errors import CompressError
 from .linear import METHODS, QUANTIZERS, LinearRecipe
 from .masks import PATTERNS, TILE4_KEEP, parse_nm, pattern_sparsity
 from .profile import PROFILES
+from .distill import DISTILL_LR
 from .recover import BATCH_WINDOWS, HELD_OUT, RECOVER_MODES, STEP_LR
 
 BITS = (16, 8, 4, 3)
@@ -36,8 +37,8 @@ class Recipe:
     percdamp: float = 0.01
     blocksize: int = 128
     act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT pruning)
-    recover: str = "none"  # blockwise: train each compressed block to match the dense one (masks fixed)
-    recover_tokens: int = 131072  # calibration tokens each block's recovery trains on (repeats counted)
+    recover: str = "none"  # blockwise | distill | both: train the kept weights back towards the dense model (masks fixed)
+    recover_tokens: int = 131072  # calibration tokens each block's recovery, and distillation, trains on (repeats counted)
 
     def validated(self) -> "Recipe":
         """A copy with the sparsity implied by the pattern filled in; CompressError on bad options."""
@@ -132,8 +133,13 @@ class Recipe:
         if self.recover != "none":
             out["recovery"] = {"mode": self.recover, "tokens": self.recover_tokens, "batch_windows": BATCH_WINDOWS,
                                "held_out": f"1 window in {HELD_OUT}",
-                               "learning_rate": f"{STEP_LR:g} x the tensor's mean quantization step (weights and "
-                                                "scales), Adam, cosine decay to 0",
                                "trains": "kept weights and group scales; masks fixed; codes by fake quantization "
                                          "(straight-through rounding)"}
+            if self.recover in ("blockwise", "both"):
+                out["recovery"]["learning_rate"] = (f"{STEP_LR:g} x the tensor's mean quantization step (weights and "
+                                                    "scales), Adam, cosine decay to 0")
+            if self.recover in ("distill", "both"):
+                out["recovery"]["distill"] = {
+                    "objective": "KL(dense || compressed) of the next-token distributions at every calibration position",
+                    "learning_rate": f"{DISTILL_LR:g} x the tensor's mean quantization step, Adam, cosine decay to 0"}
         return out

@@ -23,7 +23,7 @@ from zoo.format import EncodedTensor, decode, stored_scales
 from .quant import QMAX, codes_for, group_scales, pack, per_column
 from .windows import compress_threads
 
-RECOVER_MODES = ("none", "blockwise")
+RECOVER_MODES = ("none", "blockwise", "distill", "both")  # both: block-wise, then distillation
 BATCH_WINDOWS = 4  # calibration windows per optimizer step
 # Adam's learning rate, in units of each tensor's mean quantization step (its mean group scale; for float weights the
 # int4 step their group absmax would give), cosine-decayed to 0: 0.04 is 3e-3 on SmolLM2's int4 weights (mean scale
@@ -52,7 +52,7 @@ class BlockRecovery:
     replaced: bool  # False: the trained block was no better, the one-shot block was kept
 
 
-class _Trainable:
+class Trainable:
     """One linear's trainable state: float weights (masked) and, when quantized, f32 group scales."""
 
     def __init__(self, torch, enc: EncodedTensor, mask: np.ndarray | None, weight: np.ndarray, bits: int):
@@ -79,7 +79,9 @@ class _Trainable:
         if self.quantized:
             s = self._per_column(torch, self.scales)
             live = s > 0
-            q = w / torch.where(live, s, torch.ones_like(s))
+            # the codes see the scale as a constant: a scale's gradient is then its codes' (scaling the group), not
+            # LSQ's round(q) - q, which is 0 on the grid the one-shot weights start on (Adam turned that into noise)
+            q = w / torch.where(live, s, torch.ones_like(s)).detach()
             q = q + (torch.round(q) - q).detach()
             w = torch.where(live, q.clamp(-self.qmax, self.qmax) * s, torch.zeros_like(w))
         return w if self.mask is None else w * self.mask
@@ -140,7 +142,7 @@ def recover_block(config: dict, layer: int, encoded: dict[str, EncodedTensor], m
     windows, seq_len, _ = x.shape
     block = BlockForward(config, layer, seq_len)
     fixed = {n: torch.from_numpy(np.array(v)) for n, v in decoded.items() if v.ndim == 1}
-    train = {n: _Trainable(torch, encoded[n], masks.get(n), decoded[n], bits) for n, v in decoded.items() if v.ndim == 2}
+    train = {n: Trainable(torch, encoded[n], masks.get(n), decoded[n], bits) for n, v in decoded.items() if v.ndim == 2}
     held = held_out(windows, seed, layer)
     fit = np.setdiff1d(np.arange(windows), held) if held.size < windows else held
     x_held, target_held = x[held], target[held]

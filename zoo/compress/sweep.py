@@ -16,7 +16,7 @@ from .pipeline import compress
 from .recipe import Recipe
 
 Progress = Callable[[str], None]
-FIELDS = ("sparsity", "bits", "perplexity", "ratio", "technical_ratio", "size_bytes", "bits_per_weight", "decode_tps", "pareto", "path")
+FIELDS = ("pattern", "sparsity", "bits", "perplexity", "ratio", "technical_ratio", "size_bytes", "bits_per_weight", "decode_tps", "pareto", "path")
 
 
 def pareto_front(points: list[dict], x: str = "size_bytes", y: str = "perplexity") -> list[bool]:
@@ -65,7 +65,7 @@ def sweep(src, recipe: Recipe, sparsities: list[float], bits: list[int], out_dir
                                 overwrite=True, progress=progress)
                 m = card["metrics"]
                 tech = m.get("perplexity_technical")
-                points.append({"sparsity": s, "bits": b, "perplexity": m["perplexity"]["value"],
+                points.append({"pattern": r.pattern, "sparsity": s, "bits": b, "perplexity": m["perplexity"]["value"],
                                "ratio": round(m["perplexity"]["value"] / base["perplexity"], 4),
                                "technical_ratio": round(tech["value"] / tech["base"], 4) if tech else None,
                                "size_bytes": m["size_bytes"], "bits_per_weight": m["bits_per_weight"],
@@ -84,15 +84,15 @@ def sweep(src, recipe: Recipe, sparsities: list[float], bits: list[int], out_dir
     return result
 
 
-def write_reports(result: dict, root: Path) -> None:
-    """sweep.json, sweep.csv and sweep.png (perplexity against size, and against decode tokens/s if measured)."""
-    (root / "sweep.json").write_text(json.dumps(result, indent=2))
-    with open(root / "sweep.csv", "w", newline="") as fh:
+def write_reports(result: dict, root: Path, stem: str = "sweep") -> None:
+    """STEM.json, STEM.csv and STEM.png (perplexity against size, and against decode tokens/s if measured)."""
+    (root / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    with open(root / f"{stem}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()
         for p in result["points"]:
             w.writerow({k: p.get(k) for k in FIELDS})
-    plot(result, root / "sweep.png")
+    plot(result, root / f"{stem}.png")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -109,7 +109,8 @@ def plot(result: dict, path: Path) -> None:
     for ax, (key, label, scale) in zip(axes[0], panels):
         for p in pts:
             ax.scatter(p[key] * scale, p["perplexity"], c="tab:red" if p["pareto"] else "tab:gray", zorder=3)
-            ax.annotate(f"s{p['sparsity']:g}/{p['bits']}b", (p[key] * scale, p["perplexity"]), fontsize=7,
+            label = f"{p['pattern']} " if p.get("pattern") and p["pattern"] != result["pattern"] else ""
+            ax.annotate(f"{label}s{p['sparsity']:g}/{p['bits']}b", (p[key] * scale, p["perplexity"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
         front = sorted((p for p in pts if p["pareto"]), key=lambda p: p[key])
         ax.plot([p[key] * scale for p in front], [p["perplexity"] for p in front], c="tab:red", lw=1, label="Pareto front")
