@@ -21,7 +21,7 @@ import numpy as np
 from zoo.errors import CompressError
 from zoo.format import ArtifactWriter, decode, kept_mask, open_artifact
 
-from .recover import BATCH_WINDOWS, Trainable, held_out, require_torch
+from .recover import BATCH_WINDOWS, Trainable, batches, held_out, optimizer, require_torch, training_windows
 from .windows import compress_threads
 
 # Adam's learning rate in units of each tensor's mean quantization step, as block-wise recovery's STEP_LR; end to end
@@ -114,7 +114,7 @@ def distill(source, staged: Path, writer: ArtifactWriter, tokens: np.ndarray, bi
             fixed[name] = torch.from_numpy(dense)
     model = _Model(config, seq_len)
     held = held_out(windows, seed, config["n_layers"])  # its own draw, not any block's
-    fit = np.setdiff1d(np.arange(windows), held) if held.size < windows else held
+    fit = training_windows(windows, held)
 
     def held_kl(weights: dict) -> float:
         total = 0.0
@@ -124,18 +124,10 @@ def distill(source, staged: Path, writer: ArtifactWriter, tokens: np.ndarray, bi
                 total += float(_kl(torch, model(torch, weights, batch), model(torch, teacher, batch))) * batch.shape[0]
         return total / held.size
 
-    before = held_kl({**fixed, **{n: torch.from_numpy(decode(t.enc)) for n, t in train.items()}})
-    params = [{"params": [t.weight] + ([t.scales] if t.scales is not None else []), "lr": DISTILL_LR * max(t.step, 1e-12)}
-              for t in train.values()]
-    opt = torch.optim.Adam(params)
+    before = held_kl({**fixed, **{n: t.weight.detach() for n, t in train.items()}})  # untrained: the decoded weights
     steps = max(1, budget // (BATCH_WINDOWS * seq_len))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    rng = np.random.default_rng([seed, 17])
-    order = np.empty(0, np.int64)
-    for step in range(steps):
-        if order.size < BATCH_WINDOWS:
-            order = np.concatenate([order, rng.permutation(fit)])
-        pick, order = np.sort(order[:BATCH_WINDOWS]), order[BATCH_WINDOWS:]
+    opt, sched = optimizer(torch, train, DISTILL_LR, steps)
+    for step, pick in enumerate(batches(fit, steps, np.random.default_rng([seed, 17]))):
         batch = torch.from_numpy(tokens[pick])
         with torch.no_grad():
             target = model(torch, teacher, batch)

@@ -125,6 +125,31 @@ def held_out(windows: int, seed: int, layer: int) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, layer, 1]).permutation(windows)[:count]) if windows > 1 else np.arange(1)
 
 
+def training_windows(windows: int, held: np.ndarray) -> np.ndarray:
+    """The calibration windows that feed the optimizer: all but the held-out ones (all of them if every one is held)."""
+    return np.setdiff1d(np.arange(windows), held) if held.size < windows else held
+
+
+def optimizer(torch, train: dict, lr: float, steps: int):
+    """(Adam, its cosine schedule to 0 over `steps`) for every Trainable's weights and scales, at `lr` x its mean
+    quantization step."""
+    params = [{"params": [t.weight] + ([t.scales] if t.scales is not None else []), "lr": lr * max(t.step, 1e-12)}
+              for t in train.values()]
+    opt = torch.optim.Adam(params)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+
+
+def batches(fit: np.ndarray, steps: int, rng: np.random.Generator):
+    """`steps` sorted picks of BATCH_WINDOWS windows from `fit`, drawn in seeded epochs (a new permutation when the
+    current one runs out)."""
+    order = np.empty(0, np.int64)
+    for _ in range(steps):
+        if order.size < BATCH_WINDOWS:
+            order = np.concatenate([order, rng.permutation(fit)])
+        pick, order = np.sort(order[:BATCH_WINDOWS]), order[BATCH_WINDOWS:]
+        yield pick
+
+
 def recover_block(config: dict, layer: int, encoded: dict[str, EncodedTensor], masks: dict[str, np.ndarray | None],
                   decoded: dict[str, np.ndarray], x: np.ndarray, target: np.ndarray, bits: int, tokens: int,
                   seed: int) -> tuple[dict[str, EncodedTensor], dict[str, np.ndarray], BlockRecovery]:
@@ -144,20 +169,12 @@ def recover_block(config: dict, layer: int, encoded: dict[str, EncodedTensor], m
     fixed = {n: torch.from_numpy(np.array(v)) for n, v in decoded.items() if v.ndim == 1}
     train = {n: Trainable(torch, encoded[n], masks.get(n), decoded[n], bits) for n, v in decoded.items() if v.ndim == 2}
     held = held_out(windows, seed, layer)
-    fit = np.setdiff1d(np.arange(windows), held) if held.size < windows else held
+    fit = training_windows(windows, held)
     x_held, target_held = x[held], target[held]
     before = _loss(torch, block, {**fixed, **{n: torch.from_numpy(decoded[n]) for n in train}}, x_held, target_held)
-    params = [{"params": [t.weight] + ([t.scales] if t.scales is not None else []), "lr": STEP_LR * max(t.step, 1e-12)}
-              for t in train.values()]
-    opt = torch.optim.Adam(params)
     steps = max(1, tokens // (BATCH_WINDOWS * seq_len))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    rng = np.random.default_rng([seed, layer])
-    order = np.empty(0, np.int64)
-    for _ in range(steps):
-        if order.size < BATCH_WINDOWS:
-            order = np.concatenate([order, rng.permutation(fit)])
-        pick, order = np.sort(order[:BATCH_WINDOWS]), order[BATCH_WINDOWS:]
+    opt, sched = optimizer(torch, train, STEP_LR, steps)
+    for pick in batches(fit, steps, np.random.default_rng([seed, layer])):
         t = torch.from_numpy(target[pick])
         y = block({**fixed, **{n: tr.effective(torch) for n, tr in train.items()}}, torch.from_numpy(x[pick]))
         loss = token_error(y, t)
