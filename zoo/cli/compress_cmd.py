@@ -171,7 +171,10 @@ def sweep_cmd(
     eval_text: Path = EVAL_TEXT,
     eval_windows: int = EVAL_WINDOWS,
     ctx: int = CTX,
-    speed: bool = typer.Option(False, "--speed", help="Also measure decode tokens/s of each point on the runtime."),
+    speed: bool = typer.Option(False, "--speed", help="Also measure decode tokens/s of each point on the runtime "
+                                                     "(llama.cpp's own runtime for its peers)."),
+    peers: str = typer.Option("", "--peers", help="Comma-separated llama.cpp quantizations of the same base to add as "
+                                                  "points: Q4_0, Q4_K_M, Q3_K_M, Q2_K (needs llama-cpp-python)."),
     as_json: bool = JSON,
     quiet: bool = QUIET,
 ) -> None:
@@ -180,7 +183,9 @@ def sweep_cmd(
     Examples:
       zoo sweep model.gguf --method wanda --sparsity 0.3,0.5,0.7 --bits 4,8 -o sweep-wanda
       zoo sweep model.gguf --method sparsegpt --sparsity 0.5 --bits 4 --quantizer gptq --json
+      zoo sweep model.gguf --method sparsegpt --pattern tile4 --sparsity 0.5 --bits 4 --peers Q4_0,Q3_K_M,Q2_K
     """
+    from zoo.compress.peers import parse_peers
     from zoo.compress.sweep import sweep
 
     bit_list = [int(b) for b in _floats(bits, "--bits")]
@@ -189,7 +194,8 @@ def sweep_cmd(
     recipe = _recipe(method, 0.0, pattern, profile, 16, group_size, quantizer, samples, seq_len, seed, act_order,
                      owl_lambda, owl_m, sensitivity_lambda)
     result = sweep(src, recipe, _floats(sparsity, "--sparsity"), bit_list, out, calib_text=calib, eval_text=eval_text,
-                   eval_ctx=ctx, eval_windows=eval_windows or None, speed=speed, progress=_log(quiet))
+                   eval_ctx=ctx, eval_windows=eval_windows or None, speed=speed,
+                   peers=parse_peers(peers) if peers else None, progress=_log(quiet))
     if as_json:
         print(json.dumps(result))
         return
@@ -197,7 +203,7 @@ def sweep_cmd(
     for col in ("sparsity", "bits", "perplexity", "x base", "MB", "bits/weight", "decode tok/s", "Pareto"):
         table.add_column(col, justify="right")
     for p in result["points"]:
-        table.add_row(f"{p['sparsity']:g}", str(p["bits"]), f"{p['perplexity']:.3f}", f"{p['ratio']:.3f}",
+        table.add_row(f"{p['sparsity']:g}" if not p.get("peer") else "llama.cpp", str(p["bits"]), f"{p['perplexity']:.3f}", f"{p['ratio']:.3f}",
                       f"{p['size_bytes'] / 1e6:.1f}", f"{p['bits_per_weight']:.2f}",
                       f"{p['decode_tps']:.1f}" if p["decode_tps"] else "-", "*" if p["pareto"] else "")
     Console().print(table)

@@ -16,7 +16,7 @@ from .pipeline import compress
 from .recipe import Recipe
 
 Progress = Callable[[str], None]
-FIELDS = ("pattern", "sparsity", "bits", "perplexity", "ratio", "technical_ratio", "size_bytes", "bits_per_weight", "decode_tps", "pareto", "path")
+FIELDS = ("pattern", "peer", "sparsity", "bits", "perplexity", "ratio", "technical_ratio", "size_bytes", "bits_per_weight", "decode_tps", "pareto", "path")
 
 
 def pareto_front(points: list[dict], x: str = "size_bytes", y: str = "perplexity") -> list[bool]:
@@ -38,13 +38,18 @@ def _decode_tps(path: Path) -> float:
 
 def sweep(src, recipe: Recipe, sparsities: list[float], bits: list[int], out_dir: str | Path | None = None, *,
           calib_text=None, eval_text=None, eval_ctx: int = 512, eval_windows: int | None = 64,
-          speed: bool = False, progress: Progress | None = None) -> dict:
-    """Compress and evaluate every (sparsity, bits) point; returns {base, points} and writes the reports."""
+          speed: bool = False, peers: list | None = None, progress: Progress | None = None) -> dict:
+    """Compress and evaluate every (sparsity, bits) point, plus llama.cpp's quantizations of the same base as peer
+    points (`peers`, zoo.compress.peers.PeerType); returns {base, points} and writes the reports."""
     from zoo.convert.source import open_source
     from zoo.evaluate import TECHNICAL_TEXT, perplexity, text_path
 
     if not sparsities or not bits:
         raise CompressError("sweep needs at least one sparsity and one bits value")
+    if peers:
+        from .peers import require_llama_cpp
+
+        require_llama_cpp()  # before any work
     source = open_source(src)
     keep = out_dir is not None
     root = Path(out_dir) if keep else Path(tempfile.mkdtemp(prefix="zoo-sweep-"))
@@ -73,6 +78,14 @@ def sweep(src, recipe: Recipe, sparsities: list[float], bits: list[int], out_dir
                                "path": str(target) if keep else None})
                 if not keep:
                     shutil.rmtree(target, ignore_errors=True)
+        if peers:
+            from zoo.kernels import get_threads
+
+            from .peers import peer_points
+
+            points += peer_points(source, peers, root, base, base_tech, eval_text=eval_text, eval_ctx=eval_ctx,
+                                  eval_windows=eval_windows, speed=speed, threads=get_threads(), keep=keep,
+                                  progress=progress)
         for p, front in zip(points, pareto_front(points)):
             p["pareto"] = front
         result = {"source": str(src), "method": recipe.method, "pattern": recipe.pattern, "profile": recipe.profile,
@@ -96,7 +109,7 @@ def write_reports(result: dict, root: Path, stem: str = "sweep") -> None:
 
 
 def plot(result: dict, path: Path) -> None:
-    """A PNG chart; Pareto points are joined by a line."""
+    """A PNG chart; Pareto points are joined by a line, llama.cpp's peers drawn as squares."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,10 +121,14 @@ def plot(result: dict, path: Path) -> None:
     panels = [("size_bytes", "size (MB)", 1e-6)] + ([("decode_tps", "decode tokens/s", 1.0)] if speed else [])
     for ax, (key, label, scale) in zip(axes[0], panels):
         for p in pts:
-            ax.scatter(p[key] * scale, p["perplexity"], c="tab:red" if p["pareto"] else "tab:gray", zorder=3)
-            label = f"{p['pattern']} " if p.get("pattern") and p["pattern"] != result["pattern"] else ""
-            ax.annotate(f"{label}s{p['sparsity']:g}/{p['bits']}b", (p[key] * scale, p["perplexity"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.scatter(p[key] * scale, p["perplexity"], c="tab:red" if p["pareto"] else "tab:gray", zorder=3,
+                       marker="s" if p.get("peer") else "o")
+            if p.get("peer"):
+                text = f"llama.cpp {p['peer']}"
+            else:
+                prefix = f"{p['pattern']} " if p.get("pattern") and p["pattern"] != result["pattern"] else ""
+                text = f"{prefix}s{p['sparsity']:g}/{p['bits']}b"
+            ax.annotate(text, (p[key] * scale, p["perplexity"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         front = sorted((p for p in pts if p["pareto"]), key=lambda p: p[key])
         ax.plot([p[key] * scale for p in front], [p["perplexity"] for p in front], c="tab:red", lw=1, label="Pareto front")
         ax.axhline(result["base_perplexity"], ls="--", c="tab:blue", lw=1, label="base")
