@@ -121,15 +121,17 @@ def load_yaml(text: str | bytes, where: str, error: type[ZooError] = FormatError
     """yaml.safe_load with the readers' limits: size, nesting depth and expanded size (aliases)."""
     if len(text) > MAX_YAML_BYTES:
         raise error(f"{where}: {len(text)} bytes of YAML exceed the limit of {MAX_YAML_BYTES}")
-    loader = _BoundedSafeLoader(text)
+    loader = None
     try:
+        loader = _BoundedSafeLoader(text)  # the reader decodes (and may refuse) the first bytes right here
         return loader.get_single_data()
     except _LimitExceeded as err:
         raise error(f"{where}: YAML {err}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise error(f"{where}: not valid YAML ({str(err).splitlines()[0] if str(err) else err.__class__.__name__})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 @dataclass(frozen=True)

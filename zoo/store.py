@@ -12,6 +12,7 @@ of one model download each blob once. `resolve(name_or_path)` is what `zoo run` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -87,6 +88,7 @@ class Store:
         self.manifests = self.root / "manifests"
         self.snapshots = self.root / "snapshots"
         self.inflight = self.root / "inflight"
+        self.verify_cache = self.root / "verified.json"  # zoo.verify's cache (ZOO_HOME/verified.json by default)
 
     # ---- reading ---------------------------------------------------------------------------
     def _manifest_path(self, name: str, tag: str) -> Path:
@@ -168,6 +170,7 @@ class Store:
                         future.cancel()
                     raise
             result.path = self._snapshot(manifest, entries)
+            self._remember(result.path, entries)
             atomic_write(self._manifest_path(local_name, tag), manifest_bytes(manifest))
         finally:
             marker.unlink(missing_ok=True)
@@ -188,7 +191,7 @@ class Store:
             self.blobs.mkdir(parents=True, exist_ok=True)
             for entry in entries:
                 final = self.blob_path(entry.sha256)
-                if final.is_file():
+                if self._present(entry, final):
                     continue
                 tmp = final.with_name(f"{final.name}.add-{os.getpid()}")
                 try:
@@ -220,11 +223,9 @@ class Store:
         """Make blob `entry` present and verified; return bytes downloaded (0 if it was already there)."""
         self.blobs.mkdir(parents=True, exist_ok=True)
         final = self.blob_path(entry.sha256)
-        if final.is_file():
-            return 0
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / "locks" / f"{entry.sha256}.lock")):
-            if final.is_file():  # another process finished it while we waited
+            if self._present(entry, final):  # already stored (or another process finished it while we waited)
                 return 0
             link = getattr(registry, "link_blob", None)
             if link is not None and self.link_local and not final.with_name(final.name + ".partial").exists():
@@ -232,6 +233,32 @@ class Store:
                 if linked:
                     return linked
             return self._download(registry, entry, final, progress)
+
+    def _present(self, entry: FileEntry, final: Path) -> bool:
+        """Is the blob stored and intact? A blob is re-verified before a pull trusts it (the verify cache
+        spares the hash when the file is unchanged since it was last hashed); a corrupted one is deleted
+        so the pull fetches it again."""
+        from zoo.verify import file_matches
+
+        if not final.is_file():
+            return False
+        if final.stat().st_size == entry.size and file_matches(final, entry.sha256, self.verify_cache):
+            return True
+        final.unlink(missing_ok=True)
+        return False
+
+    def _remember(self, snapshot: Path, entries: list[FileEntry]) -> None:
+        """Enter the blobs this pull verified, and the snapshot files linked to them, in the verify cache:
+        the first `zoo run` after a pull does not hash them again."""
+        from zoo.verify import remember
+
+        verified = []
+        for entry in entries:
+            blob, linked = self.blob_path(entry.sha256), snapshot / entry.path
+            verified.append((blob, entry.sha256))
+            if same_file(blob, linked):
+                verified.append((linked, entry.sha256))
+        remember(verified, self.verify_cache)
 
     def _link(self, link, entry: FileEntry, final: Path, progress: Progress | None) -> int:
         """Like `git clone --local`: hard-link a local registry's blob, hash it, keep it only if it matches.
@@ -299,7 +326,7 @@ class Store:
     def _snapshot(self, manifest: dict, entries: list[FileEntry]) -> Path:
         """snapshots/<digest>/: every file hard-linked to its blob (copied if links are impossible)."""
         target = self.snapshots / manifest_digest(manifest)
-        if target.is_dir():
+        if target.is_dir() and self._snapshot_intact(target, entries):
             return target
         self.snapshots.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.snapshots))
@@ -315,6 +342,11 @@ class Store:
                     os.link(blob, dest)
                 except OSError:
                     shutil.copyfile(blob, dest)
+            if target.is_dir():  # a snapshot whose files are no longer its blobs: swap in the rebuilt one
+                stale = target.with_name(f".stale-{target.name}-{os.getpid()}")
+                with contextlib.suppress(OSError):
+                    os.rename(target, stale)
+                    shutil.rmtree(stale, ignore_errors=True)
             try:
                 os.rename(tmp, target)
             except OSError:  # a concurrent pull built it first
@@ -324,6 +356,19 @@ class Store:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+    def _snapshot_intact(self, target: Path, entries: list[FileEntry]) -> bool:
+        """Every file of the snapshot is still its blob (a hard link), or a copy that matches the digest."""
+        from zoo.verify import file_matches
+
+        for entry in entries:
+            linked, blob = target / entry.path, self.blob_path(entry.sha256)
+            if same_file(linked, blob):
+                continue
+            if linked.is_symlink() or not linked.is_file() or linked.stat().st_size != entry.size \
+                    or not file_matches(linked, entry.sha256, self.verify_cache):
+                return False
+        return True
 
     # ---- removing --------------------------------------------------------------------------
     def remove(self, name: str, tag: str) -> None:
@@ -383,6 +428,14 @@ def sha256_path(path: Path, progress: Progress | None = None) -> tuple[str, int]
             if progress:
                 progress(len(chunk))
     return digest.hexdigest(), size
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Are `a` and `b` the same file (a hard link)? False when either is missing."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _entries(directory: Path) -> Iterator[Path]:

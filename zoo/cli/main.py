@@ -41,9 +41,11 @@ def _root(
 
 def _register() -> None:
     """Attach every verb module; each exposes `register(app)`."""
-    from zoo.cli import build_cmd, inspect_cmd, registry_cmd, convert_cmd, run_cmd, compress_cmd, export_cmd, serve_cmd
+    from zoo.cli import build_cmd, inspect_cmd, registry_cmd, convert_cmd, run_cmd, compress_cmd, export_cmd, serve_cmd, \
+        verify_cmd, ps_cmd
 
-    for module in (inspect_cmd, registry_cmd, convert_cmd, run_cmd, compress_cmd, build_cmd, export_cmd, serve_cmd):
+    for module in (inspect_cmd, registry_cmd, convert_cmd, run_cmd, compress_cmd, build_cmd, export_cmd, serve_cmd,
+                   verify_cmd, ps_cmd):
         module.register(app)
 
 

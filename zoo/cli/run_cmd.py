@@ -205,11 +205,28 @@ def _warn_if_busy(threads: int | None) -> None:
         err.print(f"zoo: warning: {note}", soft_wrap=True)  # one line, also when a parent reads it
 
 
+def card_metrics(path: Path) -> dict:
+    """bits_per_weight and perplexity from an artifact's card (None when absent), the card parsed within
+    the readers' limits (CardError on a hostile or malformed one)."""
+    from zoo.errors import CardError
+    from zoo.format.envelope import MAX_YAML_BYTES, load_yaml
+
+    card_path = path / "zoo.yaml"
+    card = {}
+    if card_path.is_file():
+        with open(card_path, "rb") as f:
+            card = load_yaml(f.read(MAX_YAML_BYTES + 1), f"{path.name}/zoo.yaml", CardError)
+    metrics = card.get("metrics") if isinstance(card, dict) else None
+    metrics = metrics if isinstance(metrics, dict) else {}
+    ppl = metrics.get("perplexity")
+    return {"bits_per_weight": metrics.get("bits_per_weight"),
+            "perplexity": ppl.get("value") if isinstance(ppl, dict) else None}
+
+
 def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, repeats: int, as_json: bool) -> None:
     """`zoo bench A B ...`: each model benchmarked in a child process, then one table (ratios against A)."""
     import subprocess
 
-    import yaml
     from rich.table import Table
 
     from zoo.card import human_size
@@ -230,12 +247,9 @@ def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, re
         for line in proc.stderr.splitlines():  # the child's busy-machine warning, sampled just before it measured
             if line.startswith("zoo: warning:"):
                 err.print(f"zoo: warning: {model}: {line.removeprefix('zoo: warning: ')}")
-        card = yaml.safe_load((path / "zoo.yaml").read_text()) or {}
-        metrics = card.get("metrics") or {}
         size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-        ppl = (metrics.get("perplexity") or {}).get("value")
-        rows.append({"model": model, "path": str(path), "size_bytes": size,
-                     "bits_per_weight": metrics.get("bits_per_weight"), "perplexity": ppl, **json.loads(proc.stdout)})
+        rows.append({"model": model, "path": str(path), "size_bytes": size, **card_metrics(path),
+                     **json.loads(proc.stdout)})
     if as_json:
         typer.echo(json.dumps(rows))
         return

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import netrc
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ import httpx
 
 from zoo.errors import NotFoundError, RegistryError
 
-from .base import CHUNK, FileEntry, Registry, blob_key, check_name, check_tag, manifest_key, parse_manifest
+from .base import CHUNK, MAX_MANIFEST_BYTES, FileEntry, Registry, blob_key, check_name, check_tag, manifest_key, \
+    parse_manifest
 from .local import INDEX_FILE
 
 
@@ -34,6 +34,7 @@ def redact(url: str) -> str:
 
 
 MAX_REDIRECTS = 5
+MAX_INDEX_BYTES = 256 << 20  # index.json: every name, tag and card of the mirror (a card is kilobytes)
 
 
 def _basic_auth(origin: SplitResult) -> str | None:
@@ -65,24 +66,32 @@ class HttpRegistry(Registry):
     def close(self) -> None:
         self.client.close()
 
-    def _get(self, key: str, what: str) -> bytes:
+    def _get(self, key: str, what: str, limit: int) -> bytes:
+        """A small document (index, manifest), read whole but never past `limit` bytes."""
         try:
-            resp = self.client.get(self.base + key)
+            with self.client.stream("GET", self.base + key) as resp:
+                if resp.status_code == 404:
+                    raise NotFoundError(f"{what}: not found in registry {self.url}")
+                if resp.status_code != 200:
+                    raise RegistryError(f"{self.url}: fetching {what} answered HTTP {resp.status_code}")
+                data = bytearray()
+                for chunk in resp.iter_bytes():
+                    data += chunk
+                    if len(data) > limit:
+                        raise RegistryError(f"{self.url}: {what} is larger than {limit >> 20} MiB; refused")
         except httpx.HTTPError as err:
             raise RegistryError(f"{self.url}: cannot fetch {what} ({type(err).__name__})") from None
-        if resp.status_code == 404:
-            raise NotFoundError(f"{what}: not found in registry {self.url}")
-        if resp.status_code != 200:
-            raise RegistryError(f"{self.url}: fetching {what} answered HTTP {resp.status_code}")
-        return resp.content
+        return bytes(data)
 
     def _index(self) -> list[dict]:
+        from zoo.format.envelope import MAX_YAML_DEPTH, loads_json  # imported here: numpy is not a start-up cost
+
         try:
-            index = json.loads(self._get(INDEX_FILE, INDEX_FILE))
+            data = self._get(INDEX_FILE, INDEX_FILE, MAX_INDEX_BYTES)
         except NotFoundError:
             return []
-        except ValueError:
-            raise RegistryError(f"{self.url}: {INDEX_FILE} is not valid JSON") from None
+        index = loads_json(data, f"{self.url}: {INDEX_FILE}", RegistryError, max_bytes=MAX_INDEX_BYTES,
+                           max_depth=MAX_YAML_DEPTH + 3)  # index > models > model > a card as deep as a card may be
         models = index.get("models") if isinstance(index, dict) else None
         if not isinstance(models, list):
             raise RegistryError(f"{self.url}: {INDEX_FILE} has no 'models' list")
@@ -97,7 +106,7 @@ class HttpRegistry(Registry):
                 yield check_name(m.get("name")), check_tag(m.get("tag")), m["card"]
 
     def get_manifest(self, name: str, tag: str) -> dict:
-        return parse_manifest(self._get(manifest_key(name, tag), f"{name}:{tag}"), f"{name}:{tag}")
+        return parse_manifest(self._get(manifest_key(name, tag), f"{name}:{tag}", MAX_MANIFEST_BYTES), f"{name}:{tag}")
 
     def read_blob(self, entry: FileEntry, offset: int = 0) -> tuple[int, Iterator[bytes]]:
         url = self.base + blob_key(entry.sha256)

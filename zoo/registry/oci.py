@@ -11,18 +11,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import json
 import os
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
-import yaml
 
-from zoo.errors import ChecksumError, NotFoundError, RegistryError
+from zoo.errors import ChecksumError, NotFoundError, RegistryError, ZooError
 
 from .base import MANIFEST_VERSION, FileEntry, Registry, check_manifest, check_name, check_tag, manifest_bytes
 from .oci_auth import docker_credentials, parse_challenge
@@ -67,11 +66,24 @@ def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _json(data: bytes, what: str) -> Any:
+    """A registry's JSON (manifest, config blob, API answer) parsed within the readers' limits: size,
+    depth, no duplicate keys (RegistryError otherwise)."""
+    from zoo.format.envelope import loads_json  # imported here: numpy is not a start-up cost of the CLI
+
+    return loads_json(data, what, RegistryError, max_bytes=MAX_SMALL_BLOB)
+
+
+def _field(doc: Any, key: str) -> Any:
+    """doc[key] when doc is a JSON object, else None."""
+    return doc.get(key) if isinstance(doc, dict) else None
+
+
 def _error_text(resp: httpx.Response) -> str:
     """'HTTP 400 DIGEST_INVALID' from the distribution error body, when there is one."""
     try:
-        codes = [e.get("code", "") for e in resp.json().get("errors", [])]
-    except (ValueError, AttributeError, httpx.ResponseNotRead):
+        codes = [_field(e, "code") or "" for e in _field(_json(resp.content, "error"), "errors") or []]
+    except (ZooError, TypeError, httpx.ResponseNotRead):
         codes = []
     return f"HTTP {resp.status_code}" + (f" {', '.join(c for c in codes if c)}" if any(codes) else "")
 
@@ -167,8 +179,9 @@ class OciRegistry(Registry):
         if resp.status_code != 200:
             raise RegistryError(f"{self.url}: token service refused the credentials ({_error_text(resp)})")
         try:
-            token = resp.json().get("token") or resp.json().get("access_token")
-        except ValueError:
+            answer = _json(resp.content, "token")
+            token = _field(answer, "token") or _field(answer, "access_token")
+        except RegistryError:
             token = None
         if not isinstance(token, str) or not token:
             raise RegistryError(f"{self.url}: token service answered without a token")
@@ -200,10 +213,7 @@ class OciRegistry(Registry):
                           what=f"{name}:{tag}", headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"})
         if digest and _sha256_hex(resp.content) != digest.group(1):
             raise ChecksumError(f"{name}@{reference}: the registry's manifest does not match the digest")
-        try:
-            doc = resp.json()
-        except ValueError:
-            raise RegistryError(f"{name}:{tag}: the registry's manifest is not JSON") from None
+        doc = _json(resp.content, f"{name}:{tag}: the registry's manifest")
         if not isinstance(doc, dict) or doc.get("mediaType") == OCI_INDEX or "manifests" in doc:
             raise NotZooArtifact(f"{name}:{tag}: an image index, not a zoo model manifest")
         if not isinstance(doc.get("layers"), list) or not isinstance(doc.get("config"), dict):
@@ -217,14 +227,12 @@ class OciRegistry(Registry):
         where = f"{self.url}/{name}:{tag}"
         self._blob_repos.update({str(layer.get("digest", ""))[len("sha256:"):]: repo for layer in doc["layers"]
                                  if isinstance(layer, dict)})
-        layers = {(layer.get("annotations") or {}).get(TITLE): layer for layer in doc["layers"]
-                  if isinstance(layer, dict)}
+        layers = {title: layer for layer in doc["layers"] if isinstance(layer, dict)
+                  for title in [_field(layer.get("annotations"), TITLE)] if isinstance(title, str)}
         config = doc["config"]
         if config.get("mediaType") == MODEL_CONFIG:
-            try:
-                zoo = json.loads(self._get_small_blob(repo, config.get("digest", ""), f"{name}:{tag} config")).get("zoo")
-            except (ValueError, AttributeError):
-                zoo = None
+            what = f"{name}:{tag} config"
+            zoo = _field(_json(self._get_small_blob(repo, config.get("digest", ""), what), what), "zoo")
             if isinstance(zoo, dict):
                 manifest = zoo
                 check_manifest(manifest, where)
@@ -234,10 +242,11 @@ class OciRegistry(Registry):
         if card_layer is None:
             raise NotZooArtifact(f"{where}: not a zoo model (no zoo manifest in its config blob and no layer "
                                  f"titled {CARD_FILE})")
-        try:
-            card = yaml.safe_load(self._get_small_blob(repo, card_layer.get("digest", ""), f"{name}:{tag} {CARD_FILE}"))
-        except yaml.YAMLError:
-            raise RegistryError(f"{where}: its {CARD_FILE} layer is not valid YAML") from None
+        from zoo.format.envelope import load_yaml
+
+        what = f"{name}:{tag} {CARD_FILE}"
+        card = load_yaml(self._get_small_blob(repo, card_layer.get("digest", ""), what),
+                         f"{where}: its {CARD_FILE} layer", RegistryError)
         files = [{"path": title, "size": layer.get("size"), "sha256": str(layer.get("digest", ""))[len("sha256:"):]}
                  for title, layer in layers.items() if title]
         manifest = {"manifest_version": MANIFEST_VERSION, "name": name, "tag": tag,
@@ -305,7 +314,8 @@ class OciRegistry(Registry):
                 resp = self._send("GET", self._api(f"{repo}/tags/list"), f"repository:{repo}:pull", what=repo)
             except (NotFoundError, RegistryError):
                 continue
-            for tag in (resp.json().get("tags") or []):
+            tags = _field(_json(resp.content, f"{repo} tags"), "tags")
+            for tag in tags if isinstance(tags, list) else []:
                 if isinstance(tag, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", tag):
                     out.append((name, tag))
         return sorted(out)
@@ -323,7 +333,9 @@ class OciRegistry(Registry):
         prefix = f"{self.namespace}/" if self.namespace else ""
         while url:
             resp = self._send("GET", url, "registry:catalog:*", what="the catalog (/v2/_catalog)")
-            repos += [r for r in resp.json().get("repositories") or [] if isinstance(r, str) and r.startswith(prefix)]
+            found = _field(_json(resp.content, "the catalog"), "repositories")
+            if isinstance(found, list):
+                repos += [r for r in found if isinstance(r, str) and r.startswith(prefix)]
             link = re.match(r'<([^>]+)>;\s*rel="?next"?', resp.headers.get("Link", ""))
             url = urljoin(url, link.group(1)) if link else None
         return repos
