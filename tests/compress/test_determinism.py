@@ -69,3 +69,34 @@ def test_identical_bytes_with_one_and_two_threads(tiny_llama, tmp_path):
     assert "act_order: true" in card and "perplexity" in card  # the evaluation (numba runtime) is covered too
     assert hashlib.sha256((tmp_path / "t2" / "gptq-act-order" / "m" / "zoo.yaml").read_bytes()).hexdigest() == \
         one["digests"]["gptq-act-order"]["zoo.yaml"]
+
+
+RECOVER = r"""
+import hashlib, json, os, sys
+from pathlib import Path
+from zoo.compress import Recipe, compress
+from zoo.compress.recover import require_torch
+
+out = Path(sys.argv[2]) / "m"
+compress(sys.argv[1], out, Recipe(method="sparsegpt", sparsity=0.5, bits=4, quantizer="gptq", samples=8, seq_len=48,
+                                  seed=1, recover="both", recover_tokens=1536), evaluate=False)
+torch = require_torch()
+print(json.dumps({"sha": hashlib.sha256((out / "model-00001.safetensors").read_bytes()).hexdigest(),
+                  "mkl": os.environ.get("MKL_CBWR"), "aten": torch.backends.cpu.get_cpu_capability()}))
+"""
+
+
+def test_recovery_bytes_do_not_depend_on_the_cpu_dispatch(tiny_llama, tmp_path):
+    """torch picks MKL's GEMM branch and ATen's kernels by CPU, and they round differently (on an AVX-512 host the
+    AVX-512 and AVX2 choices below give different trained weights without zoo.blas.pin_torch): recovery pins both,
+    so a card's recipe rebuilds its bytes on an AVX2 laptop and an AVX-512 server alike."""
+    runs = []
+    for i, dispatch in enumerate(({"MKL_CBWR": "AVX512", "ATEN_CPU_CAPABILITY": "avx512"},
+                                  {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})):
+        env = {**os.environ, **dispatch, "ZOO_COMPRESS_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-c", RECOVER, str(tiny_llama), str(tmp_path / str(i))], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(json.loads(proc.stdout.splitlines()[-1]))
+    assert all(r["mkl"] == "COMPATIBLE" and r["aten"] == "AVX2" for r in runs)
+    assert runs[0]["sha"] == runs[1]["sha"]

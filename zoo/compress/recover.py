@@ -33,7 +33,11 @@ HELD_OUT = 8  # one calibration window in 8 judges the training (reconstruction 
 
 
 def require_torch():
-    """The torch module, or a one-line CompressError naming the extra to install."""
+    """The torch module (with zoo.blas's reproducibility pins set before its first import), or a one-line
+    CompressError naming the extra to install."""
+    from zoo.blas import pin_torch
+
+    pin_torch()
     try:
         import torch
     except ImportError:
