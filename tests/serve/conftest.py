@@ -18,14 +18,17 @@ API_KEY = "test-key-123"
 
 @pytest.fixture(scope="session")
 def home(tmp_path_factory) -> Path:
-    """ZOO_HOME with tiny:latest (context 64) and tiny-long:latest (context 16384, no EOS: an answer as
-    long as asked: 16000 tokens take tens of seconds) in its store."""
+    """ZOO_HOME with tiny:latest (context 64), tiny-long:latest (context 16384, no EOS: an answer as
+    long as asked: 16000 tokens take tens of seconds) and tiny-wide:latest (q4 group 128, context 512, no
+    EOS: the batching tests') in its store."""
     from zoo.store import Store
 
     root = tmp_path_factory.mktemp("serve")
     store = Store(root / "home")
     store.add(harness.write_chat_model(root / "tiny", seed=0), "tiny", "latest")
     store.add(harness.write_chat_model(root / "tiny-long", seed=1, max_seq_len=16384, eos=False), "tiny-long", "latest")
+    store.add(harness.write_chat_model(root / "tiny-wide", seed=3, max_seq_len=512, eos=False, wide=True),
+              "tiny-wide", "latest")
     return root / "home"
 
 
@@ -77,3 +80,12 @@ def local(reference):
         return ids, Session(model, tok).generate(ids, max_tokens, SamplingParams(**params))
 
     return generate
+
+
+@pytest.fixture(scope="session")
+def wide(home):
+    """tiny-wide:latest loaded in this process."""
+    from zoo.runtime import load
+    from zoo.store import Store
+
+    return load(Store(home).path("tiny-wide", "latest"))

@@ -25,22 +25,31 @@ TEMPLATE = tiny.TEMPLATE
 ZOO = [sys.executable, "-P", "-m", "zoo.cli.main"]
 
 
-def write_chat_model(path: Path, seed: int = 0, max_seq_len: int = 64, eos: bool = True) -> Path:
+# dims where every linear layer's inputs are whole groups of 128: q4 with group 128 is the encoding whose
+# batched (matmul) kernel quantizes activations as the one-token (matvec) kernel does on AVX-512
+WIDE = dict(dim=128, hidden_dim=256, n_heads=4, n_kv_heads=2, head_dim=32)
+
+
+def write_chat_model(path: Path, seed: int = 0, max_seq_len: int = 64, eos: bool = True, wide: bool = False) -> Path:
     """A tiny random Llama (untied head, so greedy text varies) with tests/runtime's trained BPE tokenizer
-    and chat template; EOS is <|im_end|>, or none with eos=False (it then always runs to max tokens)."""
+    and chat template; EOS is <|im_end|>, or none with eos=False (it then always runs to max tokens).
+    wide=True: WIDE's dims with q4/group-128 linear layers (else q8/group 32)."""
     from tokenizers import Tokenizer
 
     tj = tiny.tokenizer_json()
     vocab = Tokenizer.from_str(tj.decode()).get_vocab_size()
-    config = dict(TINY_LLAMA, vocab_size=vocab, n_layers=2, max_seq_len=max_seq_len, tied_embeddings=False,
+    config = dict(TINY_LLAMA, **(WIDE if wide else {}), vocab_size=vocab, n_layers=2, max_seq_len=max_seq_len,
+                  tied_embeddings=False,
                   tokenizer={"bos_token_id": None, "eos_token_ids": [2] if eos else [], "add_bos": False,
                              "chat_template": TEMPLATE})
     rng = np.random.default_rng(seed)
     with ArtifactWriter(path, config) as w:
         for name, shape in expected_tensors(config).items():
             t = random_tensor(rng, name, shape, 0.0)
-            linear = len(shape) == 2 and name != "token_embd.weight"
-            w.add(name, encode(t, "q8", group_size=32) if linear else encode(t, "dense", dtype="F16"))
+            if len(shape) == 1 or name == "token_embd.weight":
+                w.add(name, encode(t, "dense", dtype="F16"))
+            else:
+                w.add(name, encode(t, "q4", group_size=128) if wide else encode(t, "q8", group_size=32))
         w.add_file("tokenizer.json", tj)
         return w.finish({"card_version": 1, "name": path.name, "architecture": "llama", "license": "apache-2.0"})
 

@@ -66,7 +66,7 @@ def test_preloaded_directory_stays_while_others_expire_and_ctrl_c_exits_cleanly(
         assert loaded() == ["local-model:latest"]  # tiny expired after its 1 s keep-alive; the preloaded one stays
         assert "unloaded tiny:latest (keep-alive expired)" in srv.log()
         assert {m["id"] for m in httpx.get(f"{srv.url}/v1/models").json()["data"]} == \
-            {"tiny:latest", "tiny-long:latest", "local-model:latest"}
+            {"tiny:latest", "tiny-long:latest", "tiny-wide:latest", "local-model:latest"}
         lines: list[dict] = []
         started = threading.Event()
 
@@ -86,6 +86,7 @@ def test_preloaded_directory_stays_while_others_expire_and_ctrl_c_exits_cleanly(
     assert code == 130 and "Application shutdown complete" in log and "Traceback" not in log, (code, log)
     assert "tiny-long:latest: stopped after" in log and "(the server is stopping)" in log
     assert lines[-1]["done"] is True and 0 < lines[-1]["eval_count"] < 16000  # ended cleanly, cut short
+    assert lines[-1]["eval_duration"] > 0  # the time it decoded for, though cut short
 
 
 def test_public_host_warns_and_a_bad_preload_is_one_line(home):

@@ -56,7 +56,7 @@ def test_seed_and_stop_options(oll, local):
 
 def test_tags_show_version(oll, server):
     tags = {m.model: m for m in oll.list().models}
-    assert set(tags) == {"tiny:latest", "tiny-long:latest"}
+    assert set(tags) == {"tiny:latest", "tiny-long:latest", "tiny-wide:latest"}
     assert tags["tiny:latest"].details.family == "llama" and tags["tiny:latest"].size > 0
     shown = oll.show("tiny")
     assert "<|im_start|>" in shown.template and shown.modelinfo["llama.context_length"] == 64
@@ -103,3 +103,14 @@ def test_errors_are_ollama_error_bodies(oll, server):
     assert r.status_code == 400 and set(r.json()) == {"error"}
     r = httpx.get(f"{server.url}/api/nothing-here", headers=server.headers)
     assert r.status_code == 404 and set(r.json()) == {"error"}
+
+
+def test_num_ctx_narrows_the_context_and_too_large_is_400(oll):
+    r = oll.generate(model="tiny-long", prompt="hello", raw=True, options={"temperature": 0, "num_ctx": 20})
+    assert r.prompt_eval_count + r.eval_count == 20 and r.done_reason == "length"  # filled its own window
+    with pytest.raises(ollama.ResponseError) as err:
+        oll.generate(model="tiny-long", prompt="hello", raw=True, options={"num_ctx": 20, "num_predict": 40})
+    assert err.value.status_code == 400 and "20" in err.value.error
+    with pytest.raises(ollama.ResponseError) as err:
+        oll.generate(model="tiny-long", prompt="hello", options={"num_ctx": 100000})
+    assert err.value.status_code == 400 and "100000" in err.value.error and "16384" in err.value.error

@@ -78,7 +78,7 @@ def test_stop_string_ends_the_answer_before_it(oai, local):
 
 def test_models_lists_the_store_with_card_metrics(oai):
     models = {m.id: m for m in oai.models.list()}
-    assert set(models) == {"tiny:latest", "tiny-long:latest"}
+    assert set(models) == {"tiny:latest", "tiny-long:latest", "tiny-wide:latest"}
     extra = models["tiny:latest"].model_extra["zoo"]
     assert extra["architecture"] == "llama" and extra["size_bytes"] > 0
 
@@ -129,18 +129,23 @@ def test_api_key_is_checked_on_every_route(server):
     assert httpx.get(server.url + "/", headers=server.headers).status_code == 200
 
 
-def test_concurrent_requests_to_one_model_take_turns(oai, local):
+def test_concurrent_requests_to_one_model_are_batched_and_answer_alike(oai, wide):
     from concurrent.futures import ThreadPoolExecutor
 
-    _, ref = local("hello world", 20, temperature=0)
+    from zoo.runtime import SamplingParams, Session
+
+    model, tok = wide
+    ids = tok.encode(tok.render_chat(CHAT))
+    ref = Session(model, tok).generate(ids, 20, SamplingParams(temperature=0))
 
     def ask(i: int) -> str:
         if i % 2:
-            return oai.chat.completions.create(model="tiny", messages=CHAT, temperature=0,
+            return oai.chat.completions.create(model="tiny-wide", messages=CHAT, temperature=0,
                                                max_tokens=20).choices[0].message.content
-        stream = oai.chat.completions.create(model="tiny", messages=CHAT, temperature=0, max_tokens=20, stream=True)
+        stream = oai.chat.completions.create(model="tiny-wide", messages=CHAT, temperature=0, max_tokens=20,
+                                             stream=True)
         return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
     with ThreadPoolExecutor(6) as pool:
         answers = list(pool.map(ask, range(12)))
-    assert answers == [ref.text] * 12  # one KV cache, so interleaved sequences would corrupt each other
+    assert answers == [ref.text] * 12  # one KV slot per sequence: interleaved sequences do not mix

@@ -19,6 +19,8 @@ def serve(
                                    "(e.g. 30s, 5m, 1h; -1 = never)."),
     max_loaded: int = typer.Option(1, "--max-loaded", min=1, help="Models loaded at once (least recently used "
                                    "is unloaded)."),
+    batch: int = typer.Option(8, "--batch", min=1, max=128, help="Requests to one model decoded together "
+                              "(continuous batching; more wait their turn)."),
     threads: int = options.threads(),
     ctx: int = options.ctx(None, "Context length of each loaded model (default: the model's, at most 4096)."),
     api_key: str = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Require "
@@ -26,8 +28,9 @@ def serve(
 ) -> None:
     """Serve the local store's models over the OpenAI and Ollama APIs until Ctrl-C.
 
-    Models load on their first request (by name, as `zoo run` finds them) and requests to one model
-    take turns. Point clients at http://127.0.0.1:11434/v1 (OpenAI) or http://127.0.0.1:11434 (Ollama).
+    Models load on their first request (by name, as `zoo run` finds them); concurrent requests to one
+    model are decoded together, up to --batch at once. Point clients at http://127.0.0.1:11434/v1
+    (OpenAI) or http://127.0.0.1:11434 (Ollama).
 
     Examples:
       zoo serve
@@ -51,7 +54,7 @@ def serve(
     warning = exposure_warning(host)
     if warning:
         err.print(f"zoo: warning: {warning}", soft_wrap=True)
-    manager = ModelManager(keep_alive=keep, max_loaded=max_loaded, ctx=ctx)
+    manager = ModelManager(keep_alive=keep, max_loaded=max_loaded, ctx=ctx, max_batch=batch)
     if models:
         with err.status(f"loading {', '.join(models)}"):
             names = preload(manager, models)

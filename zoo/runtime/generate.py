@@ -103,9 +103,7 @@ class Session:
                 f"context length exceeded: {len(self.history)} history + {len(prompt_ids)} prompt + "
                 f"{max_tokens} new tokens = {need} > {self.model.ctx}; shorten the prompt or lower --max-tokens")
         sampler = Sampler(params or SamplingParams())
-        decoder = StreamDecoder(self.tok)
-        stops = [s for s in (stop or []) if s]
-        text = ""  # everything decoded so far; result.text is the part already handed out
+        answer = Answer(self.tok, max_tokens, stop, result, fill)
         t1 = None
         try:
             t0 = time.perf_counter()
@@ -116,34 +114,68 @@ class Session:
             t1 = time.perf_counter()
             while True:
                 token = sampler(logits, self.history)
-                if token in self.tok.eos_ids:
-                    result.finish_reason = "eos"
-                    self.pending = [token]  # the turn's end stays in the chat history
-                    break
-                result.tokens.append(token)
-                text += decoder.push(token)
-                cut = _first_stop(text, stops)
-                if cut is not None:
-                    text, result.finish_reason = text[:cut], "stop"
-                    self.pending = [token]
-                    break
-                ready = len(text) - _held_back(text, stops)  # text that cannot begin a stop string
-                if ready > len(result.text):
-                    piece, result.text = text[len(result.text):ready], text[:ready]
+                piece = answer.push(token)
+                if answer.done:
+                    self.pending = [token]  # the turn's end (EOS, or the last token) opens the next turn
+                if piece:
                     yield piece
-                if len(result.tokens) >= max_tokens:
-                    self.pending = [token]
-                    result.finish_reason = "context" if fill else "length"
+                if answer.done:
                     break
                 logits = self.model.forward([token], len(self.history))
                 self.history.append(token)
         except KeyboardInterrupt:  # history holds exactly the tokens whose K/V are complete
             result.finish_reason = "interrupted"
-        if t1 is not None:
-            result.decode_s = time.perf_counter() - t1
-        if len(text) > len(result.text):  # flush what was held back for stop strings
-            piece, result.text = text[len(result.text):], text
+        finally:  # also when the consumer closes the stream early: the time spent decoding is reported
+            if t1 is not None:
+                result.decode_s = time.perf_counter() - t1
+        piece = answer.flush()  # what was held back for stop strings
+        if piece:
             yield piece
+
+
+class Answer:
+    """One sequence's answer as its tokens arrive: ends it at EOS, a stop string or max_tokens, and hands
+    out the text that cannot be the start of a stop string (the rest is held back until it is decided).
+
+    Shared by Session.stream and zoo.serve's batch scheduler, so a batched answer ends exactly as `zoo run`'s.
+    """
+
+    def __init__(self, tok: Tokenizer, max_tokens: int, stop: list[str] | None, result: Result,
+                 fill: bool = False) -> None:
+        self.tok, self.max_tokens, self.result, self.fill = tok, max_tokens, result, fill
+        self.stops = [s for s in (stop or []) if s]
+        self.decoder = StreamDecoder(tok)
+        self.text = ""  # everything decoded so far; result.text is the part already handed out
+        self.done = False
+
+    def push(self, token: int) -> str:
+        """Take the next sampled token; return the text now safe to hand out ('' if none). Sets `done` and
+        result.finish_reason when the answer ends (eos | stop | length | context)."""
+        r = self.result
+        if token in self.tok.eos_ids:
+            r.finish_reason, self.done = "eos", True
+            return self.flush()
+        r.tokens.append(token)
+        self.text += self.decoder.push(token)
+        cut = _first_stop(self.text, self.stops)
+        if cut is not None:
+            self.text, r.finish_reason, self.done = self.text[:cut], "stop", True
+            return self.flush()
+        if len(r.tokens) >= self.max_tokens:
+            r.finish_reason, self.done = ("context" if self.fill else "length"), True
+            return self.flush()
+        return self._hand_out(len(self.text) - _held_back(self.text, self.stops))
+
+    def flush(self) -> str:
+        """All text not yet handed out (at the end: nothing is held back any more)."""
+        return self._hand_out(len(self.text))
+
+    def _hand_out(self, end: int) -> str:
+        start = len(self.result.text)
+        if end <= start:
+            return ""
+        self.result.text = self.text[:end]
+        return self.text[start:end]
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

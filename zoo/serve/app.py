@@ -15,6 +15,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from zoo import __version__
 from zoo.errors import ZooError
@@ -102,6 +103,10 @@ def create_app(manager: ModelManager, api_key: str | None = None) -> FastAPI:
         response = error_response(request, ApiError(code, f"{request.method} {request.url.path}: {err.detail}"))
         response.status_code = err.status_code
         return response
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_gone(request: Request, err: ClientDisconnect):
+        return PlainTextResponse("", status_code=499)  # nobody reads it: the client left (not a server error)
 
     @app.exception_handler(Exception)
     async def on_bug(request: Request, err: Exception):

@@ -6,9 +6,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from zoo.card import search_fields
+from zoo.errors import CardError
 
 from .manager import ModelManager
 
@@ -55,7 +54,9 @@ def find(manager: ModelManager, name: str) -> ModelInfo | None:
 def _directory_info(name: str, path: Path) -> ModelInfo:
     card_path = path / "zoo.yaml"
     text = card_path.read_bytes() if card_path.is_file() else b""
-    card = yaml.safe_load(text) if text else {}
+    from zoo.format.envelope import load_yaml  # bounded: a hostile card is a CardError, not a hang
+
+    card = load_yaml(text, str(card_path), CardError) if text else {}
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
     created = int(card_path.stat().st_mtime) if text else 0
     return ModelInfo(name, size, hashlib.sha256(text).hexdigest(), created, card if isinstance(card, dict) else {})

@@ -2,7 +2,7 @@
 
 A name resolves as `zoo run` resolves it (`zoo.store.resolve`: the local store, else a pull or a catalog
 build); `--models PATH` also serves an artifact directory under its directory name. One loaded model has
-one KV cache, so its requests take turns (`Loaded.lock`); loading and unloading happen here only.
+one Scheduler (a thread that batches its requests' decode steps); loading and unloading happen here only.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from zoo.errors import RuntimeModelError
 from .errors import ApiError, ErrorCode
 
 if TYPE_CHECKING:
-    from zoo.runtime import Session
     from zoo.runtime.model import Model
     from zoo.runtime.tokenizer import Tokenizer
+
+    from .scheduler import Scheduler
 
 log = logging.getLogger("zoo.serve")
 
 DEFAULT_CTX = 4096  # as `zoo run`: the model's context, at most this (the KV cache is allocated for it)
+DEFAULT_BATCH = 8  # sequences one model decodes together (each has a KV cache, committed as it fills)
 _NUMBER = r"[0-9]*\.?[0-9]+"
 _PART = re.compile(rf"({_NUMBER})(ms|s|m|h)")
 _UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -53,17 +55,16 @@ def parse_duration(value: str | float | int | None) -> float | None:
 
 @dataclass
 class Loaded:
-    """A loaded model with its tokenizer, one Session (the KV cache) and the lock its requests take turns on."""
+    """A loaded model with its tokenizer and the Scheduler that runs its requests (one KV slot each)."""
 
     name: str  # canonical "name:tag"
     path: Path
     model: Model
     tok: Tokenizer
-    session: Session  # its KV cache is the model's: one sequence at a time
+    scheduler: Scheduler  # owns the model: its thread runs every forward
     size: int  # bytes of the artifact's files
     pinned: bool = False  # preloaded with --models: no keep-alive expiry
     halt: threading.Event = field(default_factory=threading.Event)  # the manager's: set, generations end
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     busy: int = 0  # requests holding or waiting for the model
     last_used: float = field(default_factory=time.monotonic)
     expires_at: float | None = None  # time.monotonic(); None = never
@@ -77,10 +78,14 @@ class ModelManager:
     """Loads models by name on demand; keeps each for keep_alive seconds after its last request (None =
     forever) and at most max_loaded at once, unloading the least recently used first."""
 
-    def __init__(self, keep_alive: float | None = 300.0, max_loaded: int = 1, ctx: int | None = None) -> None:
+    def __init__(self, keep_alive: float | None = 300.0, max_loaded: int = 1, ctx: int | None = None,
+                 max_batch: int = DEFAULT_BATCH) -> None:
         if max_loaded < 1:
             raise RuntimeModelError(f"max loaded models must be >= 1, got {max_loaded}")
-        self.keep_alive, self.max_loaded, self.ctx = keep_alive, max_loaded, ctx
+        import numba
+
+        self.keep_alive, self.max_loaded, self.ctx, self.max_batch = keep_alive, max_loaded, ctx, max_batch
+        self.threads = numba.get_num_threads()  # set by --threads in this thread; each scheduler thread sets its own
         self.paths: dict[str, Path] = {}  # served name -> artifact directory (from --models PATH)
         self.loaded: dict[str, Loaded] = {}  # insertion order = least recently used first
         self._loading: dict[str, asyncio.Lock] = {}
@@ -131,25 +136,29 @@ class ModelManager:
     # ---- loading ---------------------------------------------------------------------------
     def load_blocking(self, key: str, pinned: bool = False) -> Loaded:
         """Resolve (pull or build when missing, as `zoo run`), load and warm a model; blocks (a thread's job)."""
-        from zoo.runtime import Session, load
+        from zoo.runtime import load
         from zoo.store import resolve
+
+        from .scheduler import Scheduler
 
         path = self.paths.get(key) or resolve(key, log=lambda msg: log.info("%s", msg))
         t0 = time.perf_counter()
         model, tok = load(path, ctx=self.ctx or DEFAULT_CTX, verify=True)  # the model's own context caps it
         if tok is None:
             raise RuntimeModelError(f"{key}: the artifact has no tokenizer.json, so it cannot take text")
-        for ids in ([0, 0], [0]):  # prefill and decode kernels: numba compiles once, then loads its cache
-            model.forward(ids, 0)
+        scheduler = Scheduler(key, model, tok, self.max_batch, self.halt, self.threads)
+        scheduler.warm()  # prefill and decode kernels: numba compiles once, then loads its cache
         size = sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file())
         log.info("loaded %s from %s in %.2f s (context %d)", key, path, time.perf_counter() - t0, model.ctx)
-        entry = Loaded(key, Path(path), model, tok, Session(model, tok), size, pinned=pinned, halt=self.halt)
+        entry = Loaded(key, Path(path), model, tok, scheduler.start(), size, pinned=pinned, halt=self.halt)
         self._insert(entry)
         return entry
 
     def _insert(self, entry: Loaded) -> None:
         with self._guard:
-            self.loaded.pop(entry.name, None)
+            old = self.loaded.pop(entry.name, None)
+            if old is not None and old is not entry:
+                old.scheduler.close()
             self.loaded[entry.name] = entry
             entry.expires_at = None if entry.pinned or self.keep_alive is None else time.monotonic() + self.keep_alive
             while len(self.loaded) > self.max_loaded:
@@ -161,6 +170,7 @@ class ModelManager:
         """Forget a model (a request still running on it keeps its reference and finishes)."""
         if self.loaded.get(entry.name) is entry:
             del self.loaded[entry.name]
+            entry.scheduler.close()  # its thread ends once the sequences it runs are done
             log.info("unloaded %s (%s)", entry.name, why)
 
     async def get(self, name: str) -> Loaded:

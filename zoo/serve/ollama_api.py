@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from zoo import __version__
@@ -25,6 +24,7 @@ from .errors import ApiError, ErrorCode, failure
 from .generation import Job, generate
 from .listing import ModelInfo, available, find
 from .manager import Loaded, parse_duration
+from .streaming import ReleasingStream
 
 router = APIRouter(prefix="/api")
 
@@ -37,6 +37,7 @@ class _Lenient(BaseModel):
 
 class Options(_Lenient):
     num_predict: int | None = None
+    num_ctx: int | None = Field(None, ge=1)  # the request's context window, at most the loaded model's
     temperature: float = Field(0.8, ge=0, allow_inf_nan=False)
     top_k: int = Field(40, ge=0)
     top_p: float = Field(0.9, gt=0, le=1, allow_inf_nan=False)
@@ -49,7 +50,7 @@ class Options(_Lenient):
         params = SamplingParams(self.temperature, self.top_k, self.top_p, self.repeat_penalty, seed)
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         max_tokens = self.num_predict if self.num_predict is not None and self.num_predict > 0 else None
-        return Job(prompt_ids, max_tokens, params, stop)
+        return Job(prompt_ids, max_tokens, params, stop, ctx=self.num_ctx)
 
 
 class Message(_Lenient):
@@ -150,10 +151,8 @@ async def _answer(request: Request, body: _Generate, prompt_ids_of, kind: str):
             yield json.dumps(final("")) + "\n"
         except Exception as err:  # the status line is sent: the error goes in the stream, as Ollama does
             yield json.dumps({"error": str(failure(err))}) + "\n"
-        finally:
-            manager.release(entry, keep_alive)
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    return ReleasingStream(lines(), lambda: manager.release(entry, keep_alive), "application/x-ndjson")
 
 
 @router.post("/chat")
@@ -244,7 +243,7 @@ async def show(body: ShowRequest, request: Request):
 
 @router.get("/ps")
 async def ps(request: Request):
-    """The models loaded now, with when each will be unloaded."""
+    """The models loaded now, with when each will be unloaded (and, under "zoo", its batch scheduler's counts)."""
     manager = request.app.state.manager
     listed = {m.name: m for m in available(manager)}
     out = []
@@ -253,7 +252,8 @@ async def ps(request: Request):
         expires = entry.expires_wall()
         out.append({"name": entry.name, "model": entry.name, "size": entry.size, "size_vram": 0,
                     "digest": info.digest, "details": _details(info), "context_length": entry.model.ctx,
-                    "expires_at": _iso(expires) if expires is not None else "9999-12-31T23:59:59+00:00"})
+                    "expires_at": _iso(expires) if expires is not None else "9999-12-31T23:59:59+00:00",
+                    "zoo": entry.scheduler.stats()})
     return {"models": out}
 
 

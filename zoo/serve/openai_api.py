@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from zoo.runtime import SamplingParams
@@ -22,6 +21,7 @@ from zoo.runtime import SamplingParams
 from .errors import ApiError, ErrorCode, failure
 from .generation import Job, generate
 from .listing import available
+from .streaming import ReleasingStream
 
 router = APIRouter(prefix="/v1")
 
@@ -164,10 +164,8 @@ async def _answer(request: Request, body: _Sampling, prompt_ids_of, kind: Litera
         except Exception as err:  # the status line is sent: the error goes in the stream, as OpenAI does
             api = failure(err)
             yield _sse({"error": {"message": str(api), "type": api.code.openai_type, "code": api.code.value}})
-        finally:
-            manager.release(entry)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return ReleasingStream(events(), lambda: manager.release(entry), "text/event-stream", {"Cache-Control": "no-cache"})
 
 
 @router.post("/chat/completions")
