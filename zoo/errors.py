@@ -39,6 +39,10 @@ class NotFoundError(RegistryError):
     """A model name or tag does not exist where it was looked up."""
 
 
+class ServerUnreachableError(ZooError):
+    """No zoo server answers at the address, or it refuses the request (zoo ps)."""
+
+
 class ConvertError(ZooError):
     """A checkpoint cannot be imported: unknown architecture, missing tensor, bad shape."""
 

@@ -14,14 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from zoo import card as cards
-from zoo.errors import ZooError
+from zoo.errors import ServerUnreachableError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 11434
 TIMEOUT_S = 5.0
-
-
-class ServerUnreachableError(ZooError):
-    """No zoo server answers at the address, or it refuses the request."""
 
 
 def server_url(host: str | None, port: int | None) -> str:
