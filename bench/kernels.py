@@ -145,7 +145,7 @@ def measure_group(rng, base, weights, shape, threads, tokens, mode, paths, fast,
     best = interleaved_best(cases, reps, threads)
     impl = {}
     if tokens > 1:
-        from zoo.kernels.linear import matmul_kernel
+        from zoo.kernels.dispatch import matmul_kernel
 
         impl = {(path, t.encoding, sp): matmul_kernel(K.prepare(t), path, tokens) for sp, t in weights for path in paths}
     rows = []

@@ -1,19 +1,20 @@
 """zoo.kernels: numba CPU kernels that compute on zoo-format encoded weights, never densifying them.
 
-Public API (docs/kernels.md): `linear`, `prepare`, `selected_path`, `set_path`, `available_paths`,
-`set_threads`, `get_threads`, and the small ops in ops.py / attention.py. Kernels compile lazily on
-first use and are cached on disk (numba cache=True), so a second process does not recompile.
+Public API (docs/kernels.md): `linear`, `prepare`, `PreparedWeight`, `selected_path`, `set_path`,
+`available_paths`, `set_threads`, `get_threads`, and the small ops of ops.py. Kernels compile lazily on
+first use and are cached on disk (jit.py: keyed to the package's sources), so a second process does not
+recompile.
 """
 
 from __future__ import annotations
 
 import numba
 
-from ._cpu import supported_paths as _supported
-from ._paths import selected_path, set_path
-from .linear import PreparedWeight, linear, prepare
-from .wrappers import (alibi_slopes, attention, gelu, layernorm, rmsnorm, rope, rope_tables, silu_mul,
-                       softmax)
+from .cpu import selected_path, set_path
+from .cpu import supported_paths as _supported
+from .dispatch import linear
+from .layout import PreparedWeight, prepare
+from .ops import alibi_slopes, attention, gelu, layernorm, rmsnorm, rope, rope_tables, silu_mul, softmax
 
 
 def available_paths() -> list[str]:

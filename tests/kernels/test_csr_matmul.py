@@ -1,4 +1,4 @@
-"""The CSR matmuls (kernels/csr_matmul.py, kernels/vnni_csr.py) against a float64 reference, called
+"""The CSR matmuls (kernels/matmul/csr.py, kernels/matmul/vnni_csr.py) against a float64 reference, called
 directly so that every kind runs here whatever path linear() would choose: token tiles of 32 and
 16, several column chunks and row blocks, sparsity up to 100%."""
 
@@ -9,19 +9,20 @@ import pytest
 from kernel_reference import encoded, float_bound, int8_activation_bound
 
 import zoo.kernels as K
-from zoo.kernels import csr_matmul as C
-from zoo.kernels.linear import matmul_kernel
+from zoo.kernels.dispatch import matmul_kernel
+from zoo.kernels.layout import Kind
+from zoo.kernels.matmul import csr as C
 
-KINDS = {"sparse-q4": 0, "sparse-q8": 1, "sparse-f16": 2}
+KINDS = {"sparse-q4": Kind.SPARSE_Q4, "sparse-q8": Kind.SPARSE_Q8, "sparse-f16": Kind.SPARSE_F16}
 
 
 def _run(t, kind, rows, cols, gs, x):
     p = t.parts
     values = p["values"].reshape(-1)
-    values = values.view(np.uint16) if kind == 2 else values.view(np.uint8)
-    scales = p["scales"].reshape(-1).view(np.uint16) if kind != 2 else np.zeros(1, np.uint16)
+    values = values.view(np.uint16) if kind == Kind.SPARSE_F16 else values.view(np.uint8)
+    scales = p["scales"].reshape(-1).view(np.uint16) if kind != Kind.SPARSE_F16 else np.zeros(1, np.uint16)
     out = np.full((x.shape[0], rows), np.nan, np.float32)
-    C.matmul_csr(p["bitmask"].reshape(-1), p["row_offsets"], values, scales, kind, rows, cols, gs, x.reshape(-1),
+    C.matmul_csr(p["bitmask"].reshape(-1), p["row_offsets"], values, scales, int(kind), rows, cols, gs, x.reshape(-1),
                  x.shape[0], out.reshape(-1))
     return out
 
@@ -46,7 +47,7 @@ def test_csr_matmul_nan_reaches_only_rows_storing_it():
     t, w = encoded(rng, "sparse-q4", 40, 300, 0.7, 64)
     x = rng.standard_normal((20, 300)).astype(np.float32)
     x[:, 7] = np.nan
-    out = _run(t, 0, 40, 300, 64, x)
+    out = _run(t, Kind.SPARSE_Q4, 40, 300, 64, x)
     stores = w[:, 7] != 0
     assert stores.any() and not stores.all()
     assert np.isnan(out[:, stores]).all() and not np.isnan(out[:, ~stores]).any()
@@ -67,7 +68,7 @@ needs_avx512 = pytest.mark.skipif("avx512" not in K.available_paths(), reason="t
 def test_vnni_csr_matmul_within_int8_bound(encoding):
     """The avx512 VNNI CSR kernel: int8 activations, so the int8 bound; groups padded to kq quads
     with kq below, at and above what the groups hold (1 = most groups take the longer loop)."""
-    from zoo.kernels import vnni_csr as V
+    from zoo.kernels.matmul import vnni_csr as V
 
     rng = np.random.default_rng(20 + KINDS[encoding])
     for rows, cols, gs in ((1, 70, 64), (13, 200, 64), (40, 129, 64), (5, 1111, 128), (9, 333, 192)):

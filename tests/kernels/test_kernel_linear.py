@@ -7,7 +7,7 @@ import pytest
 from kernel_reference import encoded, float_bound, int8_activation_bound
 
 import zoo.kernels as K
-from zoo.kernels.linear import matmul_kernel
+from zoo.kernels.dispatch import matmul_kernel
 
 PATHS = K.available_paths()
 SPARSE = ("sparse-q4", "sparse-q8", "sparse-f16")

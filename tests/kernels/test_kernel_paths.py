@@ -1,9 +1,11 @@
-"""Path selection, the ZOO_KERNELS override, input checking, artifacts, and the on-disk compile cache."""
+"""Path selection, the ZOO_KERNELS override, input checking, artifacts, and the on-disk compile cache
+(its key computed from the package's sources, kernels/jit.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,8 +15,10 @@ from kernel_reference import encoded, float_bound, int8_activation_bound
 
 import zoo.kernels as K
 from zoo.errors import KernelError
-from zoo.kernels import _cpu, _ir, simd, simd_matmul
-from zoo.kernels.linear import matmul_kernel
+from zoo.kernels import cpu as _cpu
+from zoo.kernels import jit
+from zoo.kernels.dispatch import matmul_kernel
+from zoo.kernels.layout import Path as KernelPath
 
 AVX2_ONLY = {"avx", "avx2", "fma", "f16c", "popcnt", "bmi2"}
 
@@ -28,7 +32,7 @@ def test_path_choice_from_features():
     assert _cpu.supported_paths(set()) == ["portable"]
     assert _cpu.best_path(AVX2_ONLY) == "avx2"
     assert _cpu.best_path(AVX2_ONLY - {"bmi2"}) == "portable"  # the tile4-q4 staging uses pext
-    assert _cpu.best_path(AVX2_ONLY | set(_cpu.NEEDS["avx512"])) == "avx512"
+    assert _cpu.best_path(AVX2_ONLY | set(_cpu.NEEDS[KernelPath.AVX512])) == "avx512"
     with pytest.raises(KernelError, match="avx512vnni"):
         _cpu.check_path("avx512", AVX2_ONLY)
     with pytest.raises(KernelError, match="unknown kernel path"):
@@ -46,13 +50,47 @@ def test_env_override_is_read_at_import_and_refused_on_use():
     assert r.returncode == 0 and "refused: unknown kernel path 'neon'" in r.stdout, r.stderr
 
 
-def test_ir_hash_is_recorded_in_simd():
-    """simd.py must change whenever the IR changes, so numba's cache of simd.py is invalidated."""
-    assert simd.IR_HASH == _ir.ir_hash()
-    assert simd_matmul.SIMD_PY_HASH == simd_matmul.simd_source_hash()  # and simd_matmul.py whenever simd.py
-    from zoo.kernels import fused
+def test_source_stamp_covers_every_source_of_the_package(tmp_path):
+    """The cache stamp of every kernel is a hash of all the package's .py files: an edit of any of them
+    (an IR generator, a row body another file inlines) changes it, and restoring the file restores it."""
+    copy = tmp_path / "kernels"
+    shutil.copytree(jit.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert jit.source_stamp(copy) == jit.source_stamp() == jit._package_stamp()
+    for name in ("ir/x86_rows.py", "decode_rows.py", "matvec/x86.py", "intrinsics.py"):
+        original = (copy / name).read_text()
+        (copy / name).write_text(original.replace("    return", "    return  ", 1))
+        assert jit.source_stamp(copy) != jit.source_stamp(), name
+        (copy / name).write_text(original)
+    assert jit.source_stamp(copy) == jit.source_stamp()
+    (copy / "matmul" / "new.py").write_text("X = 1\n")  # a new file counts too
+    assert jit.source_stamp(copy) != jit.source_stamp()
 
-    assert fused.INLINED_HASH == fused.inlined_source_hash()  # and fused.py whenever what it inlines changes
+
+def test_editing_an_inlined_source_recompiles_its_callers(tmp_path):
+    """numba alone keys a cache to the function's own file; here a copy of the package (importable as
+    `kcopy`, its own NUMBA_CACHE_DIR) shows the stamp at work: a kernel of matmul/csr.py that inlines
+    intrinsics.f16_to_f32 loads from the cache in a second process, and compiles again after an edit of
+    intrinsics.py alone."""
+    shutil.copytree(jit.PACKAGE, tmp_path / "pkgs" / "kcopy", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import json, numpy as np\nfrom kcopy.matmul import csr\n"
+            "cf = np.zeros(8, np.float32)\n"
+            "csr._row_codes(np.full(4, 0x3c00, np.uint16), 0, 7, 4, cf)\n"
+            "assert cf[:4].tolist() == [1.0] * 4, cf\n"
+            "s = csr._row_codes.stats\n"
+            "print(json.dumps([sum(s.cache_misses.values()), sum(s.cache_hits.values())]))\n")
+    env = {"PYTHONPATH": str(tmp_path / "pkgs"), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def misses_hits():
+        r = _run(code, **env)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    assert misses_hits() == [1, 0]  # cold
+    assert misses_hits() == [0, 1]  # warm
+    intrinsics = tmp_path / "pkgs" / "kcopy" / "intrinsics.py"
+    intrinsics.write_text(intrinsics.read_text() + "\n# edited\n")
+    assert misses_hits() == [1, 0]  # an edit of what it inlines, not of csr.py: compiled again
+    assert misses_hits() == [0, 1]
 
 
 def test_linear_input_errors():
@@ -92,11 +130,11 @@ def test_artifact_tensors_run_in_place(tmp_path):
 
 
 def test_second_process_loads_kernels_from_cache():
-    code = ("import json, numpy as np, zoo.kernels as K\nfrom zoo.format import encode\nfrom zoo.kernels import simd\n"
+    code = ("import json, numpy as np, zoo.kernels as K\nfrom zoo.format import encode\nfrom zoo.kernels.matvec import x86\n"
             "t = encode(np.ones((4, 128), np.float32), 'sparse-q4', group_size=128)\n"
             "K.linear(np.ones(128, np.float32), t)\n"
-            "print(json.dumps({'misses': sum(simd.matvec_sparse_q.stats.cache_misses.values()),"
-            " 'hits': sum(simd.matvec_sparse_q.stats.cache_hits.values())}))\n")
+            "print(json.dumps({'misses': sum(x86.matvec_sparse_q.stats.cache_misses.values()),"
+            " 'hits': sum(x86.matvec_sparse_q.stats.cache_hits.values())}))\n")
     _run(code)  # fills the cache if it was cold
     r = _run(code)
     assert r.returncode == 0, r.stderr
@@ -108,12 +146,12 @@ def test_second_process_loads_session3_kernels_from_cache():
     """The CSR matmuls and the generic-IR portable rows link their own IR: a second process loads them
     from numba's cache too (every path this CPU runs)."""
     code = ("import json, numpy as np, zoo.kernels as K\nfrom zoo.format import encode\n"
-            "from zoo.kernels import csr_matmul, portable_ir\n"
+            "from zoo.kernels.matmul import csr\nfrom zoo.kernels.matvec import generic\n"
             "w = np.ones((64, 256), np.float32); w[:, 1::4] = 0; w[:, 2::4] = 0; w[:, 3::4] = 0\n"
             "t, x = encode(w, 'sparse-q4', group_size=128), np.ones((40, 256), np.float32)\n"
-            "fns = [csr_matmul.matmul_csr, portable_ir.matvec_sparse_q, portable_ir.matvec_q4]\n"
+            "fns = [csr.matmul_csr, generic.matvec_sparse_q, generic.matvec_q4]\n"
             "if 'avx512' in K.available_paths():\n"
-            "    from zoo.kernels import vnni_csr\n    K.set_path('avx512'); K.linear(x, t); fns.append(vnni_csr.matmul_vcsr)\n"
+            "    from zoo.kernels.matmul import vnni_csr\n    K.set_path('avx512'); K.linear(x, t); fns.append(vnni_csr.matmul_vcsr)\n"
             "K.set_path('portable'); K.linear(x, t); K.linear(x[0], t); K.linear(x[0], encode(w, 'q4', group_size=128))\n"
             "print(json.dumps({f.__name__: [sum(f.stats.cache_misses.values()), sum(f.stats.cache_hits.values())]"
             " for f in fns}))\n")

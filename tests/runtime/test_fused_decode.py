@@ -1,4 +1,4 @@
-"""The fused decode step (zoo.kernels.fused through Model.forward) against the op-by-op path, per encoding.
+"""The fused decode step (zoo.kernels.decode through Model.forward) against the op-by-op path, per encoding.
 
 Both paths use the same row kernels and the same int8 activation quantization, so their logits agree to
 float rounding; a model whose encodings the fused step does not cover must fall back to op by op.
@@ -108,7 +108,7 @@ def test_fused_sparse_matches_op_by_op(tmp_path, name, sparsity):
 def test_fused_sparse_rows_equal_linear(enc, gs, sparsity):
     """The fused step's row blocks (three stacked weights, and SwiGLU's gate|up) against `linear` on
     the same x: the same kernels on the same int8 activations, so equal to float rounding."""
-    from zoo.kernels import fused
+    from zoo.kernels import decode as fused
 
     rng = np.random.default_rng(2)
 

@@ -3,7 +3,7 @@
 `Model.load(path)` opens the artifact (mmap), validates it, then `forward(ids, pos)` runs T tokens
 at positions pos..pos+T-1 through every block: several tokens go op by op through the batched
 kernels (`zoo.kernels.linear` dispatches on the shape of x); one token of a Llama model goes through
-`zoo.kernels.fused.decode_llama`, the whole step in one numba call, when its encodings allow (else op
+`zoo.kernels.decode.decode_llama`, the whole step in one numba call, when its encodings allow (else op
 by op through the matvec kernels). Weights are never densified.
 """
 
@@ -22,7 +22,7 @@ from zoo.format.constants import bf16_to_f32
 
 import zoo.kernels as K
 from zoo.errors import KernelError
-from zoo.kernels import fused_attention as FA
+from zoo.kernels import ops as FA
 
 from .embedding import embed_rows
 
@@ -80,7 +80,7 @@ class Model:
         """The fused decode step's weight table, or None when an encoding or the kernel path rules it out."""
         if self.arch != "llama":
             return None
-        from zoo.kernels import fused
+        from zoo.kernels import decode as fused
 
         blocks = [{s: self.lin[f"blk.{i}.{s}.weight"] for s in fused.SLOTS} for i in range(self.n_layers)]
         try:
@@ -180,7 +180,7 @@ class Model:
 
     def _decode_fused(self, token: int, pos: int) -> np.ndarray:
         """One token through the whole model in one numba call; logits [vocab] (a reused buffer)."""
-        from zoo.kernels.fused import decode_llama
+        from zoo.kernels.decode import decode_llama
 
         x, logits = self.x[0], self.logits[0]
         embed_rows(self.w["token_embd.weight"], [token], self.x[:1])

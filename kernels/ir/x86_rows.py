@@ -1,24 +1,16 @@
-"""LLVM IR text of the SIMD row kernels (AVX-512 VNNI/VBMI2 and AVX2), generated from one template.
+"""LLVM IR text of the SIMD matvec row kernels (AVX-512 VNNI/VBMI2 and AVX2), generated from one template.
 
 Each function computes one output row: int4/int8 weight codes times int8 activations, summed in
 int32 lanes per group and scaled once per group by sd[g] = weight scale x activation scale (the
-caller precomputes sd for the row, and subtracts the zero-point correction, see simd.py).
+caller precomputes sd for the row, and subtracts the zero-point correction, see matvec/x86.py).
 Variants: `isa` ("avx512" | "avx2") picks the dot instruction, W (64 | 32) the bytes per chunk.
-simd.IR_HASH records ir_hash() (a test checks), so an IR edit also edits simd.py and invalidates its numba cache.
 """
 
 from __future__ import annotations
 
-import hashlib
+from .common import PREFETCH, load_chunk, unpack_nibbles
 
-PREFETCH = 768  # bytes ahead on the weight streams (longer distances measured no better)
-
-
-def _iota(n: int) -> str:
-    return "<" + ", ".join(f"i8 {i}" for i in range(n)) + ">"
-
-
-def _attrs(isa: str) -> str:
+def attrs(isa: str) -> str:
     if isa == "avx2":  # compile as a real AVX2 machine would, even on an AVX-512 host
         return '"target-features"="+avx2,+fma,+f16c,+popcnt,+bmi2,-avx512f,-avxvnni"'
     return '"target-features"="+avx512f,+avx512bw,+avx512vl,+avx512vnni,+avx512vbmi2,+popcnt"'
@@ -39,40 +31,6 @@ def _dot(isa: str, w: int, out: str, acc: str, u: str, x: str, signed: bool) -> 
     return (pre + f"  {out}.p = call <16 x i16> @llvm.x86.avx2.pmadd.ub.sw(<32 x i8> {u}, <32 x i8> {x})\n"
             f"  {out}.q = call <8 x i32> @llvm.x86.avx2.pmadd.wd(<16 x i16> {out}.p, <16 x i16> splat(i16 1))\n"
             f"  {out} = add <8 x i32> {acc}, {out}.q\n")
-
-
-def _load_chunk(h: int, ptr: str, rem: str, out: str) -> str:
-    """Load h bytes at ptr; when fewer than h remain, a masked load (never reads past the row)."""
-    return f"""  {out}.full = icmp uge i64 {rem}, {h}
-  br i1 {out}.full, label %{out[1:]}.f, label %{out[1:]}.t
-{out[1:]}.f:
-  {out}.vf = load <{h} x i8>, ptr {ptr}, align 1
-  br label %{out[1:]}.j
-{out[1:]}.t:
-  {out}.r8 = trunc i64 {rem} to i8
-  {out}.ri = insertelement <{h} x i8> poison, i8 {out}.r8, i64 0
-  {out}.rs = shufflevector <{h} x i8> {out}.ri, <{h} x i8> poison, <{h} x i32> zeroinitializer
-  {out}.mk = icmp ult <{h} x i8> {_iota(h)}, {out}.rs
-  {out}.vt = call <{h} x i8> @llvm.masked.load.v{h}i8.p0(ptr {ptr}, i32 1, <{h} x i1> {out}.mk, <{h} x i8> zeroinitializer)
-  br label %{out[1:]}.j
-{out[1:]}.j:
-  {out} = phi <{h} x i8> [{out}.vf, %{out[1:]}.f], [{out}.vt, %{out[1:]}.t]
-"""
-
-
-def _unpack(h: int, v: str, out: str, minus8: bool) -> str:
-    """h packed bytes -> 2h codes in column order (low nibble first), optionally minus 8."""
-    s = (f"  {out}.w = zext <{h} x i8> {v} to <{h} x i16>\n"
-         f"  {out}.lo = and <{h} x i16> {out}.w, splat(i16 15)\n"
-         f"  {out}.sh = shl <{h} x i16> {out}.w, splat(i16 4)\n"
-         f"  {out}.hi = and <{h} x i16> {out}.sh, splat(i16 3840)\n"
-         f"  {out}.or = or <{h} x i16> {out}.lo, {out}.hi\n")
-    if minus8:
-        s += (f"  {out}.b = bitcast <{h} x i16> {out}.or to <{2 * h} x i8>\n"
-              f"  {out} = sub <{2 * h} x i8> {out}.b, splat(i8 8)\n")
-    else:
-        s += f"  {out} = bitcast <{h} x i16> {out}.or to <{2 * h} x i8>\n"
-    return s
 
 
 def _group_end(lanes: int) -> str:
@@ -106,7 +64,7 @@ def dense_row(isa: str, kind: str, w: int) -> str:
     name = f"zoo_{kind}_{isa}_{w}"
     row_len = "%rowbytes = lshr i64 %t1, 1" if kind == "q4" else "%rowbytes = add i64 %cols, 0"
     if kind == "q4":
-        codes = _unpack(h, "%v", "%u", minus8=False)
+        codes = unpack_nibbles(h, "%v", "%u", minus8=False)
         dot = _dot(isa, w, "%iacc2", "%iacc", "%u", "%xv", signed=False)
     elif isa == "avx512":  # int8 + 128 is an unsigned code with zero point 128
         codes = f"  %u = xor <{w} x i8> %v, splat(i8 -128)\n"
@@ -142,7 +100,7 @@ kloop:
   %pfp = getelementptr i8, ptr %wp, i64 {PREFETCH}
   call void @llvm.prefetch.p0(ptr %pfp, i32 0, i32 0, i32 1)
   %rem = sub i64 %rowbytes, %boff
-{_load_chunk(h, "%wp", "%rem", "%v")}{codes}  %xoff = mul i64 %k, {w}
+{load_chunk(h, "%wp", "%rem", "%v")}{codes}  %xoff = mul i64 %k, {w}
   %xp = getelementptr i8, ptr %xq, i64 %xoff
   %xv = load <{w} x i8>, ptr %xp, align 1
 {dot}  %k2 = add i64 %k, 1
@@ -165,7 +123,7 @@ loop:
   %pfp = getelementptr i8, ptr %sp, i64 {PREFETCH}
   call void @llvm.prefetch.p0(ptr %pfp, i32 0, i32 0, i32 1)
   %rem = sub i64 %nbytes, %k
-{_load_chunk(h, "%sp", "%rem", "%v")}{_unpack(h, "%v", "%u", minus8=(isa == "avx2"))}  %do = shl i64 %k, 1
+{load_chunk(h, "%sp", "%rem", "%v")}{unpack_nibbles(h, "%v", "%u", minus8=(isa == "avx2"))}  %do = shl i64 %k, 1
   %dp = getelementptr i8, ptr %dst, i64 %do
   store <{w} x i8> %u, ptr %dp, align 1
   %k2 = add i64 %k, {h}
@@ -177,7 +135,7 @@ done:
 """
 
 
-def _lut() -> str:
+def expand_lut() -> str:
     """[256 x i64]: for a mask byte b, the pshufb indices that place its set bits' codes (0x80 = zero)."""
     entries = []
     for b in range(256):
@@ -217,7 +175,7 @@ def sparse_row(isa: str, kind: str) -> str:
     gw: mask words per group. AVX2 only: a pshufb lookup table places 8 codes per mask byte (the
     AVX-512 sparse rows are _ir_rows.sparse_rowx).
     """
-    assert isa == "avx2", "avx512 sparse rows: _ir_rows.sparse_rowx"
+    assert isa == "avx2", "avx512 sparse rows: x86_scaled_rows.sparse_rowx"
     lanes = 8
     body = "  %p0.0 = add i64 %pp, 0\n" + _expand_avx2(0) + "  %p1.0 = add i64 %p0.4, 0\n" + _expand_avx2(1)
     body += ("  %xv0 = load <32 x i8>, ptr %xp, align 1\n  %xp1 = getelementptr i8, ptr %xp, i64 32\n"
@@ -257,49 +215,3 @@ wloop:
   br i1 %wc, label %wloop, label %gend
 {_group_end(lanes)}}}
 """
-
-
-_DECLS = """
-declare <16 x i32> @llvm.x86.avx512.vpdpbusd.512(<16 x i32>, <64 x i8>, <64 x i8>)
-declare <8 x i32> @llvm.x86.avx512.vpdpbusd.256(<8 x i32>, <32 x i8>, <32 x i8>)
-declare <64 x i8> @llvm.x86.avx512.mask.expand.v64i8(<64 x i8>, <64 x i8>, <64 x i1>)
-declare <64 x i8> @llvm.masked.expandload.v64i8(ptr, <64 x i1>, <64 x i8>)
-declare <16 x i16> @llvm.x86.avx2.pmadd.ub.sw(<32 x i8>, <32 x i8>)
-declare <8 x i32> @llvm.x86.avx2.pmadd.wd(<16 x i16>, <16 x i16>)
-declare <32 x i8> @llvm.x86.avx2.psign.b(<32 x i8>, <32 x i8>)
-declare <32 x i8> @llvm.x86.avx2.pshuf.b(<32 x i8>, <32 x i8>)
-declare <32 x i8> @llvm.abs.v32i8(<32 x i8>, i1)
-declare <16 x i8> @llvm.masked.load.v16i8.p0(ptr, i32, <16 x i1>, <16 x i8>)
-declare <32 x i8> @llvm.masked.load.v32i8.p0(ptr, i32, <32 x i1>, <32 x i8>)
-declare <64 x i8> @llvm.masked.load.v64i8.p0(ptr, i32, <64 x i1>, <64 x i8>)
-declare void @llvm.prefetch.p0(ptr, i32, i32, i32)
-declare i64 @llvm.ctpop.i64(i64)
-declare i64 @llvm.cttz.i64(i64, i1)
-declare float @llvm.fma.f32(float, float, float)
-declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>)
-declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>)
-declare float @llvm.vector.reduce.fadd.v16f32(float, <16 x float>)
-declare float @llvm.vector.reduce.fadd.v8f32(float, <8 x float>)
-"""
-
-
-def module(isa: str) -> str:
-    """The whole IR module of one instruction set: dense q4/q8 rows, sparse rows, nibble unpack."""
-    widths = (64, 32) if isa == "avx512" else (32,)
-    fns = [dense_row(isa, kind, w) for kind in ("q4", "q8") for w in widths]
-    fns += [sparse_row(isa, "q4")] if isa == "avx2" else []  # avx2: one signed kind for q4 and q8
-    fns += [unpack_fn(isa, widths[0])]
-    if isa == "avx512":
-        from ._ir_rows import dense_q4x, sparse_rowx
-        from ._ir_tiles import module_tiles
-
-        fns += [dense_q4x(), sparse_rowx("q4"), sparse_rowx("q8"), module_tiles()]
-    lut = _lut() if isa == "avx2" else ""
-    return lut + "\n".join(fns) + _DECLS + f"attributes #0 = {{ nounwind {_attrs(isa)} }}\n"
-
-
-def ir_hash() -> str:
-    """sha256 prefix of both modules; simd.IR_HASH must equal it (a test checks) so that editing
-    the IR (this file, _ir_rows.py, _ir_tiles.py) also edits simd.py, whose change invalidates numba's
-    cache of the kernels."""
-    return hashlib.sha256((module("avx512") + module("avx2")).encode()).hexdigest()[:16]

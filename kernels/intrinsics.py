@@ -2,7 +2,7 @@
 
 numba has no float16 type and no popcount builtin; these intrinsics emit plain LLVM IR that every
 backend lowers (F16C / NEON conversions, POPCNT / CNT), so the portable path stays portable.
-`link_ir` adds hand-written IR text (the SIMD row kernels) to the calling function's library;
+`link` adds an IR module of ir/ (by its name in ir.module.MODULES) to the calling function's library;
 numba's cache stores the linked object code, so a warm start does not rebuild it.
 """
 
@@ -13,6 +13,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .ir.module import MODULES
 
 _F32 = ir.FloatType()
 _I64 = ir.IntType(64)
@@ -70,12 +72,13 @@ def trailing_zeros(typingctx, word):
 _libraries: dict[str, object] = {}
 
 
-def link_ir(context, name: str, text: str) -> None:
-    """Parse IR `text` once per process and link it into the library being compiled."""
+def link(context, name: str) -> None:
+    """Generate and parse IR module `name` (ir.module.MODULES) once per process and link it into the
+    library being compiled."""
     lib = _libraries.get(name)
     if lib is None:
         lib = context.codegen().create_library(name)
-        lib.add_llvm_module(llvm.parse_assembly(text))
+        lib.add_llvm_module(llvm.parse_assembly(MODULES[name]()))
         lib.finalize()
         _libraries[name] = lib
     context.active_code_library.add_linking_library(lib)
@@ -92,8 +95,8 @@ def declare(builder, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Functio
     return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
 
 
-def call_intrinsic(module: str, module_ir, fname: str, spec: str, ret: str = "v"):
-    """A numba intrinsic calling IR function `fname` of the IR module `module` (text from `module_ir()`,
+def call_intrinsic(module: str, fname: str, spec: str, ret: str = "v"):
+    """A numba intrinsic calling IR function `fname` of the IR module `module` (ir.module.MODULES,
     linked once per context). spec letters: p = (array, offset) -> pointer, i = int64. Returns void, or
     int64 when ret is "i"."""
     n_args = sum(2 if c == "p" else 1 for c in spec)
@@ -104,7 +107,7 @@ def call_intrinsic(module: str, module_ir, fname: str, spec: str, ret: str = "v"
         sig = (types.int64 if ret == "i" else types.void)(*args)
 
         def codegen(context, builder, sig, llargs):
-            link_ir(context, module, module_ir())
+            link(context, module)
             fn = declare(builder, fname, ret_ir, irtypes)
             vals, i = [], 0
             for c in spec:

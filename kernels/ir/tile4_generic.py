@@ -19,7 +19,7 @@ meet; per group and row one multiply-add by the row's scale into the row's accum
 
 from __future__ import annotations
 
-from .tile4_ir import KEEPS, stage_loop
+from .tile4_x86 import KEEPS, stage_loop
 STAGES = ("compress", "scalar")
 
 

@@ -1,6 +1,6 @@
 """Fast matrix-vector kernels: int8 activations x int4/int8 weight codes through explicit SIMD.
 
-The row kernels are LLVM IR (kernels/_ir.py) called through `@numba.extending.intrinsic`: AVX-512
+The row kernels are LLVM IR (ir/x86_rows.py, ir/x86_scaled_rows.py) called through `@numba.extending.intrinsic`: AVX-512
 VNNI `vpdpbusd` and VBMI2 `vpexpandb` on the avx512 path, `pmaddubsw` and a pshufb lookup table
 on the avx2 path. Activations are quantized to int8 once per call, one scale per weight group
 (the error this adds is bounded in tests/kernels/test_kernel_linear.py). Parallel over rows (prange).
@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.extending import intrinsic
 
-from . import _ir
-from ._llvm import data_ptr, declare, f16_to_f32, link_ir
+from ..intrinsics import data_ptr, declare, f16_to_f32, link
+from ..jit import FAST, kernel
+from ..layout import Path
 
-# Must equal _ir.ir_hash() (tests check it): editing the IR then forces an edit here, and numba
-# invalidates the cached kernels of a changed source file.
-IR_HASH = "c47f886cb7405c15"
-AVX512, AVX2 = 0, 1
 _PTR = ir.PointerType()
 _I64 = ir.IntType(64)
 _F32 = ir.FloatType()
-FAST = {"reassoc", "contract"}
 
 
-def _link_all(context) -> None:
-    link_ir(context, "zoo_simd_avx512", _ir.module("avx512"))
-    link_ir(context, "zoo_simd_avx2", _ir.module("avx2"))
+def link_x86(context) -> None:
+    """Link both x86 IR modules (every x86 kernel's library carries both)."""
+    link(context, "zoo_simd_avx512")
+    link(context, "zoo_simd_avx2")
 
 
 def _ptr(context, builder, sig, args, i):
@@ -42,7 +39,7 @@ def _dense_intrinsic(fname: str):
         sig = types.float32(qw, qoff, cols, gs, xq, sd)
 
         def codegen(context, builder, sig, args):
-            _link_all(context)
+            link_x86(context)
             fn = declare(builder, fname, _F32, [_PTR, _I64, _I64, _PTR, _PTR])
             xp, sp = (builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR) for i in (4, 5))
             return builder.call(fn, [_ptr(context, builder, sig, args, 0), args[2], args[3], xp, sp])
@@ -58,7 +55,7 @@ def _sparse_intrinsic(fname: str):
         sig = types.float32(mask, moff, nwords, codes, coff, gw, xq, sd)
 
         def codegen(context, builder, sig, args):
-            _link_all(context)
+            link_x86(context)
             fn = declare(builder, fname, _F32, [_PTR, _I64, _PTR, _I64, _PTR, _PTR])
             xp, sp = (builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR) for i in (6, 7))
             return builder.call(fn, [_ptr(context, builder, sig, args, 0), args[2], _ptr(context, builder, sig, args, 3),
@@ -75,7 +72,7 @@ def _unpack_intrinsic(fname: str):
         sig = types.void(src, soff, nbytes, dst)
 
         def codegen(context, builder, sig, args):
-            _link_all(context)
+            link_x86(context)
             fn = declare(builder, fname, ir.VoidType(), [_PTR, _I64, _PTR])
             dp = builder.bitcast(data_ptr(context, builder, sig.args[3], args[3], _I64(0)), _PTR)
             builder.call(fn, [_ptr(context, builder, sig, args, 0), args[2], dp])
@@ -88,11 +85,11 @@ def _unpack_intrinsic(fname: str):
 
 @intrinsic
 def q4x_512(typingctx, qw, qoff, cols, gs, xq, sc, soff, xd, xs, zs, zoff, hz):
-    """One q4 row on permuted activations (see _ir.dense_q4x); returns the finished dot."""
+    """One q4 row on permuted activations (see ir/x86_scaled_rows.dense_q4x); returns the finished dot."""
     sig = types.float32(qw, qoff, cols, gs, xq, sc, soff, xd, xs, zs, zoff, hz)
 
     def codegen(context, builder, sig, args):
-        _link_all(context)
+        link_x86(context)
         fn = declare(builder, "zoo_q4x_avx512", _F32, [_PTR, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _I64])
         xp, dp, sp = (builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR) for i in (4, 7, 8))
         return builder.call(fn, [_ptr(context, builder, sig, args, 0), args[2], args[3], xp,
@@ -105,11 +102,11 @@ def q4x_512(typingctx, qw, qoff, cols, gs, xq, sc, soff, xd, xs, zs, zoff, hz):
 def _sparsex_intrinsic(fname: str):
     @intrinsic
     def call(typingctx, mask, moff, nwords, codes, coff, gw, xq, sc, soff, xd, xs, zc):
-        """One sparse row with fused scales (see _ir.sparse_rowx); returns the finished dot."""
+        """One sparse row with fused scales (see ir/x86_scaled_rows.sparse_rowx); returns the finished dot."""
         sig = types.float32(mask, moff, nwords, codes, coff, gw, xq, sc, soff, xd, xs, zc)
 
         def codegen(context, builder, sig, args):
-            _link_all(context)
+            link_x86(context)
             fn = declare(builder, fname, _F32, [_PTR, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _F32])
             xp, dp, sp = (builder.bitcast(data_ptr(context, builder, sig.args[i], args[i], _I64(0)), _PTR)
                           for i in (6, 9, 10))
@@ -128,7 +125,7 @@ sq4_avx2 = _sparse_intrinsic("zoo_sparse_q4_avx2")
 unpack_512, unpack_avx2 = _unpack_intrinsic("zoo_unpack_avx512_64"), _unpack_intrinsic("zoo_unpack_avx2_32")
 
 
-@njit(cache=True, fastmath=FAST)
+@kernel(fastmath=FAST)
 def quantize_activations(x, cols, block):
     """x float32 [cols] -> xq int8 [ceil(cols/64)*64 + 64] (zero padded), per block of `block` columns:
     xd float32 [n_blocks] scale (absmax/127) and xs float32 [n_blocks] = scale * sum(xq).
@@ -162,7 +159,7 @@ def quantize_activations(x, cols, block):
     return xq, xd, xs
 
 
-@njit(cache=True)
+@kernel()
 def permute_q4(xq, cols):
     """Activations permuted per 128-column block for the q4x kernels: int8 [ceil(cols/128)*128 + 64],
     out[b*128 + k] = xq[b*128 + 2k] and out[b*128 + 64 + k] = xq[b*128 + 2k + 1] (k < 64)."""
@@ -177,8 +174,8 @@ def permute_q4(xq, cols):
     return out
 
 
-@njit(cache=True, fastmath=FAST, inline="always")
-def _row_factors(srow, zrow, has_zeros, zconst, xd, xs, sd):
+@kernel(fastmath=FAST, inline=True)
+def row_factors(srow, zrow, has_zeros, zconst, xd, xs, sd):
     """sd[g] = scale_g x activation scale_g for one row; returns the zero-point correction
     sum_g scale_g * z_g * X[g] (X = activation scale x sum of the group's int8 activations)."""
     corr = np.float32(0.0)
@@ -193,16 +190,16 @@ def _row_factors(srow, zrow, has_zeros, zconst, xd, xs, sd):
 ROW_BLOCK = 32
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def matvec_dense_q(qweight, scales, zeros, has_zeros, is_q4, isa, rows, cols, group_size, x, out):
     """q4 / q8 rows (qweight uint8, q8 int8 codes viewed as uint8; scales uint16 f16 bits)."""
     xq, xd, xs = quantize_activations(x, cols, group_size)
     n_groups = (cols + group_size - 1) // group_size
     row_len = (cols + 1) // 2 if is_q4 else cols
-    wide = isa == AVX512 and group_size % 64 == 0
+    wide = isa == Path.AVX512 and group_size % 64 == 0
     # the codes' zero point: q4 u - 8 (or the stored zeros); q8 as q + 128 on avx512, signed on avx2
-    zconst = np.float32(8.0) if is_q4 else (np.float32(128.0) if isa == AVX512 else np.float32(0.0))
-    if is_q4 and isa == AVX512 and group_size % 128 == 0:  # 128 columns a step, scales fused in the IR
+    zconst = np.float32(8.0) if is_q4 else (np.float32(128.0) if isa == Path.AVX512 else np.float32(0.0))
+    if is_q4 and isa == Path.AVX512 and group_size % 128 == 0:  # 128 columns a step, scales fused in the IR
         xqp = permute_q4(xq, cols)
         for r in prange(rows):
             g0 = r * n_groups
@@ -214,17 +211,17 @@ def matvec_dense_q(qweight, scales, zeros, has_zeros, is_q4, isa, rows, cols, gr
         for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
             g0 = r * n_groups
             zrow = zeros[g0:g0 + n_groups] if has_zeros else zeros[:0]
-            corr = _row_factors(scales[g0:g0 + n_groups], zrow, has_zeros, zconst, xd, xs, sd)
+            corr = row_factors(scales[g0:g0 + n_groups], zrow, has_zeros, zconst, xd, xs, sd)
             q = r * row_len
             if is_q4:
-                if isa == AVX2:
+                if isa == Path.AVX2:
                     dot = q4_avx2(qweight, q, cols, group_size, xq, sd)
                 elif wide:
                     dot = q4_512_64(qweight, q, cols, group_size, xq, sd)
                 else:
                     dot = q4_512_32(qweight, q, cols, group_size, xq, sd)
             else:
-                if isa == AVX2:
+                if isa == Path.AVX2:
                     dot = q8_avx2(qweight, q, cols, group_size, xq, sd)
                 elif wide:
                     dot = q8_512_64(qweight, q, cols, group_size, xq, sd)
@@ -233,20 +230,20 @@ def matvec_dense_q(qweight, scales, zeros, has_zeros, is_q4, isa, rows, cols, gr
             out[r] = dot - corr
 
 
-@njit(cache=True, inline="always")
-def _stage_codes(values, row_offsets, r, is_q4, isa, buf):
+@kernel(inline=True)
+def stage_codes(values, row_offsets, r, is_q4, isa, buf):
     """One code a byte for row r into buf: unpacked nibbles (q4) or copied int8 values (q8)."""
     off = row_offsets[r]
     nbytes = row_offsets[r + 1] - off
     if not is_q4:
         buf[:nbytes] = values[off:off + nbytes]
-    elif isa == AVX512:
+    elif isa == Path.AVX512:
         unpack_512(values, off, nbytes, buf)
     else:
         unpack_avx2(values, off, nbytes, buf)
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, isa, rows, cols, group_size, x, out):
     """sparse-q4 / sparse-q8 rows. Each row's codes are staged one a byte in a scratch buffer one
     row ahead (double buffered): reading codes that were just stored at unaligned offsets stalls
@@ -256,7 +253,7 @@ def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, isa, rows, cols
     n_groups = (cols + group_size - 1) // group_size
     gw = group_size // 64
     # missing positions become the zero point: 8 (q4 codes) or 128 (q8 + 128) on avx512; avx2 is signed
-    zconst = np.float32(0.0) if isa == AVX2 else (np.float32(8.0) if is_q4 else np.float32(128.0))
+    zconst = np.float32(0.0) if isa == Path.AVX2 else (np.float32(8.0) if is_q4 else np.float32(128.0))
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
         r0, r1 = blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)
         stride = (cols + 256 + 63) // 64 * 64
@@ -264,18 +261,18 @@ def matvec_sparse_q(bitmask, row_offsets, values, scales, is_q4, isa, rows, cols
         base = (64 - raw.ctypes.data % 64) % 64  # unaligned 64-byte stores split cache lines
         scratch = raw[base:base + 2 * stride].reshape(2, stride)
         sd = np.empty(n_groups, np.float32)
-        _stage_codes(values, row_offsets, r0, is_q4, isa, scratch[r0 & 1])
+        stage_codes(values, row_offsets, r0, is_q4, isa, scratch[r0 & 1])
         for r in range(r0, r1):
             if r + 1 < r1:
-                _stage_codes(values, row_offsets, r + 1, is_q4, isa, scratch[(r + 1) & 1])
+                stage_codes(values, row_offsets, r + 1, is_q4, isa, scratch[(r + 1) & 1])
             m, g0 = r * n_words, r * n_groups
             buf = scratch[r & 1]
-            if isa == AVX512:  # scales fused in the IR
+            if isa == Path.AVX512:  # scales fused in the IR
                 if is_q4:
                     out[r] = sqx4_512(bitmask, m, n_words, buf, 0, gw, xq, scales, g0, xd, xs, zconst)
                 else:
                     out[r] = sqx8_512(bitmask, m, n_words, buf, 0, gw, xq, scales, g0, xd, xs, zconst)
                 continue
-            corr = _row_factors(scales[g0:g0 + n_groups], values[:0], False, zconst, xd, xs, sd)
+            corr = row_factors(scales[g0:g0 + n_groups], values[:0], False, zconst, xd, xs, sd)
             dot = sq4_avx2(bitmask, m, n_words, buf, 0, gw, xq, sd)  # avx2: both kinds are signed codes
             out[r] = dot - corr

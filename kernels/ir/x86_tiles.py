@@ -3,13 +3,13 @@
 Prefill is compute-bound, so each 64-byte step of weight codes is decoded once (q4: and / shift;
 sparse: one vpexpandb) and then multiplied with the int8 activations of every token of the tile
 (one VNNI vpdpbusd per token), which cuts the decode work per token by TT. Same arithmetic as the
-matvec row kernels of _ir.py (int32 lanes per group, one FMA per group and token with
-scale x activation scale, zero point removed once per group); see simd.py for the callers.
+matvec row kernels of x86_rows.py (int32 lanes per group, one FMA per group and token with
+scale x activation scale, zero point removed once per group); see matmul/vnni.py for the callers.
 """
 
 from __future__ import annotations
 
-from ._ir import PREFETCH, _load_chunk
+from .common import PREFETCH, load_chunk
 
 TILE = 8  # tokens per tile; 16 int32 + 8 float accumulators fit the 32 zmm registers (4 measured slower)
 
@@ -108,7 +108,7 @@ def _xstrides(tt: int) -> str:
 
 def q4_tile(tt: int) -> str:
     """void @zoo_mm_q4x_{tt}(qw, cols, gs, xq, xstride, sc, xd, xs, ngx, zs, hz, zc, res): one q4 row
-    against tt tokens whose activations are permuted per 128 columns (see _ir.dense_q4x); token t's
+    against tt tokens whose activations are permuted per 128 columns (see x86_scaled_rows.dense_q4x); token t's
     xq at xq + t*xstride, its xd / xs at + t*ngx; gs a multiple of 128; res float32 [tt] out."""
     setup = f"""  %t0 = add i64 %cols, 127
   %nch = udiv i64 %t0, 128
@@ -124,7 +124,7 @@ def q4_tile(tt: int) -> str:
   %pfp = getelementptr i8, ptr %wp, i64 {PREFETCH}
   call void @llvm.prefetch.p0(ptr %pfp, i32 0, i32 0, i32 1)
   %rem = sub i64 %rowbytes, %boff
-{_load_chunk(64, "%wp", "%rem", "%v")}  %lo = and <64 x i8> %v, splat(i8 15)
+{load_chunk(64, "%wp", "%rem", "%v")}  %lo = and <64 x i8> %v, splat(i8 15)
   %v16 = bitcast <64 x i8> %v to <32 x i16>
   %sh16 = lshr <32 x i16> %v16, splat(i16 4)
   %sh = bitcast <32 x i16> %sh16 to <64 x i8>

@@ -2,21 +2,22 @@
 
 Rows are decoded once into a float32 row buffer, then dotted with each token's activations
 (x float32 [tokens, cols], row-major). Output out float32 [tokens, rows]. Rows go in blocks of
-ROW_BLOCK with per-block scratch (no shared state). Sparse weights: csr_matmul.py.
+ROW_BLOCK with per-block scratch (no shared state). Sparse weights: csr.py, vnni.py, vnni_csr.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from ._llvm import bf16_to_f32, f16_to_f32
-from .portable import FAST
+from ..intrinsics import bf16_to_f32, f16_to_f32
+from ..jit import FAST, kernel
+from ..layout import Kind
 
 ROW_BLOCK = 16
 
 
-@njit(cache=True, fastmath=FAST, inline="always")
+@kernel(fastmath=FAST, inline=True)
 def _row_dots(wrow, x, tokens, cols, out, r, rows):
     """out[t, r] = wrow . x[t] for every token; x float32 [tokens * cols] (not transposed)."""
     for t in range(tokens):
@@ -27,18 +28,18 @@ def _row_dots(wrow, x, tokens, cols, out, r, rows):
         out[t * rows + r] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def matmul_dense(w32, w16, kind, rows, cols, x, tokens, out):
-    """Dense weights: kind 0 = f32 from w32 [rows * cols]; 1 = f16, 2 = bf16 bits from w16.
+    """Dense weights: kind Kind.F32 from w32 [rows * cols]; Kind.F16 / Kind.BF16 bits from w16.
     x float32 [tokens * cols] (row-major, not transposed); out [tokens * rows]."""
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
         wrow = np.empty(cols, np.float32)  # [cols] one decoded row, reused for every token
         for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
-            if kind == 0:
+            if kind == Kind.F32:
                 _row_dots(w32[r * cols:(r + 1) * cols], x, tokens, cols, out, r, rows)
                 continue
             src = w16[r * cols:(r + 1) * cols]
-            if kind == 1:
+            if kind == Kind.F16:
                 for c in range(cols):
                     wrow[c] = f16_to_f32(src[c])
             else:
@@ -47,7 +48,7 @@ def matmul_dense(w32, w16, kind, rows, cols, x, tokens, out):
             _row_dots(wrow, x, tokens, cols, out, r, rows)
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def matmul_q(qweight, scales, zeros, has_zeros, is_q4, rows, cols, group_size, x, tokens, out):
     """q4 (uint8 nibbles [rows * ceil(cols/2)], optional zeros) or q8 (int8 viewed as uint8).
     Each row is decoded once into a float32 buffer, then one vectorized dot per token: dense rows

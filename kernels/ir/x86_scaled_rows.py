@@ -1,13 +1,13 @@
 """LLVM IR text of the AVX-512 matvec rows with fused scales: q4 128 columns a step, sparse rows.
 
-Unlike _ir.dense_row / sparse_row, these compute the f16 scale, the scale product and the zero-point
+Unlike x86_rows.dense_row / sparse_row, these compute the f16 scale, the scale product and the zero-point
 correction per group inside the IR (no per-row pass in numba) and return the finished dot product.
-Included in _ir.module("avx512"), so _ir.ir_hash() (and simd.IR_HASH) covers them.
+Linked in module.x86("avx512").
 """
 
 from __future__ import annotations
 
-from ._ir import PREFETCH, _load_chunk
+from .common import PREFETCH, load_chunk
 
 
 def _scaled_group_end(lanes: int, zero: str) -> str:
@@ -93,7 +93,7 @@ kloop:
   %pfp = getelementptr i8, ptr %wp, i64 {PREFETCH}
   call void @llvm.prefetch.p0(ptr %pfp, i32 0, i32 0, i32 1)
   %rem = sub i64 %rowbytes, %boff
-{_load_chunk(64, "%wp", "%rem", "%v")}  %lo = and <64 x i8> %v, splat(i8 15)
+{load_chunk(64, "%wp", "%rem", "%v")}  %lo = and <64 x i8> %v, splat(i8 15)
   %v16 = bitcast <64 x i8> %v to <32 x i16>
   %sh16 = lshr <32 x i16> %v16, splat(i16 4)
   %sh = bitcast <32 x i16> %sh16 to <64 x i8>

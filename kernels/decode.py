@@ -3,12 +3,12 @@
 Why: on a small model (SmolLM2-135M: 30 blocks x ~13 ops) the per-op path spends more time in Python
 dispatch and in starting ~400 parallel regions per token than in the matvec kernels. Here a token costs
 4 parallel regions per block (q|k|v rows, o rows, gate|up rows with SwiGLU, down rows; a 5th over heads
-for attention over long contexts) and no Python. The row dot products are the matvec kernels' own (simd.py: int8 activations x q4/q8
+for attention over long contexts) and no Python. The row dot products are the matvec kernels' own (matvec/x86.py: int8 activations x q4/q8
 codes through VNNI/AVX2 IR, one activation scale per weight group), so results equal `linear`'s.
 
 Weights arrive as a `DecodePlan` built once by `plan_llama` from PreparedWeights (zero-copy views).
 Supported: dense f32/f16/bf16, q8, q4 (with or without zeros), sparse-q4, sparse-q8, sparse-f16 and tile4-q4 on
-the avx512 and avx2 paths (row bodies in fused_rows.py); the portable path raises KernelError, and the
+the avx512 and avx2 paths (row bodies in decode_rows.py); the portable path raises KernelError, and the
 caller uses `linear` per op.
 """
 
@@ -17,35 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from zoo.errors import KernelError
 
-from . import simd
-from ._paths import active_path
-from .fused_attention import attend, silu_mul_into
-from .fused_rows import (KIND_BF16, KIND_F16, KIND_F32, KIND_Q4, KIND_Q8, KIND_SF16, KIND_SQ4, KIND_SQ8, KIND_T4, M_ROWS, META,
-                         block_dots, has_sparse_q, needs_own, quantized, stage_bytes)
-from .linear import PreparedWeight
+from .cpu import active_path
+from .decode_rows import M_ROWS, META, block_dots, has_sparse_q, needs_own, quantized, stage_bytes
+from .jit import FAST, kernel
+from .layout import Path, PreparedWeight
+from .ops import attend, silu_mul_into
 
-# numba invalidates a cached function only when its own file changes, but the decode step inlines
-# simd.py, fused_attention.py, fused_rows.py and _llvm.py: INLINED_HASH must equal inlined_source_hash() (a test
-# checks), so editing any of them forces an edit here and a recompile of the fused step.
-INLINED_HASH = "c27104fe66cc4e77"
-_INLINED = ("simd.py", "fused_attention.py", "fused_rows.py", "_llvm.py", "tile4.py")
-
-
-def inlined_source_hash() -> str:
-    """sha256 prefix over the sources the fused step inlines (see INLINED_HASH)."""
-    import hashlib
-    from pathlib import Path
-
-    digest = hashlib.sha256()
-    for name in _INLINED:
-        digest.update((Path(__file__).parent / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-FAST = {"reassoc", "contract"}
 SLOTS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")  # per block, in order
 ROW_BLOCK = 16
 # decode attention runs serially below this many multiply-adds per block (heads x keys x head_dim):
@@ -62,8 +43,8 @@ class DecodePlan:
     unboxed on every call. `keep` holds the arrays, so the addresses stay valid as long as the plan.
     """
 
-    meta: np.ndarray  # int64 [n_layers * 7 + 1, META] (fused_rows.M_*): slots in SLOTS order per block, then the head
-    isa: int  # simd.AVX512 or simd.AVX2
+    meta: np.ndarray  # int64 [n_layers * 7 + 1, META] (decode_rows.M_*): slots in SLOTS order per block, then the head
+    isa: int  # Path.AVX512 or Path.AVX2, as the kernels' isa argument
     n_layers: int
     hidden_max: int
     keep: list = field(repr=False, default_factory=list)
@@ -76,37 +57,34 @@ def _addr(a: np.ndarray) -> tuple[int, int]:
 def plan_llama(blocks: list[dict], head: PreparedWeight) -> DecodePlan:
     """blocks[i] maps SLOTS names to PreparedWeights; KernelError if an encoding or the path is unsupported."""
     path = active_path()
-    if path not in ("avx512", "avx2"):
-        raise KernelError(f"fused decode needs the avx512 or avx2 path, not {path!r}")
+    if path not in (Path.AVX512, Path.AVX2):
+        raise KernelError(f"fused decode needs the avx512 or avx2 path, not {path.label!r}")
     rows, keep = [], []
     for w in [b[s] for b in blocks for s in SLOTS] + [head]:
         p = w.parts
         keep.append(p)
         none = (0, 0)
         if w.encoding in ("q4", "q8"):
-            kind = KIND_Q4 if w.encoding == "q4" else KIND_Q8
             zeros = _addr(p["zeros"]) if "zeros" in p else none
-            rows.append((kind, w.rows, w.cols, w.group_size, *_addr(p["qweight"]), *_addr(p["scales"]), *zeros,
+            rows.append((w.kind, w.rows, w.cols, w.group_size, *_addr(p["qweight"]), *_addr(p["scales"]), *zeros,
                          *none, *none))
         elif w.encoding == "dense":
-            kind = (KIND_F32, KIND_F16, KIND_BF16)[w.kind]
-            rows.append((kind, w.rows, w.cols, 64, *_addr(p[""]), *none, *none, *none, *none))
+            rows.append((w.kind, w.rows, w.cols, 64, *_addr(p[""]), *none, *none, *none, *none))
         elif w.encoding in ("sparse-q4", "sparse-q8", "sparse-f16"):
-            kind = {"sparse-q4": KIND_SQ4, "sparse-q8": KIND_SQ8, "sparse-f16": KIND_SF16}[w.encoding]
             scales = _addr(p["scales"]) if "scales" in p else none
-            rows.append((kind, w.rows, w.cols, w.group_size, *_addr(p["values"]), *scales, *none,
+            rows.append((w.kind, w.rows, w.cols, w.group_size, *_addr(p["values"]), *scales, *none,
                          *_addr(p["bitmask"]), *_addr(p["row_offsets"])))
         elif w.encoding == "tile4-q4":
-            rows.append((KIND_T4, w.rows, w.cols, 128, *_addr(p["qweight"]), *_addr(p["scales"]), *none,
+            rows.append((w.kind, w.rows, w.cols, 128, *_addr(p["qweight"]), *_addr(p["scales"]), *none,
                          *_addr(p["tilemask"]), *none))
         else:
             raise KernelError(f"fused decode does not support the {w.encoding} encoding")
     meta = np.array(rows, dtype=np.int64).reshape(-1, META)
     hidden = max(b["ffn_up"].rows for b in blocks) if blocks else 1
-    return DecodePlan(meta, simd.AVX512 if path == "avx512" else simd.AVX2, len(blocks), hidden, keep)
+    return DecodePlan(meta, int(path), len(blocks), hidden, keep)
 
 
-@njit(cache=True, fastmath=FAST)
+@kernel(fastmath=FAST)
 def _rmsnorm(x, w, eps, out):
     ss = np.float32(0.0)
     for i in range(x.size):
@@ -116,7 +94,7 @@ def _rmsnorm(x, w, eps, out):
         out[i] = x[i] * inv * w[i]
 
 
-@njit(cache=True)
+@kernel()
 def _rope(v, n_heads, head_dim, pos, cos, sin, interleaved):
     """Rotate v float32 [n_heads * head_dim] (one token at pos) in place."""
     half = head_dim // 2
@@ -131,14 +109,14 @@ def _rope(v, n_heads, head_dim, pos, cos, sin, interleaved):
             v[i1] = x0 * s + x1 * c
 
 
-@njit(cache=True)
+@kernel()
 def _stage(m0, m1, m2, n_blocks, cols):
     """uint8 [n_blocks, stage_bytes(cols)] scratch for staging sparse codes ([n_blocks, 1] when no weight is sparse)."""
     sparse = has_sparse_q(m0) or has_sparse_q(m1) or has_sparse_q(m2)
     return np.empty((n_blocks, stage_bytes(cols) if sparse else 1), np.uint8)
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def _linear_rows(meta, s0, n_w, x, isa, out, residual):
     """Weights meta[s0 .. s0+n_w) (n_w <= 3) stacked by rows, all reading x float32 [cols]:
     out[offset_j + r] = row r of weight j . x, or += with residual=True (o and down add into x).
@@ -166,7 +144,7 @@ def _linear_rows(meta, s0, n_w, x, isa, out, residual):
                    out, off, residual)
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def _swiglu_rows(mg, mu, x, isa, out, up):
     """out[r] = silu(gate_r . x) * (up_r . x), gate and up rows in the same block; up float32 [>= rows] scratch."""
     xqg, xdg, xsg = quantized(mg, x, isa)
@@ -182,7 +160,7 @@ def _swiglu_rows(mg, mu, x, isa, out, up):
         silu_mul_into(out[r0:r1], up[r0:r1], out[r0:r1])
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def _attention_heads(q, k_cache, v_cache, n_keys, scale, n_heads, head_dim, out):
     """Decode attention for one block: q, out float32 [n_heads * head_dim]; caches [n_kv, ctx, head_dim]."""
     group = n_heads // k_cache.shape[0]
@@ -193,7 +171,7 @@ def _attention_heads(q, k_cache, v_cache, n_keys, scale, n_heads, head_dim, out)
                n_keys - 1, out[h * head_dim:(h + 1) * head_dim], scores)
 
 
-@njit(cache=True, fastmath=FAST)
+@kernel(fastmath=FAST)
 def decode_llama(meta, isa, norms, eps, x, h, qkv, att, hid, k_cache, v_cache, pos, n_heads,
                  head_dim, cos, sin, interleaved, logits, serial_attention=SERIAL_ATTENTION):
     """One token at position pos through every block and the head.

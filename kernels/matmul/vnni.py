@@ -1,7 +1,7 @@
 """AVX-512 matrix-matrix kernels (prefill): int8 activations x int4 / sparse weight codes, VNNI tiles.
 
 Each token's activations are quantized to int8 per group once per call (as the matvec does), then
-every weight row meets the tokens TILE at a time (kernels/_ir_tiles.py): a step of weight codes is
+every weight row meets the tokens TILE at a time (ir/x86_tiles.py): a step of weight codes is
 decoded once (q4 nibbles; sparse: one vpexpandb per mask word) and dotted with the tile's tokens,
 so decoding costs 1/TILE per token and the int8 dot products run at VNNI speed. Parallel over
 blocks of rows; out float32 [tokens, rows].
@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import prange, types
 from numba.extending import intrinsic
 
-from . import simd
-from ._ir_tiles import TILE
-from ._llvm import data_ptr, declare, popcount
-
-# numba invalidates a cached kernel only when its own file changes, but these kernels inline code
-# from simd.py (and link the IR that simd.IR_HASH tracks): SIMD_PY_HASH must equal
-# simd_source_hash() (a test checks), so an edit of simd.py forces an edit here.
-SIMD_PY_HASH = "af7bfef847cbf5cf"
+from ..intrinsics import data_ptr, declare, popcount
+from ..ir.x86_tiles import TILE
+from ..jit import kernel
+from ..layout import Path
+from ..matvec import x86
 _PTR = ir.PointerType()
 _I64 = ir.IntType(64)
 _F32 = ir.FloatType()
@@ -41,7 +38,7 @@ def _tile_intrinsic(fname: str, spec: str):
         sig = types.void(*args)
 
         def codegen(context, builder, sig, llargs):
-            simd._link_all(context)
+            x86.link_x86(context)
             fn = declare(builder, fname, ir.VoidType(), irtypes)
             vals, i = [], 0
             for c in spec:
@@ -73,40 +70,32 @@ mm_sq4_t, mm_sq4_1 = (_tile_intrinsic(f"zoo_mm_sparse_q4_{n}", _SP) for n in (TI
 mm_sq8_t, mm_sq8_1 = (_tile_intrinsic(f"zoo_mm_sparse_q8_{n}", _SP) for n in (TILE, 1))
 
 
-def simd_source_hash() -> str:
-    """sha256 prefix of simd.py's source (see SIMD_PY_HASH)."""
-    import hashlib
-    from pathlib import Path
-
-    return hashlib.sha256(Path(simd.__file__).read_bytes()).hexdigest()[:16]
-
-
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def quantize_tokens(x, tokens, cols, group_size, permute):
     """x float32 [tokens * cols] -> xq int8 [tokens * stride] (q4: permuted per 128 columns), xd and
-    xs float32 [tokens * n_groups] (see simd.quantize_activations); returns (xq, xd, xs, stride)."""
+    xs float32 [tokens * n_groups] (see x86.quantize_activations); returns (xq, xd, xs, stride)."""
     n_groups = (cols + group_size - 1) // group_size
     stride = (cols + 127) // 128 * 128 + 64
     xq = np.zeros(tokens * stride, np.int8)
     xd = np.empty(tokens * n_groups, np.float32)
     xs = np.empty(tokens * n_groups, np.float32)
     for t in prange(tokens):
-        q, d, s = simd.quantize_activations(x[t * cols:(t + 1) * cols], cols, group_size)
+        q, d, s = x86.quantize_activations(x[t * cols:(t + 1) * cols], cols, group_size)
         if permute:
-            q = simd.permute_q4(q, cols)
+            q = x86.permute_q4(q, cols)
         xq[t * stride:t * stride + q.size] = q
         xd[t * n_groups:(t + 1) * n_groups] = d
         xs[t * n_groups:(t + 1) * n_groups] = s
     return xq, xd, xs, stride
 
 
-@njit(cache=True)
+@kernel()
 def _chunk_cols(cols, group_size):
     """Columns per step of the column loop: whole groups, about CHUNK_BYTES of activations a token."""
     return max(group_size, CHUNK_BYTES // TILE // group_size * group_size)
 
 
-@njit(cache=True, inline="always")
+@kernel(inline=True)
 def _store(res, out, rows, r, t0, n, first):
     for t in range(n):
         if first:
@@ -115,7 +104,7 @@ def _store(res, out, rows, r, t0, n, first):
             out[(t0 + t) * rows + r] += res[t]
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, x, tokens, out):
     """q4 rows (group_size a multiple of 128) x tokens; x float32 [tokens * cols], out [tokens * rows].
     Loops: row blocks (parallel) > column chunks > token tiles > rows, so a tile's activations for
@@ -147,7 +136,7 @@ def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, x, toke
                             _store(res, out, rows, r, t1, 1, c0 == 0)
 
 
-@njit(parallel=True, cache=True)
+@kernel(parallel=True)
 def matmul_sparse(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, x, tokens, out):
     """sparse-q4 / sparse-q8 rows x tokens: the block's codes are staged one a byte (as the matvec),
     then each mask word is expanded once per tile of tokens; loops as matmul_q4."""
@@ -164,7 +153,7 @@ def matmul_sparse(bitmask, row_offsets, values, scales, is_q4, rows, cols, group
         codes = np.zeros(ROW_BLOCK * pitch, np.uint8)  # [ROW_BLOCK, pitch] the block's codes + SIMD pad
         pos = np.zeros(ROW_BLOCK, np.int64)  # each row's first code of the current chunk
         for r in range(r0, r1):
-            simd._stage_codes(values, row_offsets, r, is_q4, simd.AVX512, codes[(r - r0) * pitch:(r - r0 + 1) * pitch])
+            x86.stage_codes(values, row_offsets, r, is_q4, Path.AVX512, codes[(r - r0) * pitch:(r - r0 + 1) * pitch])
         for c0 in range(0, cols, chunk):
             cn = min(cols, c0 + chunk) - c0
             w0, wn, gc = c0 // 64, (cn + 63) // 64, c0 // group_size

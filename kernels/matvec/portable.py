@@ -1,26 +1,25 @@
 """Portable matrix-vector kernels (decode, one token): plain numba, float32 activations.
 
-(sparse-q4 / sparse-q8 rows: portable_sparse.py, generic LLVM IR.)
+(q4 with groups of 64k columns and sparse-q4 / sparse-q8 rows: generic.py, generic LLVM IR.)
 
 One function per encoding, parallel over output rows with `prange`, float32 accumulation. They
 read each stored weight byte once and never build a dense row. Weight parts arrive flattened to
-1-D (see linear.py); f16 scales and values arrive as their uint16 bits.
+1-D (see layout.prepare); f16 scales and values arrive as their uint16 bits.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from ._llvm import bf16_to_f32, f16_to_f32, trailing_zeros
+from ..intrinsics import bf16_to_f32, f16_to_f32, trailing_zeros
+from ..jit import FAST, kernel
 
-# reassociation lets LLVM vectorize the row reductions; no nnan/ninf, so inf/nan inputs propagate
-FAST = {"reassoc", "contract"}
 # Inner loops index slices with range(len): numba's negative-index wraparound check on a computed
 # index (a[base + c]) blocks LLVM's vectorizer (measured: 35x slower).
 
 
-@njit(cache=True, fastmath=FAST, inline="always")
+@kernel(fastmath=FAST, inline=True)
 def _dot_i8(q, x):
     acc = np.float32(0.0)
     for c in range(q.size):
@@ -28,7 +27,7 @@ def _dot_i8(q, x):
     return acc
 
 
-@njit(cache=True, fastmath=FAST, inline="always")
+@kernel(fastmath=FAST, inline=True)
 def _dot_nibbles(q, x_even, x_odd):
     """sum of low nibble * x_even + high nibble * x_odd over the bytes of q."""
     acc = np.float32(0.0)
@@ -37,7 +36,7 @@ def _dot_nibbles(q, x_even, x_odd):
     return acc
 
 
-@njit(cache=True, fastmath=FAST)
+@kernel(fastmath=FAST)
 def group_sums(x, cols, group_size):
     """Sum of x over each group of `group_size` columns: float32 [n_groups]."""
     n_groups = (cols + group_size - 1) // group_size
@@ -50,7 +49,7 @@ def group_sums(x, cols, group_size):
     return sums
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def matvec_dense_f32(w, rows, cols, x, out):
     """out[r] = w[r, :] . x for float32 w [rows * cols]."""
     for r in prange(rows):
@@ -61,7 +60,7 @@ def matvec_dense_f32(w, rows, cols, x, out):
         out[r] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def matvec_dense_16(w, is_bf16, rows, cols, x, out):
     """out[r] = w[r, :] . x for f16 or bf16 bits w: uint16 [rows * cols]."""
     for r in prange(rows):
@@ -76,7 +75,7 @@ def matvec_dense_16(w, is_bf16, rows, cols, x, out):
         out[r] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def matvec_q8(qweight, scales, rows, cols, group_size, x, out):
     """q8: qweight int8 [rows * cols], scales f16 bits uint16 [rows * n_groups]."""
     n_groups = (cols + group_size - 1) // group_size
@@ -90,7 +89,7 @@ def matvec_q8(qweight, scales, rows, cols, group_size, x, out):
         out[r] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def matvec_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, x, out):
     """q4: qweight uint8 [rows * ceil(cols/2)] (low nibble first), scales uint16 [rows * n_groups],
     zeros uint8 [rows * n_groups] when has_zeros (else the zero point is 8)."""
@@ -117,7 +116,7 @@ def matvec_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, x, out)
         out[r] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=FAST)
+@kernel(parallel=True, fastmath=FAST)
 def matvec_sparse_f16(bitmask, row_offsets, values, rows, cols, x, out):
     """sparse-f16: values are f16 bits uint16 [nnz]; no scales."""
     n_words = (cols + 63) // 64
