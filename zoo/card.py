@@ -357,16 +357,26 @@ def render(card: dict, title: str | None = None):
     return Group(*parts)
 
 
-def to_hf_readme(card: dict, body: str | None = None) -> str:
+def to_hf_readme(card: dict, body: str | None = None, library_name: str = "zoo",
+                 pipeline_tag: str | None = None) -> str:
     """The card as a Hugging Face README.md: model-card front matter, then a short body.
 
-    Front matter keys are the Hub's (base_model, base_model_relation, library_name, tags, license);
-    the full zoo card travels in zoo.yaml next to it.
+    Front matter keys are the Hub's (library_name, pipeline_tag, license, base_model, base_model_relation, tags).
+    `library_name` names what loads the repository: "zoo" for an artifact (the full card travels in zoo.yaml next to
+    it), "transformers" for a checkpoint `zoo export --to hf` wrote.
     """
-    front: dict[str, Any] = {"library_name": "zoo", "license": card.get("license") or "other"}
+    front: dict[str, Any] = {"library_name": library_name}
+    if pipeline_tag:
+        front["pipeline_tag"] = pipeline_tag
+    front["license"] = card.get("license") or "other"
+    # the Hub wants model ids here: the upstream a converted checkpoint named, else base_model.name when it is one
+    # (a converted file's name is a description such as "GGUF x.gguf (...)", not an id)
+    named = _get(card, "base_model", "upstream") or _get(card, "base_model", "name")
+    ids = [b for b in (named if isinstance(named, list) else [named])
+           if isinstance(b, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", b)]
     base = _get(card, "base_model", "name")
-    if base:
-        front["base_model"] = base
+    if ids:
+        front["base_model"] = ids[0] if len(ids) == 1 else ids
         front["base_model_relation"] = "quantized"  # the Hub's relation for compressed derivatives
     tags = ["zoo", card.get("architecture")] + list(card.get("tags") or [])
     comp = card.get("compression") or {}

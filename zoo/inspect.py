@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.format import open_artifact
-from zoo.format.stats import is_linear, tensor_stats
+from zoo.format.stats import decoded_zeros, is_linear, tensor_stats
 
 
 def inspect_artifact(path: str | Path, verify: bool = False) -> dict:
@@ -49,14 +49,10 @@ def inspect_artifact(path: str | Path, verify: bool = False) -> dict:
 
 
 def zero_codes(t) -> float | None:
-    """Fraction of a q4/q8 weight's codes that store 0 (pruned weights kept dense); None for other encodings."""
-    if t.encoding not in ("q4", "q8") or "zeros" in t.parts:
-        return None
-    q = np.asarray(t.parts["qweight"])
-    if t.encoding == "q8":
-        return float(np.count_nonzero(q == 0)) / max(q.size, 1)
-    zero = np.count_nonzero((q & 15) == 8) + np.count_nonzero((q >> 4) == 8)  # an odd row's pad nibble is 0
-    return float(zero) / max(int(np.prod(t.shape)), 1)
+    """Fraction of a q4/q8 weight's positions that decode to exactly 0 (pruned weights kept dense, with or without
+    zero points); None for other encodings, whose zeros are structural (`sparsity`)."""
+    zeros = decoded_zeros(t)
+    return None if zeros is None else zeros / max(int(np.prod(t.shape)), 1)
 
 
 def layout_note(encoding: str, zeros: float | None) -> str:

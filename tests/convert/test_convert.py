@@ -65,3 +65,23 @@ def test_refusals_leave_nothing_behind(pruned_hf, tmp_path):
     with pytest.raises(ConvertError, match="not a safetensors file"):
         convert(pruned_hf.parent / "broken", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("encoding, zeros", [("q4", True), ("q4", False), ("q8", False)])
+def test_decoded_zeros_counts_pruned_codes(encoding, zeros):
+    """`zoo inspect`'s zero count of a dense-coded weight: codes equal to their group's zero point (8 or the stored
+    one) and whole groups of scale 0, counted a few rows at a time; it equals the zeros of the decoded tensor."""
+    from zoo.format import encode
+    from zoo.format.stats import decoded_zeros
+    from zoo.inspect import zero_codes
+
+    rng = np.random.default_rng(0)
+    w = (rng.choice([-1, 1], (9, 257)) * rng.uniform(1, 2, (9, 257))).astype(np.float32)  # nothing rounds to 0
+    w[:, ::3] = 0.0
+    w[2, 64:128] = 0.0  # a group of zeros: scale 0
+    t = encode(w, encoding, group_size=64, **({"zeros": True} if zeros else {}))
+    assert ("zeros" in t.parts) == zeros
+    want = int(np.count_nonzero(decode(t) == 0))
+    assert want == int(np.count_nonzero(w == 0))
+    assert decoded_zeros(t, rows_per_step=4) == want and zero_codes(t) == want / w.size
+    assert decoded_zeros(encode(w, "sparse-q4", group_size=64)) is None  # structural zeros: tensor_stats' sparsity

@@ -203,6 +203,7 @@ def test_hf_export_tokenizer_chat_template_and_card(tmp_path, smol_tokenizer):
     assert gen == {"bos_token_id": 1, "eos_token_id": 2}
     front = yaml.safe_load((tmp_path / "hf" / "README.md").read_text().split("---\n")[1])
     assert front["library_name"] == "transformers" and front["license"] == "apache-2.0" and "llama" in front["tags"]
+    assert front["pipeline_tag"] == "text-generation" and "base_model" not in front  # the card names no Hub model
     assert "stored densely" in (tmp_path / "hf" / "README.md").read_text()
     assert not (tmp_path / "hf" / "zoo.yaml").exists()  # else zoo would take the checkpoint for an artifact
     assert open_source(tmp_path / "hf").config["tokenizer"] == open_source(art).config["tokenizer"]
@@ -284,6 +285,64 @@ def test_gguf_rope_scaling(tmp_path, smol_tokenizer, scaling):
     want, got = reference_logits(art), llama_cpp_logits(tmp_path / "m.gguf")
     assert rel(got, want) < 3e-3
     assert rel(reference_logits(plain), want) > 0.05  # the scaling matters at these positions
+    back = open_source(tmp_path / "m.gguf")  # zoo reads its scaling back (llama3: fitted to the rope_freqs divisors)
+    assert back.config["rope_scaling"] == scaling
+    assert rel(reference.logits(back.config, back.tensor, IDS, dtype=np.float64), want) < 1e-3
+
+
+@pytest.mark.parametrize("head_dim, theta, scaling, fitted", [
+    (128, 500000.0, dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_seq_len=8192), None),
+    (64, 500000.0, dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_seq_len=8192), None),
+    (64, 10000.0, dict(factor=4.0, low_freq_factor=2.0, high_freq_factor=8.0, original_max_seq_len=2000),
+     dict(factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_seq_len=1000)),
+    (16, 10000.0, dict(factor=4.0, low_freq_factor=1.0, high_freq_factor=1.01, original_max_seq_len=64), "step"),
+    (16, 10000.0, dict(factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_seq_len=1), "linear"),
+])
+def test_rope_freqs_read_back_as_the_same_frequencies(head_dim, theta, scaling, fitted):
+    """llama.cpp's rope_freqs divisors -> zoo's scaling: Llama 3.1 / 3.2's own parameters come back as they were; other
+    parameters come back as another set giving the same frequencies (several blended ones: a fit; none: a step); equal
+    divisors are linear scaling."""
+    from zoo.convert.gguf_rope import llama3_scaling, rope_freq_factors
+
+    config = dict(arch="llama", head_dim=head_dim, rope_theta=theta, rope_scaling=dict(type="llama3", **scaling))
+    back = llama3_scaling(rope_freq_factors(config), head_dim, theta)
+    if fitted is None:
+        assert back == config["rope_scaling"]
+    elif fitted == "linear":
+        assert back == {"type": "linear", "factor": 4.0}
+    elif fitted != "step":
+        assert back == dict(type="llama3", **fitted)
+    assert np.allclose(reference.rope_inv_freq(dict(config, rope_scaling=back)), reference.rope_inv_freq(config),
+                       rtol=1e-6, atol=0)
+
+
+def test_gguf_rope_freqs_that_are_not_llama3_refused(tmp_path, smol_tokenizer):
+    import gguf
+
+    scaling = {"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_seq_len": 64}
+    art = write_artifact(tmp_path / "art", dict(LLAMA, rope_scaling=scaling), "q8", tokenizer=smol_tokenizer)
+    export_gguf(art, tmp_path / "m.gguf")
+    reader = gguf.GGUFReader(str(tmp_path / "m.gguf"), "r+")
+    freqs = next(t for t in reader.tensors if t.name == "rope_freqs.weight").data
+    assert 1 < freqs.max() == 8.0 and freqs.min() == 1.0
+    freqs[:] = np.linspace(3.0, 1.0, freqs.size)  # divisors no Llama 3 scaling produces
+    reader.data.flush()
+    del reader, freqs
+    with pytest.raises(ConvertError, match="rope_freqs holds frequency divisors that are not Llama 3 RoPE scaling"):
+        open_source(tmp_path / "m.gguf")
+
+
+def test_gguf_unknown_rope_scaling_refused(tmp_path, smol_tokenizer):
+    art = write_artifact(tmp_path / "art", dict(LLAMA, rope_scaling={"type": "linear", "factor": 4.0}), "q8",
+                         tokenizer=smol_tokenizer)
+    export_gguf(art, tmp_path / "m.gguf")
+    data = (tmp_path / "m.gguf").read_bytes()
+    at = data.index(b"rope.scaling.type") + len("rope.scaling.type") + 4 + 8  # value type, string length
+    assert data[at:at + 6] == b"linear"
+    (tmp_path / "m.gguf").write_bytes(data[:at] + b"yarn-x" + data[at + 6:])
+    with pytest.raises(ConvertError, match="RoPE scaling 'yarn-x' is not supported"):
+        open_source(tmp_path / "m.gguf")
 
 
 def test_gguf_round_trip_through_zoo_convert(tmp_path, smol_tokenizer):
@@ -329,7 +388,14 @@ def test_gguf_from_a_transformers_tokenizer(tmp_path):
     export_gguf(art, tmp_path / "m.gguf")
     llm = llama_cpp.Llama(str(tmp_path / "m.gguf"), vocab_only=True, verbose=False)
     text = "the lazy  fox,\n42 dogs!\n\n  end<|im_end|>  "
-    assert llm.tokenize(text.encode(), add_bos=False, special=True) == Tokenizer(tok.to_str(), info).encode(text)
+    want = llm.tokenize(text.encode(), add_bos=False, special=True)
+    assert want == Tokenizer(tok.to_str(), info).encode(text)
+    import gguf
+
+    pre = gguf.GGUFReader(str(tmp_path / "m.gguf")).fields["tokenizer.ggml.pre"].contents()
+    assert pre == "gpt-2"  # llama.cpp's name for the plain GPT-2 split
+    back = open_source(tmp_path / "m.gguf")  # zoo's GGUF import knows "gpt-2" too
+    assert Tokenizer(back.tokenizer_json, back.config["tokenizer"]).encode(text) == want
 
 
 # ---- the command line ----
@@ -419,30 +485,38 @@ def test_failed_export_leaves_nothing(tmp_path, smol_tokenizer):
 
 # ---- the real SmolLM2 (slow) ----
 
-@pytest.fixture(scope="module")
-def smol_f16(tmp_path_factory) -> Path:
-    return convert(GGUF, tmp_path_factory.mktemp("smol") / "smol-f16", encoding="f16")
+def compress_smol(out: Path, bits: int) -> Path:
+    """SmolLM2 with half of every linear weight pruned by magnitude (bits 16: sparse-f16; 4: sparse int4)."""
+    from zoo.compress.pipeline import compress
+    from zoo.compress.recipe import Recipe
+
+    compress(GGUF, out, Recipe(method="magnitude", sparsity=0.5, bits=bits, group_size=128, samples=2, seq_len=64),
+             evaluate=False)
+    return out
 
 
 @pytest.mark.slow
-def test_smollm2_gguf_f16_greedy_matches_zoo(tmp_path, smol_f16):
-    export_gguf(smol_f16, tmp_path / "smol.gguf")
-    ours = Tokenizer.from_artifact(smol_f16, open_artifact(smol_f16).config)
-    ids = ours.encode(ours.render_chat([{"role": "user", "content": "What is the capital of France?"}]))
+def test_smollm2_sparse_gguf_f16_greedy_matches_zoo(tmp_path):
+    """The f16 GGUF export of a 50% sparse SmolLM2 (sparse-f16, so zoo's runtime computes the same f16 weights):
+    llama.cpp's greedy tokens equal zoo's for 16 tokens."""
+    art = compress_smol(tmp_path / "smol-sparse50", 16)
+    result = export_gguf(art, tmp_path / "smol.gguf")
+    assert 0.45 < result.sparsity < 0.55
+    ours = Tokenizer.from_artifact(art, open_artifact(art).config)
+    # a prompt whose 16 greedy steps have no near-tie (top-1 minus top-2 logit >= 0.2 in zoo; other prompts on this
+    # unrecovered 50% model go down to 0.003, which f16 activations in llama.cpp could flip)
+    ids = ours.encode(ours.render_chat([{"role": "user", "content": "Write a short poem about the sea."}]))
     llm = llama_cpp.Llama(str(tmp_path / "smol.gguf"), n_ctx=256, n_threads=2, verbose=False)
     assert llm.tokenize(ours.decode(ids, skip_special=False).encode(), add_bos=False, special=True) == ids
     theirs = [t for _, t in zip(range(16), llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0))]
-    assert theirs == zoo_greedy(smol_f16, ids, 16)[0]
+    tokens, margin = zoo_greedy(art, ids, 16)
+    assert margin > 0.1, margin  # else equal tokens would be luck, and unequal ones no fault
+    assert theirs == tokens
 
 
 @pytest.mark.slow
 def test_smollm2_sparse_hf_export_matches_zoo(tmp_path):
-    from zoo.compress.pipeline import compress
-    from zoo.compress.recipe import Recipe
-
-    art = tmp_path / "smol-sparse50-q4"
-    compress(GGUF, art, Recipe(method="magnitude", sparsity=0.5, bits=4, group_size=128, samples=2, seq_len=64),
-             evaluate=False)
+    art = compress_smol(tmp_path / "smol-sparse50-q4", 4)
     result = export_hf(art, tmp_path / "hf")
     assert 0.45 < result.sparsity < 0.55
     ours = Tokenizer.from_artifact(art, open_artifact(art).config)

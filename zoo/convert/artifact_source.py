@@ -29,6 +29,11 @@ class ArtifactSource(Source):
             self.config["rope_layout"] = "half"
         self.description = f"zoo artifact {path.name} ({self.config['arch']})"
 
+    @property
+    def artifact(self):
+        """The opened zoo.format artifact (card, config, files), for consumers that need more than tensors."""
+        return self._art
+
     def encoded(self, name: str):
         """The stored EncodedTensor (zero-copy views), for consumers that keep encodings as they are."""
         self._validate()

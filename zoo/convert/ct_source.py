@@ -10,7 +10,6 @@ and scales where the layouts agree (`stored()`); everything else is decoded to f
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from pathlib import Path
@@ -20,8 +19,9 @@ import numpy as np
 from zoo.errors import ConvertError
 
 from . import ct_encode
+from .ct_codes import fp8_e4m3_values, quantize_as_torch, unpack_codes
 from .ct_config import REFUSED, Layout, front_matter_base, parse_quantization, targets_match
-from .hf_source import _hf_config, _read_header, _rename, _tokenizer_config
+from .hf_source import expand_names, read_header, tokenizer_info, zoo_config
 from .source import Source, check_against_config
 
 
@@ -36,16 +36,6 @@ _ACTIVATION_PARTS = ("input_scale", "input_zero_point", "input_global_scale", "o
                      "q_scale", "k_scale", "v_scale", "q_zero_point", "k_zero_point", "v_zero_point")
 
 
-@functools.cache
-def _fp8_table() -> np.ndarray:
-    """float32 value of each float8_e4m3fn byte (sign, 4 exponent bits with bias 7, 3 mantissa bits; 0x7f/0xff NaN)."""
-    b = np.arange(256)
-    e, m = (b >> 3) & 15, (b & 7).astype(np.float64)
-    mag = np.where(e == 0, m / 8 * 2.0 ** -6, (1 + m / 8) * 2.0 ** (e - 7))
-    mag[(e == 15) & (m == 7)] = np.nan
-    return np.where(b >> 7, -mag, mag).astype(np.float32)
-
-
 class CTSource(Source):
     """A compressed-tensors checkpoint directory (Llama, MPT): config and tensors validated up front, decoded per
     tensor."""
@@ -54,7 +44,7 @@ class CTSource(Source):
         super().__init__()
         self.path = path
         cfg = json.loads((path / "config.json").read_text())
-        self.config, table = _hf_config(cfg, str(path))
+        self.config, table = zoo_config(cfg, str(path))
         self.qc = qc
         self._groups = parse_quantization(qc, str(path))
         self._sparsity = qc.get("sparsity_config") or {}
@@ -72,13 +62,13 @@ class CTSource(Source):
         self.files = sorted(path.glob("*.safetensors"))
         if not self.files:
             raise ConvertError(f"{path}: no *.safetensors files")
-        rename = _rename(table, self.config["n_layers"])
+        rename = expand_names(table, self.config["n_layers"])
         self.hf_name = {ours: hf[: -len(".weight")] for hf, ours in rename.items()}
         modules = {hf[: -len(".weight")]: ours for hf, ours in rename.items()}
         self._parts: dict[str, dict[str, tuple[Path, int, dict]]] = {}  # our name -> part -> (file, data start, entry)
         self.activation_tensors = 0
         for f in self.files:
-            header, start = _read_header(f)
+            header, start = read_header(f)
             size = f.stat().st_size
             for name, entry in header.items():
                 self._add(name, entry, f, start, size, modules)
@@ -87,8 +77,9 @@ class CTSource(Source):
         found = {ours: self._dense_shape(ours) for ours in self._parts}
         self._expected = check_against_config(self.config, found, str(path))
         self._found: set[str] = set()
+        self._on_the_fly: set[str] = set()  # float weights with a scale: quantized as compressed-tensors' forward does
         self._layouts = {name: self._check(name) for name in self._expected}  # every tensor validated before any decode
-        self.config["tokenizer"] = _tokenizer_config(path, cfg)
+        self.config["tokenizer"] = tokenizer_info(path, cfg)
         tj = path / "tokenizer.json"
         self.tokenizer_json = tj.read_bytes() if tj.is_file() else None
         self.formats = sorted(self._found)
@@ -134,7 +125,7 @@ class CTSource(Source):
         if entry["dtype"] == "BF16":
             return (a.astype(np.uint32) << 16).view(np.float32)
         if entry["dtype"] == "F8_E4M3":
-            return _fp8_table()[a]
+            return fp8_e4m3_values()[a]
         return np.asarray(a)
 
     def _meta(self, name: str, part: str) -> tuple[str, tuple[int, ...]]:
@@ -176,7 +167,9 @@ class CTSource(Source):
             raise ConvertError(f"{where}: weight_global_scale (FP4 / tensor_group scales) is not supported")
         scheme = self._scheme(name)
         if "weight_scale" in parts and scheme is None:
-            raise ConvertError(f"{where}: has weight_scale but no config group with weights targets it")
+            ignored = targets_match(self.qc.get("ignore") or [], self.hf_name[name], name != "token_embd.weight")
+            raise ConvertError(f"{where}: has weight_scale but " + ("the config's ignore list names it" if ignored else
+                               "no config group with weights targets it"))
         if "compressed" in parts:
             two_four = "row_offsets" not in parts and Layout.SPARSE_24.value in self.declared
             layout = Layout.SPARSE_24 if two_four else Layout.SPARSE_BITMASK
@@ -199,14 +192,19 @@ class CTSource(Source):
         if layout.value not in self.declared and layout is not Layout.DENSE:
             raise ConvertError(f"{where}: stored as {layout.value}, which the config does not declare")
         self._found.add(layout.value)
-        if stored_dtype in _FLOATS:
-            return layout.value, None  # float weights (a `dense` quantization format keeps them as floats)
+        if stored_dtype in _FLOATS and (scheme is None or "weight_scale" not in parts):
+            return layout.value, None  # float weights
         if scheme is None or "weight_scale" not in parts:
             raise ConvertError(f"{where}: {stored_dtype} codes without weight_scale" +
                                ("" if scheme else " or a config group that quantizes them"))
         args = scheme[1]
         self._found.add(scheme[0])
-        if layout is Layout.PACKED:
+        if stored_dtype in _FLOATS:  # format `dense`: compressed-tensors quantizes these weights in every forward
+            if args["type"] != "int":
+                raise ConvertError(f"{where}: unquantized {stored_dtype} weights under a float{args['bits']} scheme "
+                                   "(format dense) are not supported")
+            self._on_the_fly.add(name)
+        elif layout is Layout.PACKED:
             pf = 32 // args["bits"]
             want = (shape[0], -(-shape[1] // pf))
             got = self._meta(name, "weight_packed")
@@ -276,24 +274,13 @@ class CTSource(Source):
     def _stored_values(self, name: str, layout: str, args: dict | None) -> np.ndarray:
         """The tensor as stored, densified: float values, or integer codes q for quantized weights."""
         if layout == Layout.PACKED:
-            return self._unpack(self._raw(name, "weight_packed"), args["bits"], self._expected[name][1])
+            return unpack_codes(self._raw(name, "weight_packed"), args["bits"], self._expected[name][1])
         if layout in (Layout.SPARSE_BITMASK, Layout.SPARSE_24):
             values = self._raw(name, "compressed").reshape(-1)
             out = np.zeros(self._expected[name], values.dtype)
             out[self._mask(name)] = values
             return out
         return self._raw(name, "weight")
-
-    @staticmethod
-    def _unpack(words: np.ndarray, bits: int, n: int, axis: int = 1) -> np.ndarray:
-        """int32 words holding 32/bits unsigned codes each (first code in the low bits), offset 2^(bits-1) -> signed."""
-        w = words.view(np.uint32) if axis == 1 else words.view(np.uint32).T
-        pf = 32 // bits
-        out = np.empty((w.shape[0], w.shape[1] * pf), np.int16)
-        for i in range(pf):
-            out[:, i::pf] = (w >> (bits * i)) & ((1 << bits) - 1)
-        out = out[:, :n] - (1 << (bits - 1))
-        return out if axis == 1 else out.T
 
     def _qparams(self, name: str, args: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(scales float32, zero points int16, g_idx or None), scales and zero points shaped as the scheme's groups."""
@@ -304,7 +291,7 @@ class CTSource(Source):
             zdtype, zshape = self._meta(name, "weight_zero_point")
             z = self._raw(name, "weight_zero_point")
             if zdtype == "I32" and zshape == (-(-groups[0] // (32 // args["bits"])), groups[1]):
-                z = self._unpack(z, args["bits"], groups[0], axis=0)
+                z = unpack_codes(z, args["bits"], groups[0], axis=0)
             z = np.asarray(z).reshape(groups) if z.size == int(np.prod(groups)) else None
             lo, hi = -(1 << (args["bits"] - 1)), (1 << (args["bits"] - 1)) - 1
             if z is None or z.dtype.kind not in "iu" or z.min() < lo or z.max() > hi:
@@ -328,6 +315,22 @@ class CTSource(Source):
             a = np.repeat(np.repeat(a, args["block"][0], axis=0), args["block"][1], axis=1)[:rows, :cols]
         return np.broadcast_to(a, shape)
 
+    def _quantize(self, name: str, w: np.ndarray, s: np.ndarray, z: np.ndarray, args: dict, g_idx: np.ndarray | None,
+                  bounds: tuple[int, int]) -> np.ndarray:
+        """Integer codes of float weights as compressed-tensors' forward computes them (`_quantize`): w / s, plus the
+        zero point, each step rounded to the weight's dtype as torch does, then clamped and rounded half to even."""
+        stored_part = "weight" if "weight" in self._parts[name] else "compressed"
+        w_dtype, s_dtype = self._meta(name, stored_part)[0], self._meta(name, "weight_scale")[0]
+        rounding = w_dtype if w_dtype == s_dtype else "F32"  # torch's promotion of the two (bf16 with f16: f32)
+        shape = self._expected[name]
+        if np.any(s == 0):
+            raise ConvertError(f"{self.path}: {self.hf_name[name]}: weight_scale holds 0 (format dense weights "
+                               "cannot be quantized with it)")
+        if not np.all(np.isfinite(w)):
+            raise ConvertError(f"{self.path}: {self.hf_name[name]}: weights are not finite")
+        return quantize_as_torch(w, self._per_column(s, args, g_idx, shape), self._per_column(z, args, g_idx, shape),
+                                 rounding, bounds)
+
     def _decode(self, name: str) -> tuple[np.ndarray, dict | None]:
         """(dense float32, the integer codes and parameters or None) of one tensor; the last one is cached."""
         if self._last is not None and self._last[0] == name:
@@ -342,6 +345,8 @@ class CTSource(Source):
             shape = self._expected[name]
             if args["type"] == "int":
                 lo, hi = -(1 << (args["bits"] - 1)), (1 << (args["bits"] - 1)) - 1
+                if name in self._on_the_fly:
+                    stored = self._quantize(name, stored, s, z, args, g_idx, (lo, hi))
                 if stored.size and (stored.min() < lo or stored.max() > hi):
                     raise ConvertError(f"{self.path}: {self.hf_name[name]}: codes outside [{lo}, {hi}] "
                                        f"for {args['bits']}-bit weights")
@@ -392,6 +397,8 @@ class CTSource(Source):
                   "sparsity_config": self._sparsity or None}
         if self.activation_tensors:
             source["activation_tensors_ignored"] = self.activation_tensors
+        if self._on_the_fly:  # format dense: float weights quantized here as compressed-tensors' forward does
+            source["quantized_on_import"] = len(self._on_the_fly)
         compression = {}
         if len(self._bits) == 1 and not self._policy and bits == self._bits:  # the artifact holds codes of that width
             compression["bits"] = bits.pop()

@@ -19,6 +19,7 @@ import numpy as np
 from zoo.errors import ConvertError
 
 from .export_weights import ExportResult, ExportWeights, as_dtype
+from .gguf_rope import rope_freq_factors
 from .gguf_vocab import gguf_vocab
 from .staging import check_destination, staged
 
@@ -85,26 +86,6 @@ def export_gguf(artifact: str | Path, out: str | Path, qtype: str = "f16",
             writer.close()
         size = tmp.stat().st_size
     return ExportResult(Path(out), "gguf", qtype, size, weights.zeros, weights.weights, weights.padded, fallback)
-
-
-def rope_freq_factors(config: dict) -> np.ndarray | None:
-    """llama.cpp's `rope_freqs` for Llama 3.1 RoPE scaling: float32 [head_dim/2], each frequency's divisor.
-
-    High frequencies are kept (1), low ones divided by `factor`, those between blended; the same rule as
-    zoo.runtime.reference.rope_inv_freq and llama.cpp's converter. None without llama3 scaling.
-    """
-    scaling = config.get("rope_scaling") or {}
-    if config["arch"] != "llama" or scaling.get("type") != "llama3":
-        return None
-    head_dim = config["head_dim"]
-    inv = 1.0 / config["rope_theta"] ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    factor, lo, hi = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
-    old_len = scaling["original_max_seq_len"]
-    wavelen = 2 * np.pi / inv
-    smooth = (old_len / wavelen - lo) / (hi - lo)
-    out = np.where(wavelen > old_len / lo, factor, 1.0)
-    middle = (wavelen <= old_len / lo) & (wavelen >= old_len / hi)
-    return np.where(middle, 1.0 / ((1 - smooth) / factor + smooth), out).astype(np.float32)
 
 
 def _encoded(name: str, w: np.ndarray, qtype, config: dict) -> np.ndarray:

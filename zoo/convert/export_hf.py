@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import yaml
 
 from zoo.errors import ConvertError
 
 from .export_weights import ExportResult, ExportWeights, as_dtype, hidden_of
-from .hf_source import _LLAMA_NAMES, _MPT_NAMES, _rename
+from .hf_source import LLAMA_NAMES, MPT_NAMES, expand_names
 from .staging import check_destination, staged
 
 HF_DTYPES = {"f16": (np.float16, "float16"), "f32": (np.float32, "float32")}
@@ -42,7 +41,7 @@ def export_hf(artifact: str | Path, out: str | Path, dtype: str = "f16",
     check_destination(Path(out), directory=True)  # before any decoding: refuse early
     weights = ExportWeights(artifact, _mlp_width, verify=verify)
     config = weights.config
-    hf_name = {ours: hf for hf, ours in _rename(_LLAMA_NAMES if config["arch"] == "llama" else _MPT_NAMES,
+    hf_name = {ours: hf for hf, ours in expand_names(LLAMA_NAMES if config["arch"] == "llama" else MPT_NAMES,
                                                 config["n_layers"]).items()}
     names = weights.names
     sizes = [int(np.prod(weights.shape(n))) * np.dtype(np_dtype).itemsize for n in names]
@@ -163,16 +162,12 @@ def _tokenizer_config(tokenizer_json: bytes, tok: dict, config: dict) -> dict:
 
 
 def readme(card: dict, config: dict, result: ExportResult) -> str:
-    """README.md: the zoo card through card.to_hf_readme, front matter retargeted at transformers."""
+    """README.md: the zoo card through card.to_hf_readme, for transformers (library_name) and text generation."""
     from zoo.card import to_hf_readme
 
     body = (f"Exported from the zoo artifact `{card.get('name') or result.path.name}` with `zoo export --to hf` "
             f"({result.dtype}). {result.sparsity:.1%} of the linear weights are zero; they stay exact zeros "
             "here but are stored densely, so this checkpoint is as large and as fast as the dense model; "
             "the zoo artifact keeps them compact and skips them.\n")
-    text = to_hf_readme({**card, "architecture": config["arch"]}, body=body)
-    _, front, rest = text.split("---\n", 2)
-    meta = yaml.safe_load(front)
-    meta["library_name"] = "transformers"  # to_hf_readme speaks for a zoo artifact; this directory is a checkpoint
-    meta["pipeline_tag"] = "text-generation"
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + rest
+    return to_hf_readme({**card, "architecture": config["arch"]}, body=body, library_name="transformers",
+                        pipeline_tag="text-generation")

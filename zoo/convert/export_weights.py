@@ -58,9 +58,9 @@ class ExportWeights:
         if verify:
             from zoo.verify import verify_artifact
 
-            verify_artifact(self.source._art)
+            verify_artifact(self.source.artifact)
         self.path = Path(path)
-        self.card: dict = dict(self.source._art.card or {})
+        self.card: dict = dict(self.source.artifact.card or {})
         self.tokenizer_json: bytes | None = self.source.tokenizer_json
         widths = hidden_of(self.source.config)
         self.hidden_dim = mlp_width(self.source.config) if mlp_width else max(widths)

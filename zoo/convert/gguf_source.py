@@ -8,6 +8,7 @@ import numpy as np
 
 from zoo.errors import ConvertError
 
+from .gguf_rope import llama3_scaling
 from .gguf_tokenizer import build_tokenizer_json
 from .source import Source, check_against_config, unpermute_rope_rows
 
@@ -58,13 +59,18 @@ class GGUFSource(Source):
             head_dim = int(g("attention.key_length", dim // n_heads))
             if int(g("rope.dimension_count", head_dim)) != head_dim:
                 raise ConvertError("GGUF: partial rotary embeddings are not supported")
-            if "rope_freqs.weight" in self._tensors:
-                raise ConvertError("GGUF: rope_freqs (Llama 3.1 RoPE scaling) is not supported; convert the HF checkpoint")
-            scaling = None
-            if g("rope.scaling.type") == "linear":
-                scaling = {"type": "linear", "factor": float(g("rope.scaling.factor"))}
+            theta = float(g("rope.freq_base", 10000.0))
+            kind = g("rope.scaling.type") or "none"
+            if kind not in ("none", "linear"):
+                raise ConvertError(f"GGUF: RoPE scaling {kind!r} is not supported (linear, llama3 as rope_freqs)")
+            scaling = {"type": "linear", "factor": float(g("rope.scaling.factor"))} if kind == "linear" else None
+            freqs = self._tensors.pop("rope_freqs.weight", None)  # Llama 3.1 scaling, as llama.cpp stores it
+            if freqs is not None:
+                if scaling is not None:
+                    raise ConvertError("GGUF: both rope_freqs and linear RoPE scaling; only one is supported")
+                scaling = llama3_scaling(np.asarray(freqs.data), head_dim, theta)
             config.update(n_kv_heads=n_kv, head_dim=head_dim, norm_eps=float(g("attention.layer_norm_rms_epsilon")),
-                          rope_theta=float(g("rope.freq_base", 10000.0)), rope_scaling=scaling, rope_layout="half")
+                          rope_theta=theta, rope_scaling=scaling, rope_layout="half")
         else:
             clip = g("attention.clamp_kqv")
             config.update(norm_eps=float(g("attention.layer_norm_epsilon", 1e-5)),

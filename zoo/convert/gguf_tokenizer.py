@@ -11,15 +11,15 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 
 from zoo.errors import ConvertError
 
-_GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
-_LLAMA3_SPLIT = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
+LLAMA3_SPLIT = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 # llama.cpp pre-tokenizer name -> (split each digit first?, main regex)
 _PRE = {
-    "default": (False, _GPT2_SPLIT), "gpt2": (False, _GPT2_SPLIT), "mpt": (False, _GPT2_SPLIT),
-    "olmo": (False, _GPT2_SPLIT),
-    "smollm": (True, _GPT2_SPLIT), "starcoder": (True, _GPT2_SPLIT), "refact": (True, _GPT2_SPLIT),
-    "llama-bpe": (False, _LLAMA3_SPLIT), "llama3": (False, _LLAMA3_SPLIT),
+    "default": (False, GPT2_SPLIT), "gpt2": (False, GPT2_SPLIT), "gpt-2": (False, GPT2_SPLIT),
+    "mpt": (False, GPT2_SPLIT), "olmo": (False, GPT2_SPLIT),
+    "smollm": (True, GPT2_SPLIT), "starcoder": (True, GPT2_SPLIT), "refact": (True, GPT2_SPLIT),
+    "llama-bpe": (False, LLAMA3_SPLIT), "llama3": (False, LLAMA3_SPLIT),
 }
 CONTROL, USER_DEFINED = 3, 4  # gguf TokenType values
 

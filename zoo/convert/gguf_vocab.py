@@ -13,17 +13,15 @@ from dataclasses import dataclass
 
 from zoo.errors import ConvertError
 
-from .gguf_tokenizer import _GPT2_SPLIT, _LLAMA3_SPLIT, CONTROL, USER_DEFINED
+from .gguf_tokenizer import CONTROL, GPT2_SPLIT, LLAMA3_SPLIT, USER_DEFINED
 
 NORMAL, UNUSED = 1, 5  # gguf TokenType values
 # the Llama 3 split as transformers' tokenizer.json spells it (gguf_tokenizer spells the case-insensitive part out)
 _LLAMA3_HF_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                     r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 # (digits split one by one first?, split rule) -> llama.cpp pre-tokenizer name; None = ByteLevel's own GPT-2 regex.
-# The plain GPT-2 split is written "mpt": llama.cpp splits "mpt" exactly as its "gpt-2" (llama-vocab.cpp), and
-# zoo's importer (gguf_tokenizer) knows "mpt" but not "gpt-2", so the file also comes back into zoo.
-_PRE_NAMES = {(True, _GPT2_SPLIT): "smollm", (True, None): "smollm", (False, _GPT2_SPLIT): "mpt",
-              (False, None): "mpt", (False, _LLAMA3_SPLIT): "llama-bpe", (False, _LLAMA3_HF_SPLIT): "llama-bpe"}
+_PRE_NAMES = {(True, GPT2_SPLIT): "smollm", (True, None): "smollm", (False, GPT2_SPLIT): "gpt-2",
+              (False, None): "gpt-2", (False, LLAMA3_SPLIT): "llama-bpe", (False, _LLAMA3_HF_SPLIT): "llama-bpe"}
 
 
 @dataclass

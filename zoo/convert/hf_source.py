@@ -15,7 +15,7 @@ from .source import Source, check_against_config
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
 
 # HF parameter name (with {i} for the layer) -> GGUF-style name
-_LLAMA_NAMES = {
+LLAMA_NAMES = {
     "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
     "lm_head.weight": "output.weight",
     "model.layers.{i}.input_layernorm.weight": "blk.{i}.attn_norm.weight",
@@ -28,7 +28,7 @@ _LLAMA_NAMES = {
     "model.layers.{i}.mlp.up_proj.weight": "blk.{i}.ffn_up.weight",
     "model.layers.{i}.mlp.down_proj.weight": "blk.{i}.ffn_down.weight",
 }
-_MPT_NAMES = {
+MPT_NAMES = {
     "transformer.wte.weight": "token_embd.weight", "transformer.norm_f.weight": "output_norm.weight",
     "lm_head.weight": "output.weight",
     "transformer.blocks.{i}.norm_1.weight": "blk.{i}.attn_norm.weight",
@@ -40,7 +40,7 @@ _MPT_NAMES = {
 }
 
 
-def _read_header(path: Path) -> tuple[dict, int]:
+def read_header(path: Path) -> tuple[dict, int]:
     """safetensors header (tensor entries) and the data section's file offset."""
     with open(path, "rb") as fh:
         raw = fh.read(8)
@@ -53,11 +53,15 @@ def _read_header(path: Path) -> tuple[dict, int]:
             header = json.loads(fh.read(n))
         except ValueError:
             raise ConvertError(f"{path}: safetensors header is not JSON") from None
+    if not isinstance(header, dict):
+        raise ConvertError(f"{path}: safetensors header is not a JSON object")
     header.pop("__metadata__", None)
+    if not all(isinstance(entry, dict) for entry in header.values()):
+        raise ConvertError(f"{path}: safetensors header has an entry that is not a JSON object")
     return header, 8 + n
 
 
-def _hf_config(cfg: dict, where: str) -> tuple[dict, dict]:
+def zoo_config(cfg: dict, where: str) -> tuple[dict, dict]:
     """zoo config and the name table from a transformers config.json."""
     kind = cfg.get("model_type")
     if kind == "llama":
@@ -88,7 +92,7 @@ def _hf_config(cfg: dict, where: str) -> tuple[dict, dict]:
                   "norm_eps": float(cfg.get("rms_norm_eps", 1e-6)), "rope_theta": float(theta),
                   "rope_scaling": scaling, "rope_layout": "half",
                   "tied_embeddings": bool(cfg.get("tie_word_embeddings", False))}
-        return config, _LLAMA_NAMES
+        return config, LLAMA_NAMES
     if kind == "mpt":
         attn = cfg.get("attn_config") or {}
         if not attn.get("alibi", True) or attn.get("qk_ln"):
@@ -102,11 +106,12 @@ def _hf_config(cfg: dict, where: str) -> tuple[dict, dict]:
                   "alibi_bias_max": float(attn.get("alibi_bias_max", 8)),
                   "clip_qkv": None if attn.get("clip_qkv") is None else float(attn["clip_qkv"]),
                   "tied_embeddings": bool(cfg.get("tie_word_embeddings", True))}
-        return config, _MPT_NAMES
+        return config, MPT_NAMES
     raise ConvertError(f"{where}: architecture {kind!r} is not supported (supported: llama, mpt)")
 
 
-def _rename(table: dict, n_layers: int) -> dict[str, str]:
+def expand_names(table: dict, n_layers: int) -> dict[str, str]:
+    """A name table (LLAMA_NAMES, MPT_NAMES) with `{i}` expanded for every layer: HF name -> zoo name."""
     out = {}
     for hf, ours in table.items():
         if "{i}" in hf:
@@ -126,16 +131,16 @@ class HFSource(Source):
             cfg = json.loads((path / "config.json").read_text())
         except ValueError:
             raise ConvertError(f"{path}/config.json: not JSON") from None
-        self.config, table = _hf_config(cfg, str(path))
+        self.config, table = zoo_config(cfg, str(path))
         files = sorted(path.glob("*.safetensors"))
         if not files:
             raise ConvertError(f"{path}: no *.safetensors files (pytorch .bin checkpoints are not supported)")
         self.files = files
-        rename = _rename(table, self.config["n_layers"])
+        rename = expand_names(table, self.config["n_layers"])
         self._where: dict[str, tuple[Path, int, dict]] = {}  # our name -> (file, data start, entry)
         found = {}
         for f in files:
-            header, start = _read_header(f)
+            header, start = read_header(f)
             for hf_name, entry in header.items():
                 ours = rename.get(hf_name)
                 if ours is None:
@@ -149,7 +154,7 @@ class HFSource(Source):
         if self.config["tied_embeddings"] and "output.weight" in found:
             self.config["tied_embeddings"] = False  # a separate lm_head was saved: keep it
         self._expected = check_against_config(self.config, found, str(path))
-        self.config["tokenizer"] = _tokenizer_config(path, cfg)
+        self.config["tokenizer"] = tokenizer_info(path, cfg)
         tj = path / "tokenizer.json"
         self.tokenizer_json = tj.read_bytes() if tj.is_file() else None
         self.description = f"Hugging Face checkpoint {path.name} ({self.config['arch']})"
@@ -168,7 +173,7 @@ class HFSource(Source):
         return np.asarray(raw, dtype=np.float32).reshape(entry["shape"])
 
 
-def _tokenizer_config(path: Path, cfg: dict) -> dict:
+def tokenizer_info(path: Path, cfg: dict) -> dict:
     """bos/eos ids, add_bos and chat template from tokenizer_config.json / generation_config.json."""
     def load(name: str) -> dict:
         p = path / name
