@@ -105,7 +105,7 @@ class Store:
         return self._manifest_path(name, tag).is_file()
 
     def list(self) -> list[dict]:
-        """Every stored model: name, tag, digest, size in bytes, card."""
+        """Every stored model: name, tag, digest, size in bytes, card, modified (manifest mtime, POSIX seconds)."""
         out = []
         if not self.manifests.is_dir():
             return out
@@ -117,7 +117,8 @@ class Store:
             except RegistryError:
                 continue
             out.append({"name": name, "tag": tag, "digest": manifest_digest(manifest),
-                        "size": sum(f["size"] for f in manifest["files"]), "card": manifest["card"]})
+                        "size": sum(f["size"] for f in manifest["files"]), "card": manifest["card"],
+                        "modified": path.stat().st_mtime})
         return out
 
     def blob_path(self, digest: str) -> Path:
@@ -369,6 +370,27 @@ class Store:
                     or not file_matches(linked, entry.sha256, self.verify_cache):
                 return False
         return True
+
+    def copy(self, name: str, tag: str, new_name: str, new_tag: str) -> str:
+        """Store name:tag's manifest again as new_name:new_tag (no blob is copied); returns its digest.
+
+        Like `ollama cp`: a target that already names the same manifest is left as is; any other
+        existing target is refused (remove it first).
+        """
+        manifest = self.get_manifest(name, tag)
+        digest = manifest_digest(manifest)
+        target = self._manifest_path(new_name, new_tag)
+        if target.is_file():
+            try:
+                existing = manifest_digest(parse_manifest(target.read_bytes(), f"{new_name}:{new_tag}"))
+            except RegistryError:
+                existing = None
+            if existing == digest:
+                return digest
+            raise RegistryError(f"{new_name}:{new_tag}: already in the local store as another model; "
+                                f"`zoo rm {new_name}:{new_tag}` first")
+        atomic_write(target, manifest_bytes(manifest))
+        return digest
 
     # ---- removing --------------------------------------------------------------------------
     def remove(self, name: str, tag: str) -> None:

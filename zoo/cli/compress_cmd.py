@@ -24,9 +24,11 @@ def _model_path(model: str) -> Path:
     p = Path(model).expanduser()
     if p.exists():
         return p
-    from zoo.store import resolve
+    from zoo.cli.names import suggest_names
+    from zoo.store import Store, resolve
 
-    return resolve(model)
+    with suggest_names(model, Store()):
+        return resolve(model)
 
 
 def _floats(text: str, what: str) -> list[float]:

@@ -13,6 +13,7 @@ import sys
 import typer
 
 from zoo import __version__
+from zoo.cli import options
 from zoo.errors import ZooError
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand's context
 )
 
 
@@ -50,6 +52,7 @@ def _register() -> None:
 
 
 _register()
+options.hide_flag_types()
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

@@ -68,3 +68,24 @@ def no_verify() -> Any:
 
 def out(default: Path | None, *names: str, help: str) -> Any:
     return typer.Option(default, *names, callback=output_dir, help=help)
+
+
+def hide_flag_types() -> None:
+    """Show flags (`--json`, `-h/--help`, counters) in help without a `<bool>` type: they take no value.
+
+    typer 0.29's help prints every option's Python type, flags included; git, ollama and click itself
+    print a flag bare, so a flag here shows the metavar it was given, or nothing.
+    """
+    from typer.core import TyperOption
+
+    typed = TyperOption.display_type_rich
+    if getattr(typed, "hides_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        if (self.is_flag or self.count) and self.metavar is None:
+            return None
+        return typed(self, ctx)
+
+    display_type_rich.hides_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""`zoo push / pull / list / show / search / rm / gc`: the package-manager verbs.
+"""`zoo push / pull / list / show / search / rm / cp / gc`: the package-manager verbs.
 
 Progress (bytes, speed, ETA) goes to stderr; `--json` prints one JSON document on stdout.
 """
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -82,10 +84,12 @@ def pull(
       zoo pull s3://models/zoo/smollm2-sparse50:v1
       zoo pull hf://me/smollm2-sparse50@main --json
     """
+    from zoo.cli.names import suggest_names
     from zoo.registry.transfer import pull as do_pull
+    from zoo.store import Store
 
     log = None if as_json else (lambda msg: print(f"zoo: {msg}", file=sys.stderr))
-    with _bar(f"pull {name}", as_json) as (advance, total):
+    with suggest_names(name, Store()), _bar(f"pull {name}", as_json) as (advance, total):
         result = do_pull(name, registry=registry, progress=advance, on_total=total, log=log)
     doc = {"name": result.name, "tag": result.tag, "path": str(result.path), "digest": result.digest,
            "downloaded_bytes": result.downloaded_bytes, "reused_bytes": result.reused_bytes, "built": result.built}
@@ -110,15 +114,36 @@ def list_models(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -
 
     items = Store().list()
     if as_json:
-        _emit([{k: v for k, v in item.items()} for item in items])
+        _emit([{**item, "modified": _iso(item["modified"])} for item in items])
         return
-    table = Table("name", "tag", "arch", "sparsity", "bits", "size", "digest", box=None)
-    table.columns[0].no_wrap = True
+    table = Table("name", "tag", "arch", "sparsity", "bits", "size", "digest", "modified", box=None)
+    table.columns[0].no_wrap = table.columns[-1].no_wrap = True
+    now = time.time()
     for item in items:
         f = cards.search_fields(item["card"])
         table.add_row(item["name"], item["tag"], f["architecture"] or "-", _pct(f["sparsity"]),
-                      str(f["bits"] or "-"), cards.human_size(item["size"]), item["digest"][:12])
+                      str(f["bits"] or "-"), cards.human_size(item["size"]), item["digest"][:12],
+                      ago(item["modified"], now))
     Console().print(table)
+
+
+def _iso(posix: float) -> str:
+    """An ISO 8601 UTC timestamp, to the second: 2026-12-07T02:18:47+00:00."""
+    return datetime.fromtimestamp(posix, timezone.utc).replace(microsecond=0).isoformat()
+
+
+_SPANS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400), ("hour", 3600),
+          ("minute", 60), ("second", 1))
+
+
+def ago(then: float, now: float) -> str:
+    """How long ago `then` was, as `ollama list` says it: "just now", "2 minutes ago", "1 hour ago"."""
+    seconds = now - then
+    if seconds < 1:
+        return "just now"
+    unit, size = next((unit, size) for unit, size in _SPANS if seconds >= size)
+    count = int(seconds // size)
+    return f"{count} {unit}{'s' if count > 1 else ''} ago"
 
 
 def _pct(x) -> str:
@@ -136,9 +161,12 @@ def show(
       zoo show llama-7b-sparse90-int4
       zoo show smollm2-sparse50:v1 --json
     """
+    from zoo.cli.names import suggest_names
     from zoo.registry.transfer import show as do_show
+    from zoo.store import Store
 
-    doc = do_show(name, registry=registry)
+    with suggest_names(name, Store()):
+        doc = do_show(name, registry=registry)
     if as_json:
         _emit(doc)
         return
@@ -187,23 +215,79 @@ def search(
 
 
 def rm(
-    name: str = typer.Argument(..., help="NAME[:TAG] in the local store."),
+    names: list[str] = typer.Argument(..., metavar="NAME[:TAG]...", help="Models in the local store (`:latest` "
+                                                                        "when no tag is given)."),
+    prune: bool = typer.Option(False, "--prune", help="Then delete the blobs no stored model refers to "
+                                                      "(what `zoo gc` does) and report the bytes freed."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Remove a model from the local store (run `zoo gc` to free its blobs).
+    """Remove models from the local store; their blobs stay until `zoo gc` (or `--prune`).
+
+    As `docker rmi`: every name that exists is removed, each name that does not is an error line,
+    and the exit code is 1 if any name was not found.
 
     Examples:
-      zoo rm smollm2-sparse50:v1 && zoo gc
+      zoo rm smollm2-sparse50:v1 smol-q8 --prune
     """
+    from zoo.cli.names import suggest_names
+    from zoo.errors import ZooError
     from zoo.registry import parse_ref
     from zoo.store import Store
 
-    ref = parse_ref(name)
-    Store().remove(ref.store_name, ref.tag)
+    store = Store()
+    removed, failed = [], []
+    for name in names:
+        try:
+            with suggest_names(name, store, catalog=False):
+                ref = parse_ref(name)
+                store.remove(ref.store_name, ref.tag)
+        except ZooError as err:
+            failed.append({"name": name, "error": str(err)})
+            print(f"zoo: error: {err}", file=sys.stderr)
+            continue
+        removed.append(f"{ref.store_name}:{ref.tag}")
+        if not as_json:
+            print(f"removed {ref.store_name}:{ref.tag}", file=sys.stderr)
+    pruned = store.gc() if prune else None
+    if as_json and (removed or pruned):
+        _emit({"removed": removed, "errors": failed, "pruned": pruned})
+    elif pruned:
+        print(f"pruned {pruned['blobs_removed']} blobs, {pruned['snapshots_removed']} snapshots, "
+              f"freed {cards.human_size(pruned['bytes_freed'])}", file=sys.stderr)
+    if failed:
+        raise typer.Exit(1)
+
+
+def cp(
+    source: str = typer.Argument(..., metavar="SOURCE", help="NAME[:TAG] in the local store."),
+    target: str = typer.Argument(..., metavar="TARGET", help="The new NAME[:TAG] (`:latest` when no tag is given)."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Give a stored model another name or tag, as `ollama cp`: no file is copied, both names share its blobs.
+
+    A TARGET that already names another model is refused (`zoo rm` it first).
+
+    Examples:
+      zoo cp smollm2-sparse50:v1 smol
+      zoo cp smol smol:stable
+    """
+    from zoo.cli.names import suggest_names
+    from zoo.registry import parse_ref
+    from zoo.store import Store
+
+    store = Store()
+    src, dst = parse_ref(source), parse_ref(target)
+    if src.registry is not None or dst.registry is not None:
+        from zoo.errors import RegistryError
+
+        raise RegistryError("zoo cp names models in the local store: NAME[:TAG], not a registry reference "
+                            "(`zoo pull` or `zoo push` copy between registries)")
+    with suggest_names(source, store, catalog=False):
+        digest = store.copy(src.store_name, src.tag, dst.store_name, dst.tag)
     if as_json:
-        _emit({"removed": f"{ref.store_name}:{ref.tag}"})
+        _emit({"source": f"{src.store_name}:{src.tag}", "target": f"{dst.store_name}:{dst.tag}", "digest": digest})
     else:
-        print(f"removed {ref.store_name}:{ref.tag}", file=sys.stderr)
+        print(f"copied {src.store_name}:{src.tag} to {dst.store_name}:{dst.tag}", file=sys.stderr)
 
 
 def gc(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
@@ -229,4 +313,5 @@ def register(app: typer.Typer) -> None:
     app.command("show")(show)
     app.command("search")(search)
     app.command("rm")(rm)
+    app.command("cp")(cp)
     app.command("gc")(gc)

@@ -21,9 +21,11 @@ def resolve_model(model: str) -> Path:
     candidate = Path(model).expanduser()
     if candidate.is_dir():
         return candidate
-    from zoo.store import resolve
+    from zoo.cli.names import suggest_names
+    from zoo.store import Store, resolve
 
-    return resolve(model, log=lambda msg: err.print(f"zoo: {msg}"))
+    with suggest_names(model, Store()):
+        return resolve(model, log=lambda msg: err.print(f"zoo: {msg}"))
 
 
 def _load(model: str, threads: int | None, ctx: int | None, quiet: bool, verify: bool = True):
