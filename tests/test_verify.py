@@ -305,3 +305,58 @@ def test_bench_comparison_reads_cards_within_limits(model, card, message):
         card_metrics(model)
     (model / "zoo.yaml").write_text("metrics: {bits_per_weight: 4.5, perplexity: {value: 12.5}}\n")
     assert card_metrics(model) == {"bits_per_weight": 4.5, "perplexity": 12.5}
+
+
+# ---- parallel hashing (verify_artifact) -------------------------------------------------------------
+
+
+def flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("rel", [SHARD, "shared-00001.safetensors", "tokenizer.json"])
+def test_cold_start_names_the_one_corrupted_file_among_several(model, tmp_path, rel):
+    """Every file is hashed (in parallel) on a cold start; the error still names the one that differs,
+    and nothing is cached from a failed verification."""
+    flip_last_byte(model / rel)
+    cache = tmp_path / "verified.json"
+    with pytest.raises(ChecksumError, match=rf"^{re.escape(rel)}: sha256 [0-9a-f]{{12}}\.\.\. does not match "):
+        verify.verify_artifact(open_artifact(model), cache)
+    assert not cache.exists()
+
+
+def test_first_listed_mismatch_is_named_when_several_files_differ(model, tmp_path):
+    art = open_artifact(model)
+    listed = [item["path"] for item in art.card["files"]]
+    for rel in listed[1:]:
+        flip_last_byte(model / rel)
+    with pytest.raises(ChecksumError, match=rf"^{re.escape(listed[1])}:"):
+        verify.verify_artifact(open_artifact(model), tmp_path / "verified.json")
+
+
+def test_files_are_hashed_on_several_threads_within_the_core_count(model, tmp_path, monkeypatch):
+    import threading
+
+    threads: set[str] = set()
+    real = verify.sha256_file
+    monkeypatch.setattr(verify, "sha256_file", lambda p: threads.add(threading.current_thread().name) or real(p))
+    monkeypatch.setattr(verify.os, "cpu_count", lambda: 2)
+    hashed = verify.verify_artifact(open_artifact(model), tmp_path / "verified.json")
+    assert len(hashed) == 3
+    assert threading.current_thread().name not in threads and 1 <= len(threads) <= 2, threads
+    monkeypatch.setattr(verify.os, "cpu_count", lambda: 1)  # one core: no pool at all
+    threads.clear()
+    (tmp_path / "verified.json").unlink()
+    verify.verify_artifact(open_artifact(model), tmp_path / "verified.json")
+    assert threads == {threading.current_thread().name}
+
+
+def test_missing_file_still_raises_in_listed_order(model, tmp_path):
+    art = open_artifact(model)
+    listed = [item["path"] for item in art.card["files"]]
+    flip_last_byte(model / listed[0])
+    (model / listed[-1]).unlink()
+    with pytest.raises(ChecksumError, match=rf"^{re.escape(listed[0])}:"):  # the first problem, as before
+        verify.verify_artifact(art, tmp_path / "verified.json")

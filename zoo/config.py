@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-import yaml
 
 from zoo.errors import ConfigError
 
@@ -23,14 +22,18 @@ def config_path() -> Path:
 
 
 def load_config() -> dict[str, Any]:
-    """The parsed config file (yaml.safe_load), or {} when there is none."""
+    """The parsed config file (within the readers' YAML limits: size, depth, aliases), or {} when there is none."""
     path = config_path()
     if not path.is_file():
         return {}
+    from zoo.format.envelope import MAX_YAML_BYTES, load_yaml  # imported here: only when there is a config file
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
+        with open(path, "rb") as f:
+            text = f.read(MAX_YAML_BYTES + 1)
+    except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({type(err).__name__})") from None
+    data = load_yaml(text, str(path), ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict) or any(k not in ("home", "registry") for k in data):

@@ -24,6 +24,7 @@ import yaml
 
 from zoo.errors import CompressError
 from zoo.format import ArtifactWriter, decode, encode
+from zoo.format.envelope import load_yaml
 
 from .calibration import Calibration, calibration_windows
 from .linear import InputStats, compress_linear
@@ -390,7 +391,7 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
             writer.finish(card)
             if one_shot is not None:
                 one_shot.finish({**card, "name": card["name"] + "-one-shot", "compression": recipe.card()})
-        card = yaml.safe_load((staging / "zoo.yaml").read_text())
+        card = load_yaml((staging / "zoo.yaml").read_bytes(), "zoo.yaml", CompressError)
         metrics = _metrics(reports, card.get("files", []))
         if recovering:  # wall time, so the only line of a recovered card that differs between identical runs
             seconds = sum(r.seconds for r in recoveries) + (distilled.seconds if distilled is not None else 0.0)

@@ -21,6 +21,7 @@ from typing import Callable
 import yaml
 
 from zoo.errors import CompressError
+from zoo.format.envelope import loads_json
 
 from .masks import TILE4_KEEP, parse_nm
 from .pipeline import compress
@@ -82,7 +83,8 @@ class _Tuner:
                     "calibration": str(calib_text) if calib_text else "builtin",
                     "recipe": {k: v for k, v in asdict(recipe).items() if k not in ("sparsity", "bits", "pattern")}}
         self.state_path = work / STATE
-        state = json.loads(self.state_path.read_text()) if self.state_path.exists() else None
+        state = (loads_json(self.state_path.read_bytes(), str(self.state_path), CompressError)
+                 if self.state_path.exists() else None)
         if state is not None and state.get("settings") != settings:
             raise CompressError(f"{work}: holds a tune of another model or recipe; choose another --work or remove it")
         if state is None:

@@ -3,14 +3,14 @@ and the base model a checkpoint's README names. Read as compressed-tensors defin
 
 from __future__ import annotations
 
-import json
 import re
 from enum import Enum
 from pathlib import Path
 
-import yaml
-
 from zoo.errors import ConvertError
+from zoo.format.envelope import MAX_YAML_BYTES, load_yaml
+
+from .hf_source import read_json
 
 
 class Layout(str, Enum):
@@ -36,9 +36,9 @@ _STRATEGIES = ("tensor", "channel", "group", "block")
 def ct_config(config_json: Path) -> dict | None:
     """The compressed-tensors block of a config.json, or None when the checkpoint is not compressed-tensors."""
     try:
-        cfg = json.loads(config_json.read_text())
-    except (OSError, ValueError):
-        return None  # HFSource reports an unreadable config.json
+        cfg = read_json(config_json)
+    except ConvertError:
+        return None  # HFSource reports an unreadable, oversized or malformed config.json
     qc = cfg.get("quantization_config") or cfg.get("compression_config") if isinstance(cfg, dict) else None
     if isinstance(qc, dict) and (qc.get("quant_method") == "compressed-tensors" or qc.get("sparsity_config")):
         return qc
@@ -81,13 +81,15 @@ def front_matter_base(path: Path) -> str | list | None:
     readme = path / "README.md"
     if not readme.is_file():
         return None
-    parts = readme.read_text(errors="replace").split("---", 2)
+    with open(readme, "rb") as f:  # the front matter opens the file: a card's worth of bytes holds it
+        head = f.read(MAX_YAML_BYTES).decode("utf-8", errors="replace")
+    parts = head.split("---", 2)
     if len(parts) < 3 or parts[0].strip():
         return None
     try:
-        meta = yaml.safe_load(parts[1])
-    except yaml.YAMLError:
-        return None
+        meta = load_yaml(parts[1], f"{readme}: front matter", ConvertError)
+    except ConvertError:
+        return None  # the base model is a hint for the card: a malformed or hostile README only loses it
     base = meta.get("base_model") if isinstance(meta, dict) else None
     return base if isinstance(base, (str, list)) else None
 

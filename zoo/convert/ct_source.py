@@ -10,7 +10,6 @@ and scales where the layouts agree (`stored()`); everything else is decoded to f
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from zoo.errors import ConvertError
 from . import ct_encode
 from .ct_codes import fp8_e4m3_values, quantize_as_torch, unpack_codes
 from .ct_config import REFUSED, Layout, front_matter_base, parse_quantization, targets_match
-from .hf_source import expand_names, read_header, tokenizer_info, zoo_config
+from .hf_source import expand_names, read_header, read_json, read_tokenizer_json, tokenizer_info, zoo_config
 from .source import Source, check_against_config
 
 
@@ -43,7 +42,7 @@ class CTSource(Source):
     def __init__(self, path: Path, qc: dict) -> None:
         super().__init__()
         self.path = path
-        cfg = json.loads((path / "config.json").read_text())
+        cfg = read_json(path / "config.json")
         self.config, table = zoo_config(cfg, str(path))
         self.qc = qc
         self._groups = parse_quantization(qc, str(path))
@@ -80,8 +79,7 @@ class CTSource(Source):
         self._on_the_fly: set[str] = set()  # float weights with a scale: quantized as compressed-tensors' forward does
         self._layouts = {name: self._check(name) for name in self._expected}  # every tensor validated before any decode
         self.config["tokenizer"] = tokenizer_info(path, cfg)
-        tj = path / "tokenizer.json"
-        self.tokenizer_json = tj.read_bytes() if tj.is_file() else None
+        self.tokenizer_json = read_tokenizer_json(path)
         self.formats = sorted(self._found)
         arch, formats = self.config["arch"], ", ".join(self.formats)
         self.description = f"compressed-tensors checkpoint {path.name} ({arch}; {formats})"

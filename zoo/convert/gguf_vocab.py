@@ -8,10 +8,11 @@ vocabulary plus the added tokens (special ones CONTROL, others USER_DEFINED), pa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from zoo.errors import ConvertError
+from zoo.format.constants import MAX_HEADER_BYTES
+from zoo.format.envelope import loads_json
 
 from .gguf_tokenizer import CONTROL, GPT2_SPLIT, LLAMA3_SPLIT, USER_DEFINED
 
@@ -36,7 +37,9 @@ class GGUFVocab:
 
 def gguf_vocab(tokenizer_json: bytes, vocab_size: int) -> GGUFVocab:
     """The GGUF vocabulary of a byte-level BPE tokenizer.json; ConvertError for any other kind."""
-    doc = json.loads(tokenizer_json)
+    doc = loads_json(tokenizer_json, "tokenizer.json", ConvertError, max_bytes=MAX_HEADER_BYTES)
+    if not isinstance(doc, dict):
+        raise ConvertError("tokenizer.json: not a JSON object")
     model = doc.get("model") or {}
     if model.get("type") != "BPE" or model.get("byte_fallback") or (doc.get("decoder") or {}).get("type") != "ByteLevel":
         raise ConvertError("tokenizer.json: only byte-level BPE tokenizers can be exported to GGUF "

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from zoo.errors import ConvertError
+from zoo.format.constants import MAX_HEADER_BYTES
+from zoo.format.envelope import loads_json
 
 from .source import Source, check_against_config
+
+# A checkpoint comes from strangers: its JSON files are read within these limits (and loads_json's depth and
+# duplicate-key checks), so a huge or hostile file is a ConvertError, not a MemoryError or a RecursionError.
+MAX_CONFIG_BYTES = 16 << 20  # config.json, tokenizer_config.json, generation_config.json (real ones: kilobytes)
+MAX_TOKENIZER_BYTES = MAX_HEADER_BYTES  # tokenizer.json (real ones: up to tens of megabytes)
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
 
@@ -47,18 +54,44 @@ def read_header(path: Path) -> tuple[dict, int]:
         if len(raw) < 8:
             raise ConvertError(f"{path}: not a safetensors file (too short)")
         (n,) = struct.unpack("<Q", raw)
-        if n > min(100_000_000, path.stat().st_size - 8):
+        if n > min(MAX_HEADER_BYTES, path.stat().st_size - 8):
             raise ConvertError(f"{path}: bad safetensors header size")
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError:
-            raise ConvertError(f"{path}: safetensors header is not JSON") from None
+        header = loads_json(fh.read(n), f"{path}: safetensors header", ConvertError)
     if not isinstance(header, dict):
         raise ConvertError(f"{path}: safetensors header is not a JSON object")
     header.pop("__metadata__", None)
     if not all(isinstance(entry, dict) for entry in header.values()):
         raise ConvertError(f"{path}: safetensors header has an entry that is not a JSON object")
     return header, 8 + n
+
+
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """A checkpoint file's bytes, refused (ConvertError) when unreadable or larger than `max_bytes`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as err:
+        raise ConvertError(f"{path}: unreadable ({err.strerror or err})") from None
+    if len(data) > max_bytes:
+        raise ConvertError(f"{path}: larger than the limit of {max_bytes} bytes")
+    return data
+
+
+def read_json(path: Path, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
+    """A checkpoint's JSON file parsed within the readers' limits (size, depth, duplicate keys); ConvertError
+    otherwise."""
+    return loads_json(read_bounded(path, max_bytes), str(path), ConvertError, max_bytes=max_bytes)
+
+
+def read_tokenizer_json(path: Path) -> bytes | None:
+    """The checkpoint's tokenizer.json as bytes (None without one), parsed once within the readers' limits so a
+    hostile one is a ConvertError before anything is written."""
+    tj = path / "tokenizer.json"
+    if not tj.is_file():
+        return None
+    data = read_bounded(tj, MAX_TOKENIZER_BYTES)
+    loads_json(data, str(tj), ConvertError, max_bytes=MAX_TOKENIZER_BYTES)
+    return data
 
 
 def zoo_config(cfg: dict, where: str) -> tuple[dict, dict]:
@@ -127,10 +160,9 @@ class HFSource(Source):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        try:
-            cfg = json.loads((path / "config.json").read_text())
-        except ValueError:
-            raise ConvertError(f"{path}/config.json: not JSON") from None
+        cfg = read_json(path / "config.json")
+        if not isinstance(cfg, dict):
+            raise ConvertError(f"{path}/config.json: not a JSON object")
         self.config, table = zoo_config(cfg, str(path))
         files = sorted(path.glob("*.safetensors"))
         if not files:
@@ -155,8 +187,7 @@ class HFSource(Source):
             self.config["tied_embeddings"] = False  # a separate lm_head was saved: keep it
         self._expected = check_against_config(self.config, found, str(path))
         self.config["tokenizer"] = tokenizer_info(path, cfg)
-        tj = path / "tokenizer.json"
-        self.tokenizer_json = tj.read_bytes() if tj.is_file() else None
+        self.tokenizer_json = read_tokenizer_json(path)
         self.description = f"Hugging Face checkpoint {path.name} ({self.config['arch']})"
 
     def _shapes(self) -> dict[str, tuple[int, ...]]:
@@ -177,10 +208,10 @@ def tokenizer_info(path: Path, cfg: dict) -> dict:
     """bos/eos ids, add_bos and chat template from tokenizer_config.json / generation_config.json."""
     def load(name: str) -> dict:
         p = path / name
-        try:
-            return json.loads(p.read_text()) if p.is_file() else {}
-        except ValueError:
-            raise ConvertError(f"{p}: not JSON") from None
+        doc = read_json(p) if p.is_file() else {}
+        if not isinstance(doc, dict):
+            raise ConvertError(f"{p}: not a JSON object")
+        return doc
 
     tcfg, gen = load("tokenizer_config.json"), load("generation_config.json")
     eos = gen.get("eos_token_id", cfg.get("eos_token_id"))

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 from pathlib import Path
 
 from zoo.errors import RegistryError
+from zoo.format.envelope import loads_json
+
+MAX_DOCKER_CONFIG_BYTES = 4 << 20  # a docker config holds a few credentials and settings: kilobytes
 
 
 def docker_credentials(host: str) -> tuple[str, str] | None:
@@ -20,10 +22,14 @@ def docker_credentials(host: str) -> tuple[str, str] | None:
     if os.environ.get("ZOO_OCI_USERNAME"):
         return os.environ["ZOO_OCI_USERNAME"], os.environ.get("ZOO_OCI_PASSWORD", "")
     config_dir = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    path = Path(config_dir, "config.json")
     try:
-        auths = json.loads(Path(config_dir, "config.json").read_text()).get("auths") or {}
-    except (OSError, ValueError, AttributeError):
+        with open(path, "rb") as f:
+            doc = loads_json(f.read(MAX_DOCKER_CONFIG_BYTES + 1), str(path), RegistryError,
+                             max_bytes=MAX_DOCKER_CONFIG_BYTES)
+    except (OSError, RegistryError):  # no usable docker config (missing, oversized, malformed): anonymous
         return None
+    auths = (doc.get("auths") if isinstance(doc, dict) else None) or {}
     wanted = {host, "index.docker.io", "docker.io"} if host in ("registry-1.docker.io", "docker.io") else {host}
     for key, entry in auths.items() if isinstance(auths, dict) else ():
         key_host = re.sub(r"^[a-z]+://", "", key).split("/", 1)[0]
