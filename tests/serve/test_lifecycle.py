@@ -103,3 +103,18 @@ def test_bad_options_are_usage_errors(home):
     r = subprocess.run([*harness.ZOO, "serve", "--keep-alive", "soon"], capture_output=True, text=True,
                        timeout=60, env=harness.zoo_env(home))
     assert r.returncode == 2 and "--keep-alive" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_start_up_loads_what_the_first_streamed_answer_needs():
+    """The app's start-up loads anyio's asyncio backend, which Starlette's streaming response would
+    otherwise import during the first streamed answer (~0.1 s added to its time to first token)."""
+    code = ("import asyncio, sys\n"
+            "from zoo.serve import ModelManager, create_app\n"
+            "app = create_app(ModelManager())\n"
+            "before = 'anyio._backends._asyncio' in sys.modules\n"
+            "async def start():\n"
+            "    async with app.router.lifespan_context(app):\n"
+            "        return 'anyio._backends._asyncio' in sys.modules\n"
+            "print(before, asyncio.run(start()))\n")
+    out = subprocess.run([*harness.ZOO[:2], "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "True"]

@@ -23,6 +23,7 @@ from zoo.errors import ZooError
 from . import ollama_api, openai_api
 from .errors import ApiError, ErrorCode, failure
 from .manager import ModelManager
+from .streaming import warm_streaming
 
 
 def error_response(request: Request, err: ApiError) -> JSONResponse:
@@ -70,6 +71,7 @@ def create_app(manager: ModelManager, api_key: str | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        await warm_streaming()
         reaper = asyncio.create_task(manager.reaper())
         try:
             yield
