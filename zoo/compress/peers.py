@@ -9,6 +9,7 @@ file, bits per weight over the block linears, decode speed (if asked) from llama
 
 from __future__ import annotations
 
+import logging
 import time
 from enum import Enum
 from pathlib import Path
@@ -52,6 +53,8 @@ def require_llama_cpp():
     except ImportError:
         raise CompressError("llama.cpp peers need llama-cpp-python (bash scripts/setup.sh installs it, "
                             "or pip install llama-cpp-python)") from None
+    # llama.cpp logs through llama-cpp-python's logger: its quantizer prints a line per tensor at INFO
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     return llama_cpp
 
 
