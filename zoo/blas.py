@@ -37,12 +37,18 @@ def pin() -> bool:
     overridden: reproducible compression is what zoo needs from BLAS, and the pinned table is a
     mainstream one that OpenBLAS runs on every AVX2 CPU.
     """
-    if os.environ.get("OPENBLAS_CORETYPE") == PINNED_CORETYPE:
+    return _pin_before_import({"OPENBLAS_CORETYPE": PINNED_CORETYPE}, "numpy")
+
+
+def _pin_before_import(pins: dict[str, str], module: str) -> bool:
+    """Put `pins` in the environment unless `module` is loaded already (too late: it has read them) or this is not
+    an x86 CPU with AVX2+FMA; returns whether they are (now) in force."""
+    if all(os.environ.get(k) == v for k, v in pins.items()):
         return True
     machine = os.uname().machine.lower() if hasattr(os, "uname") else ""
-    if "numpy" in sys.modules or machine not in ("x86_64", "amd64") or not _has_avx2_fma():
+    if module in sys.modules or machine not in ("x86_64", "amd64") or not _has_avx2_fma():
         return False
-    os.environ["OPENBLAS_CORETYPE"] = PINNED_CORETYPE
+    os.environ.update(pins)
     return True
 
 
@@ -57,13 +63,7 @@ def pin_torch() -> bool:
     """Set TORCH_PINS (one MKL branch and one ATen kernel table on every AVX2 x86 CPU, Intel or AMD) if torch is
     not loaded yet; returns whether they are (now) in force. Costs speed: a 2048x576x1536 f32 GEMM and its
     backward take ~3.7x longer in MKL's COMPATIBLE branch than in its AVX-512 one."""
-    if all(os.environ.get(k) == v for k, v in TORCH_PINS.items()):
-        return True
-    machine = os.uname().machine.lower() if hasattr(os, "uname") else ""
-    if "torch" in sys.modules or machine not in ("x86_64", "amd64") or not _has_avx2_fma():
-        return False
-    os.environ.update(TORCH_PINS)
-    return True
+    return _pin_before_import(TORCH_PINS, "torch")
 
 
 def architecture() -> str | None:
