@@ -305,3 +305,29 @@ def test_chunked_upload_resumes_after_a_dropped_connection(registry, mid_artifac
     assert "POST /v2/zoo/mid/blobs/uploads/" in lines[status[0]:]
     result = Store(zoo_env / "home").pull(OciRegistry(f"oci://{registry.host}/zoo"), "mid", "v1")
     assert_same_tree(mid_artifact, result.path)
+
+
+def test_cli_push_of_identical_content_again_succeeds_and_uploads_nothing(registry, cli_env, mid_artifact):
+    """A retry after a push whose manifest landed (e.g. killed right after it): success, nothing uploaded."""
+    relay = DroppingRelay(registry.port, drop_after=1 << 40)  # never drops: counts the bytes clients send
+    ref = f"oci://127.0.0.1:{relay.port}/zoo/mid:v1"
+    try:
+        first = zoo("push", str(mid_artifact), ref, "--json", env=cli_env)
+        assert first.returncode == 0 and not json.loads(first.stdout)["unchanged"], first.stderr
+        size = json.loads(first.stdout)["size"]
+        sent_first, mark = len(relay.from_clients), len(registry.requests())
+        assert sent_first > size  # the first push carried every blob
+
+        again = zoo("push", str(mid_artifact), ref, env=cli_env)
+        assert again.returncode == 0, again.stderr
+        assert "already in" in again.stderr and "nothing uploaded" in again.stderr
+        sent_again = len(relay.from_clients) - sent_first
+        assert sent_again < 16 << 10, sent_again  # requests and headers only: no blob, no manifest
+        assert not [r for r in registry.requests()[mark:] if r.startswith(("PUT", "POST", "PATCH"))]
+
+        forced = zoo("push", str(mid_artifact), ref, "--force", "--json", env=cli_env)  # re-tags: blobs skipped
+        assert forced.returncode == 0, forced.stderr
+        assert len(relay.from_clients) - sent_first - sent_again < 64 << 10
+        assert not [r for r in registry.requests()[mark:] if r.startswith(("POST", "PATCH"))]
+    finally:
+        relay.close()

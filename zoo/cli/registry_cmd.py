@@ -22,6 +22,7 @@ from zoo import card as cards
 
 REGISTRY_HELP = "Registry URL or path (default: ZOO_REGISTRY, then ~/.config/zoo/config.yaml, then ZOO_HOME/registry)."
 JSON_HELP = "Print one JSON document on stdout."
+INSECURE_HELP = "Allow plain HTTP to an oci:// registry that is not on loopback (as ZOO_OCI_INSECURE=1)."
 
 
 def _emit(doc) -> None:
@@ -45,6 +46,7 @@ def push(
     artifact: str = typer.Argument(..., help="Artifact directory, or NAME[:TAG] of a model in the local store."),
     name: str = typer.Argument(..., help="NAME[:TAG], or a full s3://, hf:// reference."),
     registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing tag."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -56,9 +58,10 @@ def push(
       zoo push ./smollm2-sparse50 hf://me/smollm2-sparse50
       zoo push smollm2-135m-instruct-q8 smol-q8:v1 --registry ./registry
     """
+    from zoo.registry import insecure_registries
     from zoo.registry.transfer import push as do_push
 
-    with _bar(f"push {name}", as_json) as (advance, total):
+    with insecure_registries(insecure), _bar(f"push {name}", as_json) as (advance, total):
         summary = do_push(artifact, name, registry=registry, force=force, progress=advance, on_total=total)
     for warning in summary["warnings"]:
         print(f"zoo: warning: {warning}", file=sys.stderr)
@@ -75,6 +78,7 @@ def push(
 def pull(
     name: str = typer.Argument(..., help="NAME[:TAG], or s3://…/NAME[:TAG], http(s)://…/NAME[:TAG], hf://org/repo[@rev]."),
     registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Download a model into the local store: missing blobs only, resuming partial ones, sha256-verified.
@@ -85,11 +89,13 @@ def pull(
       zoo pull hf://me/smollm2-sparse50@main --json
     """
     from zoo.cli.names import suggest_names
+    from zoo.registry import insecure_registries
     from zoo.registry.transfer import pull as do_pull
     from zoo.store import Store
 
     log = None if as_json else (lambda msg: print(f"zoo: {msg}", file=sys.stderr))
-    with suggest_names(name, Store()), _bar(f"pull {name}", as_json) as (advance, total):
+    with (insecure_registries(insecure), suggest_names(name, Store()),
+          _bar(f"pull {name}", as_json) as (advance, total)):
         result = do_pull(name, registry=registry, progress=advance, on_total=total, log=log)
     doc = {"name": result.name, "tag": result.tag, "path": str(result.path), "digest": result.digest,
            "downloaded_bytes": result.downloaded_bytes, "reused_bytes": result.reused_bytes, "built": result.built}
@@ -153,6 +159,7 @@ def _pct(x) -> str:
 def show(
     name: str = typer.Argument(..., help="NAME[:TAG] (store, then registry, then the built-in catalog)."),
     registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Show a model's card.
@@ -162,10 +169,11 @@ def show(
       zoo show smollm2-sparse50:v1 --json
     """
     from zoo.cli.names import suggest_names
+    from zoo.registry import insecure_registries
     from zoo.registry.transfer import show as do_show
     from zoo.store import Store
 
-    with suggest_names(name, Store()):
+    with insecure_registries(insecure), suggest_names(name, Store()):
         doc = do_show(name, registry=registry)
     if as_json:
         _emit(doc)
@@ -184,6 +192,7 @@ def search(
     max_perplexity: Optional[float] = typer.Option(None, "--max-perplexity", help="Measured perplexity at most."),
     min_decode_tps: Optional[float] = typer.Option(None, "--min-tps", help="Measured decode tokens/s at least."),
     registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Search the registry's cards and the built-in catalog. Unmeasured metrics never pass a filter on them.
@@ -192,12 +201,14 @@ def search(
       zoo search llama --min-sparsity 0.5 --bits 4
       zoo search --arch mpt --max-size 2GB --json
     """
+    from zoo.registry import insecure_registries
     from zoo.registry.transfer import search as do_search
 
-    results = do_search(query, registry=registry, arch=arch, min_sparsity=min_sparsity, bits=bits,
-                        max_size=cards.parse_size(max_size) if max_size else None,
-                        max_params=int(float(max_params)) if max_params else None,
-                        max_perplexity=max_perplexity, min_decode_tps=min_decode_tps)
+    with insecure_registries(insecure):
+        results = do_search(query, registry=registry, arch=arch, min_sparsity=min_sparsity, bits=bits,
+                            max_size=cards.parse_size(max_size) if max_size else None,
+                            max_params=int(float(max_params)) if max_params else None,
+                            max_perplexity=max_perplexity, min_decode_tps=min_decode_tps)
     if as_json:
         _emit([{k: v for k, v in r.items() if k != "card"} for r in results])
         return

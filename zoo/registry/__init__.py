@@ -2,18 +2,40 @@
 
 `open_registry(url)` picks the backend from the URL; `parse_ref(ref)` splits a model reference
 into (registry URL or None, name, tag). Backends are imported lazily so `zoo list` never loads s3fs.
+`insecure_registries()` is the CLI's `--insecure`: registries named by host may then use plain HTTP.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from zoo.errors import RegistryError
 
 from .base import DEFAULT_TAG, FileEntry, Registry, check_name, check_tag, split_name
 
-__all__ = ["DEFAULT_TAG", "FileEntry", "Ref", "Registry", "open_registry", "parse_ref"]
+__all__ = ["DEFAULT_TAG", "FileEntry", "Ref", "Registry", "insecure_allowed", "insecure_registries", "open_registry",
+           "parse_ref"]
+
+_INSECURE: ContextVar[bool] = ContextVar("zoo_registry_insecure", default=False)
+
+
+@contextmanager
+def insecure_registries(allowed: bool = True) -> Iterator[None]:
+    """Within the block, registries opened by host (oci://) may be reached over plain HTTP (`--insecure`)."""
+    token = _INSECURE.set(allowed or _INSECURE.get())
+    try:
+        yield
+    finally:
+        _INSECURE.reset(token)
+
+
+def insecure_allowed() -> bool:
+    """Plain HTTP to any registry host: inside insecure_registries(), or with ZOO_OCI_INSECURE=1."""
+    return _INSECURE.get() or os.environ.get("ZOO_OCI_INSECURE", "").lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)

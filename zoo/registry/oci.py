@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import os
 import re
 import time
@@ -23,9 +22,11 @@ import httpx
 
 from zoo.errors import ChecksumError, NotFoundError, RegistryError, ZooError
 
+from . import insecure_allowed
 from .base import MANIFEST_VERSION, FileEntry, Registry, check_manifest, check_name, check_tag, manifest_bytes
-from .oci_auth import docker_credentials, parse_challenge
+from .oci_auth import TOKEN_USERNAME, docker_credentials, parse_challenge
 from .oci_layout import CARD_FILE, MODEL_CONFIG, OCI_INDEX, OCI_MANIFEST, TITLE, modelpack_config, oci_manifest
+from .oci_transport import unreachable, uses_plain_http
 
 DIGEST_TAG = re.compile(r"^sha256-([0-9a-f]{64})$")  # how a @sha256:<hex> reference is carried as a tag
 REPO_RE = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$")
@@ -49,17 +50,6 @@ def parse_oci_ref(ref: str) -> tuple[str, str, str]:
         name, colon, tag = last.partition(":")
         tag = tag if colon else "latest"
     return f"oci://{host}" + (f"/{namespace}" if namespace else ""), check_name(name), check_tag(tag)
-
-
-def is_loopback(host: str) -> bool:
-    """'localhost[:port]', '127.x.y.z[:port]', '[::1][:port]': where plain HTTP needs no --insecure."""
-    name = host[1:host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _sha256_hex(data: bytes) -> str:
@@ -99,13 +89,14 @@ class OciRegistry(Registry):
         self.url = f"oci://{host}" + (f"/{namespace}" if namespace else "")
         self.api_host = "registry-1.docker.io" if host == "docker.io" else host
         if insecure is None:
-            insecure = os.environ.get("ZOO_OCI_INSECURE", "").lower() in ("1", "true", "yes")
-        self.scheme = "http" if insecure or is_loopback(host) else "https"
+            insecure = insecure_allowed()
+        self.scheme = "http" if uses_plain_http(host, insecure) else "https"
         self.namespace = namespace
         self.chunk_size = chunk_size  # blobs up to this size go in one PUT, larger ones in PATCH chunks of it
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True,
                                    trust_env=True, headers={"User-Agent": "zoo"})
-        self._credentials = docker_credentials(self.api_host)
+        self._credentials: tuple[str, str] | None = None  # read at the first challenge (a helper may run)
+        self._credentials_read = False
         self._auth: dict[str, str] = {}  # scope -> Authorization header
         self._sources: list[str] | None = None  # repositories of the namespace, for cross-repository mounts
         self._blob_repos: dict[str, str] = {}  # sha256 -> repository, from the manifests read (read_blob gets no name)
@@ -137,9 +128,7 @@ class OciRegistry(Registry):
                 request = self.client.build_request(method, url, **kwargs)
                 resp = self.client.send(request, stream=stream)
             except httpx.HTTPError as err:
-                hint = "; a plain-HTTP registry needs ZOO_OCI_INSECURE=1" if self.scheme == "https" and \
-                    isinstance(err, httpx.ConnectError) else ""
-                raise RegistryError(f"{self.url}: {what}: cannot connect ({type(err).__name__}){hint}") from None
+                raise unreachable(err, self.url, self.scheme, what) from None
             if resp.status_code != 401 or attempt:
                 break
             challenge = resp.headers.get("WWW-Authenticate", "")
@@ -152,17 +141,29 @@ class OciRegistry(Registry):
         resp.close()
         if resp.status_code in (401, 403):
             raise RegistryError(f"{self.url}: {what}: access denied ({_error_text(resp)}); check ZOO_OCI_USERNAME/"
-                                f"ZOO_OCI_PASSWORD or the docker config's auths")
+                                f"ZOO_OCI_PASSWORD or the docker config's credentials")
         if resp.status_code == 404:
             raise NotFoundError(f"{what}: not found in registry {self.url} ({_error_text(resp)})")
         raise RegistryError(f"{self.url}: {what}: {_error_text(resp)}")
 
+    def _creds(self) -> tuple[str, str] | None:
+        """The credentials for this host, read once, when a registry first asks (a credential helper may run)."""
+        if not self._credentials_read:
+            self._credentials = docker_credentials(self.api_host)
+            self._credentials_read = True
+        return self._credentials
+
     def _answer(self, challenge: str, scope: str) -> None:
         """Store the Authorization header a WWW-Authenticate challenge asks for (token or basic)."""
         scheme, params = parse_challenge(challenge)
-        creds = self._credentials
-        basic = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode() if creds else None
+        creds = self._creds()
+        identity = creds[1] if creds and creds[0] == TOKEN_USERNAME else None  # docker's identity (refresh) token
+        basic = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode() \
+            if creds and identity is None else None
         if scheme == "basic":
+            if identity is not None:
+                raise RegistryError(f"{self.url}: the registry asks for a user and password (Basic), and the "
+                                    f"docker credentials for it are an identity token")
             if basic is None:
                 raise RegistryError(f"{self.url}: the registry asks for credentials; set ZOO_OCI_USERNAME/"
                                     f"ZOO_OCI_PASSWORD or log in with docker/oras")
@@ -170,12 +171,18 @@ class OciRegistry(Registry):
             return
         if scheme != "bearer" or not params.get("realm"):
             raise RegistryError(f"{self.url}: unsupported auth challenge {scheme or '(none)'!r}")
-        query = [("service", params["service"])] if params.get("service") else []
-        query += [("scope", s) for s in (scope or params.get("scope", "")).split(" ") if s]
+        scopes = [s for s in (scope or params.get("scope", "")).split(" ") if s]
         try:
-            resp = self.client.get(params["realm"], params=query, headers={"Authorization": basic} if basic else {})
+            if identity is not None:  # OAuth2 refresh-token grant, as docker does with an identity token
+                form = {"grant_type": "refresh_token", "refresh_token": identity, "client_id": "zoo",
+                        "scope": " ".join(scopes), **({"service": params["service"]} if params.get("service") else {})}
+                resp = self.client.post(params["realm"], data=form)
+            else:
+                query = [("service", params["service"])] if params.get("service") else []
+                resp = self.client.get(params["realm"], params=query + [("scope", s) for s in scopes],
+                                       headers={"Authorization": basic} if basic else {})
         except httpx.HTTPError as err:
-            raise RegistryError(f"{self.url}: token service unreachable ({type(err).__name__})") from None
+            raise unreachable(err, self.url, self.scheme, "token service") from None
         if resp.status_code != 200:
             raise RegistryError(f"{self.url}: token service refused the credentials ({_error_text(resp)})")
         try:
