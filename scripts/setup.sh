@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up zoo in ./.venv on a fresh machine. With --test, also what the tests need:
-# torch (CPU), transformers, llama-cpp-python (built without AMX, see bench/RESULTS.md), nginx, docker-registry.
+# torch (CPU), transformers, llama-cpp-python (built without AMX, see bench/RESULTS.md), nginx, chromium, docker-registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -26,6 +26,11 @@ if [ "${1:-}" = "--test" ]; then
     else
       sudo sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light' >/dev/null
     fi
+  fi
+  # Chromium for tests/serve/test_page.py (Playwright drives it; its own browser download needs a CDN).
+  if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
+    $SUDO sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium' >/dev/null
   fi
   # The CNCF distribution registry (2.8) for tests/registry/test_oci.py; the tests run their own instance on a free
   # port, so the package's service must not start: policy-rc.d (exit 101) denies it during the install.

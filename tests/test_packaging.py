@@ -16,6 +16,7 @@ def test_wheel_installs_in_fresh_venv(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("zoo_llm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "zoo/format/SPEC.md" in names and "zoo/format/reader.py" in names and "zoo/kernels/__init__.py" in names
+    assert "zoo/serve/page/index.html" in names and "zoo/serve/page/app.js" in names  # the catalog page
     assert not any(n.startswith(("format/", "kernels/", "tests/")) for n in names)
 
     env = tmp_path / "venv"

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from zoo import __version__
 from zoo.errors import ZooError
 
-from . import ollama_api, openai_api
+from . import ollama_api, openai_api, page_routes
 from .errors import ApiError, ErrorCode, failure
 from .manager import ModelManager
 from .streaming import warm_streaming
@@ -85,11 +85,9 @@ def create_app(manager: ModelManager, api_key: str | None = None) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
 
-    @app.get("/", response_class=PlainTextResponse)
-    @app.head("/", response_class=PlainTextResponse)
-    async def root() -> str:
-        """What Ollama clients probe to see that a server runs (the catalog page comes later)."""
-        return "zoo is running"
+    app.include_router(page_routes.router)
+    app.add_route("/", page_routes.front_door(check_key), methods=["GET", "HEAD"])  # the page needs no key
+    app.mount(page_routes.ASSETS_PATH, page_routes.assets(), name="page")  # package files, no key
 
     @app.exception_handler(ZooError)
     async def on_zoo_error(request: Request, err: ZooError):
