@@ -35,6 +35,22 @@ def test_a_full_card_validates_and_gives_search_fields():
     assert cards.validate(GOOD, strict=True) == []
     f = cards.search_fields(GOOD)
     assert (f["sparsity"], f["bits"], f["size_bytes"], f["perplexity"], f["decode_tps"]) == (0.5, 4, 1000, 22.5, 80.0)
+    assert (f["perplexity_ratio"], f["perplexity_technical_ratio"]) == (1.125, None)  # no technical figure
+    assert (f["decode_machine"], f["recovery"]) == ("2 vCPU Xeon", "one-shot")
+
+
+@pytest.mark.parametrize("compression, recovery", [
+    ({"method": "sparsegpt", "sparsity": 0.5, "bits": 4, "recovery": {"mode": "blockwise"}}, "blockwise"),
+    ({"method": "none", "sparsity": 0.0, "bits": 4}, "one-shot"),  # quantized, nothing recovered
+    ({"method": "none", "sparsity": 0.0, "bits": 16}, None),  # nothing compressed: nothing to recover
+])
+def test_search_tells_recovered_from_one_shot(compression, recovery):
+    assert cards.search_fields({**GOOD, "compression": compression})["recovery"] == recovery
+
+
+def test_a_ratio_needs_both_perplexities():
+    no_base = {**GOOD, "metrics": {"perplexity": {"value": 22.5}}}
+    assert cards.search_fields(no_base)["perplexity_ratio"] is None
 
 
 @pytest.mark.parametrize("change, message", [

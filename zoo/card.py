@@ -132,7 +132,13 @@ SCHEMA: dict[str, Any] = {
                 "compress": {"type": "object"},  # Recipe fields of zoo.compress, checked by zoo.build
                 "calibration": {"type": ["object", "null"],
                                 "properties": {"text": {"type": "string"},
-                                               "sha256": {"anyOf": [_SHA256, {"type": "null"}]}}},
+                                               "sha256": {"anyOf": [_SHA256, {"type": "null"}]},
+                                               "texts": {"type": "array", "minItems": 1,
+                                                         "items": {"type": "object", "required": ["text"],
+                                                                   "properties": {
+                                                                       "text": {"type": "string"},
+                                                                       "sha256": {"anyOf": [_SHA256,
+                                                                                            {"type": "null"}]}}}}}},
             },
         },
     },
@@ -234,11 +240,33 @@ def search_fields(card: dict) -> dict[str, Any]:
         "bits": _get(card, "compression", "bits"),
         "size_bytes": size,
         "perplexity": _get(card, "metrics", "perplexity", "value"),
+        "perplexity_ratio": _ratio(card, "perplexity"),
+        "perplexity_technical_ratio": _ratio(card, "perplexity_technical"),
         "decode_tps": _get(card, "metrics", "decode_tps", "value"),
+        "decode_machine": _get(card, "metrics", "decode_tps", "machine"),
         "method": _get(card, "compression", "method"),
+        "recovery": _recovery(card),
         "description": card.get("description") or "",
         "tags": list(card.get("tags") or []),
     }
+
+
+def _ratio(card: dict, metric: str) -> float | None:
+    """A measured perplexity over its base's (same protocol, same card), or None when either is missing."""
+    value, base = _get(card, "metrics", metric, "value"), _get(card, "metrics", metric, "base")
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (value, base))
+    return round(value / base, 3) if ok else None
+
+
+def _recovery(card: dict) -> str | None:
+    """How the compressed weights were recovered: the recovery mode, "one-shot" for a pruned or quantized
+    card without one, None for a card that compressed nothing (f16) or does not say."""
+    mode = _get(card, "compression", "recovery", "mode")
+    if isinstance(mode, str):
+        return mode
+    method, bits = _get(card, "compression", "method"), _get(card, "compression", "bits")
+    compressed = (isinstance(method, str) and method != "none") or (isinstance(bits, int) and bits < 16)
+    return "one-shot" if compressed else None
 
 
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)

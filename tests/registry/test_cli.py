@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -52,6 +53,10 @@ def test_push_pull_list_show_search_rm_gc(cli_env, tiny_artifact, mid_artifact):
     assert [r["name"] for r in found] == ["tiny"]  # the catalog's 7B cards have no measured size
     by_arch = json.loads(zoo("search", "--arch", "mpt", "--json", env=cli_env).stdout)
     assert [r["name"] for r in by_arch] == ["mpt-7b-sparse60-int8"]
+    table = zoo("search", "smollm2-135m-instruct", env={**cli_env, "COLUMNS": "200"}).stdout
+    assert "ppl/base" in table and "x1.00" in table and "one-shot" in table  # catalog f16: its own base
+    machine = re.search(r"^\[1\] tok/s measured on (.+)$", table, re.M)
+    assert machine and "vCPU" in machine.group(1) and "[1]" in table.split("\n[1]")[0]
 
     assert zoo("rm", "tiny:v1", env=cli_env).returncode == 0
     gc = json.loads(zoo("gc", "--json", env=cli_env).stdout)

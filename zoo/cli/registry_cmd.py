@@ -31,15 +31,24 @@ def _emit(doc) -> None:
 
 @contextmanager
 def _bar(label: str, quiet: bool):
-    """A rich byte progress bar on stderr; yields (advance, set_total) callbacks."""
+    """A rich byte progress bar on stderr; yields (advance, set_total) callbacks. The bar appears when the total
+    is set, i.e. when bytes are about to move: a pull that builds from a recipe instead never shows `0/? bytes`."""
     if quiet or not sys.stderr.isatty():
         yield None, None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as prog:
-        task = prog.add_task(label, total=None)
-        yield (lambda n: prog.advance(task, n)), (lambda total: prog.update(task, total=total))
+    prog = Progress(*columns, console=Console(stderr=True), transient=False)
+    task = prog.add_task(label, total=None)
+
+    def set_total(total: int) -> None:
+        prog.update(task, total=total)
+        prog.start()
+
+    try:
+        yield (lambda n: prog.advance(task, n)), set_total
+    finally:
+        prog.stop()
 
 
 def push(
@@ -79,15 +88,22 @@ def pull(
     name: str = typer.Argument(..., help="NAME[:TAG], or s3://…/NAME[:TAG], http(s)://…/NAME[:TAG], hf://org/repo[@rev]."),
     registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    yes: bool = typer.Option(False, "--yes", "-y", help="When the model is built from its catalog recipe instead, "
+                                                        "build without asking however long the estimate."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Download a model into the local store: missing blobs only, resuming partial ones, sha256-verified.
+
+    A catalog name no registry has is built from its recipe (see `zoo build`): zoo says what that
+    downloads and how long it took where measured, and asks first above 10 minutes or 1 GB.
 
     Examples:
       zoo pull smollm2-sparse50:v1
       zoo pull s3://models/zoo/smollm2-sparse50:v1
       zoo pull hf://me/smollm2-sparse50@main --json
+      zoo pull llama-7b-sparse90-int4 --yes
     """
+    from zoo.cli.long_work import confirm_build, step_progress
     from zoo.cli.names import suggest_names
     from zoo.registry import insecure_registries
     from zoo.registry.transfer import pull as do_pull
@@ -95,18 +111,19 @@ def pull(
 
     log = None if as_json else (lambda msg: print(f"zoo: {msg}", file=sys.stderr))
     with (insecure_registries(insecure), suggest_names(name, Store()),
-          _bar(f"pull {name}", as_json) as (advance, total)):
-        result = do_pull(name, registry=registry, progress=advance, on_total=total, log=log)
+          _bar(f"pull {name}", as_json) as (advance, total), step_progress(as_json) as steps):
+        result = do_pull(name, registry=registry, progress=advance, on_total=total, log=log, steps=steps,
+                         confirm=confirm_build(yes, as_json))
     doc = {"name": result.name, "tag": result.tag, "path": str(result.path), "digest": result.digest,
            "downloaded_bytes": result.downloaded_bytes, "reused_bytes": result.reused_bytes, "built": result.built}
     if as_json:
         _emit(doc)
     elif result.built:
-        print(f"built {result.name}:{result.tag} from its recipe -> {result.path} (every file matches the "
-              f"card's sha256)", file=sys.stderr)
+        print(f"built {result.name}:{result.tag} from its recipe (every file matches the card's sha256)",
+              file=sys.stderr)
     else:
-        print(f"pulled {result.name}:{result.tag} -> {result.path} ({cards.human_size(result.downloaded_bytes)} "
-              f"downloaded, {cards.human_size(result.reused_bytes)} already present)", file=sys.stderr)
+        print(f"pulled {result.name}:{result.tag} ({cards.human_size(result.downloaded_bytes)} downloaded, "
+              f"{cards.human_size(result.reused_bytes)} already present)", file=sys.stderr)
 
 
 def list_models(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
@@ -212,17 +229,29 @@ def search(
     if as_json:
         _emit([{k: v for k, v in r.items() if k != "card"} for r in results])
         return
-    table = Table("name", "arch", "params", "sparsity", "bits", "size", "ppl", "tok/s", "source", box=None)
+    table = Table("name", "arch", "params", "sparsity", "bits", "recovery", "size", "ppl/base", "tech/base", "tok/s",
+                  "source", box=None)
     table.columns[0].no_wrap = True
+    machines: list[str] = []  # footnotes: a speed means nothing without the CPU it was measured on
     for r in results:
         name = f"{r['name']}:{r['tag']}" if r["tag"] else r["name"]
         params = "-" if r["parameters"] is None else f"{r['parameters'] / 1e9:.2f}B"
+        tps = "-"
+        if r["decode_tps"] is not None:
+            machine = r["decode_machine"] or "machine not recorded"
+            machines += [machine] if machine not in machines else []
+            tps = f"{r['decode_tps']} [{machines.index(machine) + 1}]"
         table.add_row(name, r["architecture"] or "-", params, _pct(r["sparsity"]), str(r["bits"] or "-"),
-                      cards.human_size(r["size_bytes"]), str(r["perplexity"] or "-"), str(r["decode_tps"] or "-"),
-                      r["source"])
+                      r["recovery"] or "-", cards.human_size(r["size_bytes"]), _times(r["perplexity_ratio"]), _times(r["perplexity_technical_ratio"]), tps, r["source"])
     Console().print(table)
+    for i, machine in enumerate(machines, 1):
+        print(f"[{i}] tok/s measured on {machine}")
     if not results:
         print("no model matches", file=sys.stderr)
+
+
+def _times(ratio: float | None) -> str:
+    return "-" if ratio is None else f"x{ratio:.2f}"
 
 
 def rm(
