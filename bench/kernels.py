@@ -4,7 +4,8 @@
                             [--threads 1,2] [--tokens 32] [--shapes 4096x11008,11008x4096]
     python bench/kernels.py --from-json results.json      # markdown table of a saved run
 
-For each kernel (matvec = decode, matmul = prefill of 32 tokens), encoding, shape (rows x cols),
+For each kernel (matvec = decode, matmul = prefill of 32 tokens; matmul on the fastest path and on avx2, which
+on an AVX-512 machine runs as on an AVX2-only CPU), encoding, shape (rows x cols),
 sparsity and thread count: ms per call, GB/s of weight bytes read, and speed ratios against numpy
 fp32 (BLAS, same threads) and against our dense q4 kernel of the same path — all measured here.
 Matvec is timed with weights streamed from memory (rotating through copies larger than four times the
@@ -201,7 +202,8 @@ def run(args) -> dict:
         for threads in threads_list:
             for mode in ("streamed", "hot"):
                 rows += measure_group(rng, base, weights, shape, threads, 1, mode, paths, fast, llc, args.reps)
-            rows += measure_group(rng, base, headline, shape, threads, args.tokens, "hot", [fast], fast, llc,
+            mm_paths = [fast] + (["avx2"] if "avx2" in paths and fast != "avx2" else [])  # avx2: AVX2-only CPUs
+            rows += measure_group(rng, base, headline, shape, threads, args.tokens, "hot", mm_paths, fast, llc,
                                   args.reps)
             print(f"measured {shape} threads={threads} ({len(rows)} rows)", file=sys.stderr, flush=True)
         del base, weights, headline
@@ -292,7 +294,19 @@ def summary(doc: dict) -> list[str]:
                                                           mode="streamed", sparsity=sp)]) + " |")
     for sp, goal in ((0.7, 1.5), (0.9, 2.5)):
         out.append(f"| sparse-q4 matmul {tokens} tokens {sp:.0%} >= {goal}x dense q4 | " + per_thread(
-            lambda t: [r["vs_dense_q4"] for r in pick(kernel="matmul", encoding="sparse-q4", threads=t, sparsity=sp)]) + " |")
+            lambda t: [r["vs_dense_q4"] for r in pick(kernel="matmul", encoding="sparse-q4", path=fast, threads=t,
+                                                      sparsity=sp)]) + " |")
+
+    def avx2_q4_matmul(t, against):  # every shape (SmolLM2's too), same run: vs numpy f32 or vs the fast path's q4
+        mm = [r for r in rows if r["kernel"] == "matmul" and r["encoding"] == "q4" and r["threads"] == t]
+        fast_ms = {r["shape"]: r["ms"] for r in mm if r["path"] == fast}
+        return [r["vs_numpy_f32"] if against == "numpy" else fast_ms[r["shape"]] / r["ms"]
+                for r in mm if r["path"] == "avx2" and r["shape"] in fast_ms]
+    if fast != "avx2" and any(r["path"] == "avx2" and r["kernel"] == "matmul" for r in rows):
+        out.append(f"| avx2 dense q4 matmul {tokens} tokens >= 1.0x numpy f32 (all shapes) | "
+                   + per_thread(lambda t: avx2_q4_matmul(t, "numpy")) + " |")
+        out.append(f"| avx2 dense q4 matmul {tokens} tokens / {fast} dense q4 matmul (speed, all shapes) | "
+                   + per_thread(lambda t: avx2_q4_matmul(t, fast)) + " |")
     for enc in ("q4", "sparse-q4", "tile4-q4"):
         out.append(f"| portable {enc} matvec within 3x of {fast} (portable ms / fast ms, streamed) | "
                    + per_thread(lambda t: portable_ratio(enc, t)) + " |")

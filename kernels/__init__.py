@@ -1,7 +1,7 @@
 """zoo.kernels: numba CPU kernels that compute on zoo-format encoded weights, never densifying them.
 
-Public API (docs/kernels.md): `linear`, `prepare`, `PreparedWeight`, `selected_path`, `set_path`,
-`available_paths`, `set_threads`, `get_threads`, and the small ops of ops.py. Kernels compile lazily on
+Public API (docs/kernels.md): `linear`, `quantize_input`, `prepare`, `PreparedWeight`, `selected_path`,
+`set_path`, `available_paths`, `set_threads`, `get_threads`, and the small ops of ops.py. Kernels compile lazily on
 first use and are cached on disk (jit.py: keyed to the package's sources), so a second process does not
 recompile.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numba
 
+from .activations import Activations, quantize_input
 from .cpu import selected_path, set_path
 from .cpu import supported_paths as _supported
 from .dispatch import linear
@@ -31,6 +32,6 @@ def get_threads() -> int:
     return numba.get_num_threads()
 
 
-__all__ = ["PreparedWeight", "alibi_slopes", "attention", "available_paths", "gelu", "get_threads", "layernorm",
-           "linear", "prepare", "rmsnorm", "rope", "rope_tables", "selected_path", "set_path", "set_threads", "silu_mul",
-           "softmax"]
+__all__ = ["Activations", "PreparedWeight", "alibi_slopes", "attention", "available_paths", "gelu", "get_threads",
+           "layernorm", "linear", "prepare", "quantize_input", "rmsnorm", "rope", "rope_tables", "selected_path", "set_path",
+           "set_threads", "silu_mul", "softmax"]

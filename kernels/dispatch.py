@@ -12,11 +12,14 @@ import numpy as np
 
 from zoo.errors import KernelError
 
+from .activations import Activations
 from .cpu import active_path
 from .layout import Kind, Path, PreparedWeight, prepare
-from .matmul import csr, float32, vnni, vnni_csr
+from .matmul import avx2, csr, float32, vnni, vnni_csr
 from .matmul import tile4 as tile4_matmul
 from .matvec import generic, portable, tile4, x86
+from .matvec.tile4 import GROUP as TILE4_GROUP
+from .ir.x86_tiles import AVX2_TILE
 
 _EMPTY_U8 = np.zeros(1, np.uint8)
 _EMPTY_U16 = np.zeros(1, np.uint16)
@@ -30,7 +33,7 @@ for _a in (_EMPTY_U8, _EMPTY_U16, _EMPTY_F32):
 VCSR_DENSITY = 0.55
 VCSR_MAX_COLS = 65535  # its columns are uint16
 Q4_GENERIC_GROUP = 64  # portable q4 with groups of a multiple of this many columns: the generic-IR rows
-VNNI_Q4_GROUP = 128  # avx512 q4 matmul with groups of a multiple of this many columns: the VNNI tiles
+VNNI_Q4_GROUP = 128  # q4 matmul with groups of a multiple of this many columns: the VNNI tiles (avx512), AVX2 tiles
 
 
 def vcsr_min_tokens(density: float) -> int:
@@ -40,11 +43,13 @@ def vcsr_min_tokens(density: float) -> int:
     return int(8 + 30 * density)
 
 
-def linear(x: np.ndarray, w, out: np.ndarray | None = None) -> np.ndarray:
-    """out = x @ W.T. x float32 [cols] (matvec) or [tokens, cols] (matmul); returns out [rows] / [tokens, rows]."""
+def linear(x: np.ndarray | Activations, w, out: np.ndarray | None = None) -> np.ndarray:
+    """out = x @ W.T. x float32 [cols] (matvec) or [tokens, cols] (matmul), or quantize_input(x) when several
+    weights share x (the int8 kernels then quantize it once); returns out [rows] / [tokens, rows]."""
     pw = prepare(w)
     path = active_path()
-    x = _check_x(x, pw.cols)
+    acts = x if isinstance(x, Activations) else None
+    x = _check_x(acts.x if acts else x, pw.cols)
     out = _check_out(out, (pw.rows,) if x.ndim == 1 else (x.shape[0], pw.rows))
     if x.ndim == 2 and x.shape[0] == 1:
         MATVEC[pw.encoding, path](pw, path, x[0], out[0])
@@ -52,7 +57,7 @@ def linear(x: np.ndarray, w, out: np.ndarray | None = None) -> np.ndarray:
         MATVEC[pw.encoding, path](pw, path, x, out)
     elif x.shape[0] > 0:
         kernel = matmul_kernel(pw, path, x.shape[0])
-        MATMUL[kernel](pw, path, x.reshape(-1), x.shape[0], out.reshape(-1))
+        MATMUL[kernel](pw, path, acts or Activations(x), out.reshape(-1))
     return out
 
 
@@ -138,7 +143,7 @@ MATVEC = {(enc, path): (_PORTABLE_MATVEC if path == Path.PORTABLE else _X86_MATV
           for enc in _PORTABLE_MATVEC for path in Path}
 
 
-# ---- matmul: x float32 [tokens * cols] (row-major) -> out float32 [tokens * rows]
+# ---- matmul: Activations of x float32 [tokens, cols] -> out float32 [tokens * rows]
 
 def matmul_kernel(pw: PreparedWeight, path: Path | str, tokens: int = 32) -> str:
     """Which matmul kernel runs: "vnni" (AVX-512 tiles, int8 activations like the matvec), "vcsr"
@@ -147,12 +152,15 @@ def matmul_kernel(pw: PreparedWeight, path: Path | str, tokens: int = 32) -> str
     "csr" (float32 over the nonzeros, generic IR: sparse weights on the portable and avx2 paths,
     sparse-f16 on all), "tile4" (tile4-q4: on avx512/avx2 the matvec's int8 tiles, token by token per tile;
     portable: float32, a tile's activations gathered once for every token) or
-    "float" (plain numba, the rest)."""
+    "avx2" (q4 with group_size a multiple of 128 and at least AVX2_TILE tokens on the avx2 path: int8 tiles
+    with vpmaddubsw) or "float" (plain numba, the rest)."""
     path = path if isinstance(path, Path) else Path[path.upper()]
     if pw.encoding == "tile4-q4":
         return "tile4"
     if pw.encoding == "sparse-f16" or (path != Path.AVX512 and pw.encoding.startswith("sparse")):
         return "csr"
+    if path == Path.AVX2 and pw.encoding == "q4" and pw.group_size % VNNI_Q4_GROUP == 0 and tokens >= AVX2_TILE:
+        return "avx2"
     if path != Path.AVX512:
         return "float"
     if pw.encoding in ("sparse-q4", "sparse-q8"):
@@ -161,8 +169,8 @@ def matmul_kernel(pw: PreparedWeight, path: Path | str, tokens: int = 32) -> str
     return "vnni" if pw.encoding == "q4" and pw.group_size % VNNI_Q4_GROUP == 0 else "float"
 
 
-def _mm_float(pw: PreparedWeight, path: Path, x: np.ndarray, tokens: int, out: np.ndarray) -> None:
-    p, rows, cols = pw.parts, pw.rows, pw.cols
+def _mm_float(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:
+    p, rows, cols, x, tokens = pw.parts, pw.rows, pw.cols, acts.x.reshape(-1), acts.tokens
     if pw.encoding == "dense":
         w32 = p[""] if pw.kind == Kind.F32 else _EMPTY_F32
         w16 = p[""] if pw.kind != Kind.F32 else _EMPTY_U16
@@ -172,35 +180,47 @@ def _mm_float(pw: PreparedWeight, path: Path, x: np.ndarray, tokens: int, out: n
                          cols, pw.group_size, x, tokens, out)
 
 
-def _mm_csr(pw: PreparedWeight, path: Path, x: np.ndarray, tokens: int, out: np.ndarray) -> None:
+def _mm_csr(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:
     p = pw.parts
     csr.matmul_csr(p["bitmask"], p["row_offsets"], p["values"], p.get("scales", _EMPTY_U16), int(pw.kind), pw.rows,
-                   pw.cols, pw.group_size, x, tokens, out)
+                   pw.cols, pw.group_size, acts.x.reshape(-1), acts.tokens, out)
 
 
-def _mm_vnni(pw: PreparedWeight, path: Path, x: np.ndarray, tokens: int, out: np.ndarray) -> None:
+def _mm_vnni(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:
     p, rows, cols, gs = pw.parts, pw.rows, pw.cols, pw.group_size
     if pw.encoding == "q4":
-        vnni.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), rows, cols, gs, x,
-                       tokens, out)
+        xq, xd, xs, stride = acts.int8(gs, True)
+        vnni.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), rows, cols, gs, xq, xd,
+                       xs, stride, acts.tokens, out)
     else:
+        xq, xd, xs, stride = acts.int8(gs, False)
         vnni.matmul_sparse(p["bitmask"], p["row_offsets"], p["values"], p["scales"], pw.encoding == "sparse-q4", rows,
-                           cols, gs, x, tokens, out)
+                           cols, gs, xq, xd, xs, stride, acts.tokens, out)
 
 
-def _mm_vcsr(pw: PreparedWeight, path: Path, x: np.ndarray, tokens: int, out: np.ndarray) -> None:
+def _mm_avx2(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:
     p, gs = pw.parts, pw.group_size
+    xq, xd, xs, stride = acts.int8(gs, True)
+    avx2.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), pw.rows, pw.cols, gs, xq,
+                   xd, xs, stride, acts.tokens, out)
+
+
+def _mm_vcsr(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:
+    p, gs = pw.parts, pw.group_size
+    xt, xdt = acts.tiles(gs)
     vnni_csr.matmul_vcsr(p["bitmask"], p["row_offsets"], p["values"], p["scales"], pw.encoding == "sparse-q4", pw.rows,
-                         pw.cols, gs, vnni_csr.quads_per_group(pw.density, gs), x, tokens, out)
+                         pw.cols, gs, vnni_csr.quads_per_group(pw.density, gs), xt, xdt, acts.tokens, out)
 
 
-def _mm_tile4(pw: PreparedWeight, path: Path, x: np.ndarray, tokens: int, out: np.ndarray) -> None:
+def _mm_tile4(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:
     p = pw.parts
     if path == Path.PORTABLE:
-        tile4_matmul.matmul(p["tilemask"], p["qweight"], p["scales"], pw.rows, pw.cols, pw.keep, x, tokens, out)
+        tile4_matmul.matmul(p["tilemask"], p["qweight"], p["scales"], pw.rows, pw.cols, pw.keep, acts.x.reshape(-1),
+                            acts.tokens, out)
     else:
-        tile4_matmul.matmul_simd(p["tilemask"], p["qweight"], p["scales"], int(path), pw.rows, pw.cols, pw.keep, x,
-                                 tokens, out)
+        xq, xd, _, stride = acts.int8(TILE4_GROUP, False)
+        tile4_matmul.matmul_simd(p["tilemask"], p["qweight"], p["scales"], int(path), pw.rows, pw.cols, pw.keep, xq, xd,
+                                 stride, acts.tokens, out)
 
 
-MATMUL = {"float": _mm_float, "csr": _mm_csr, "vnni": _mm_vnni, "vcsr": _mm_vcsr, "tile4": _mm_tile4}
+MATMUL = {"avx2": _mm_avx2, "float": _mm_float, "csr": _mm_csr, "vnni": _mm_vnni, "vcsr": _mm_vcsr, "tile4": _mm_tile4}

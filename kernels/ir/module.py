@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import csr, generic_rows, tile4_generic, tile4_x86, vnni_csr
 from .x86_rows import attrs, dense_row, expand_lut, sparse_row, unpack_fn
 from .x86_scaled_rows import dense_q4x, sparse_rowx
-from .x86_tiles import module_tiles
+from .x86_tiles import AVX2_TILE, module_tiles, q4_tile_avx2
 
 _DECLS = """
 declare <16 x i32> @llvm.x86.avx512.vpdpbusd.512(<16 x i32>, <64 x i8>, <64 x i8>)
@@ -18,12 +18,14 @@ declare <64 x i8> @llvm.x86.avx512.mask.expand.v64i8(<64 x i8>, <64 x i8>, <64 x
 declare <64 x i8> @llvm.masked.expandload.v64i8(ptr, <64 x i1>, <64 x i8>)
 declare <16 x i16> @llvm.x86.avx2.pmadd.ub.sw(<32 x i8>, <32 x i8>)
 declare <8 x i32> @llvm.x86.avx2.pmadd.wd(<16 x i16>, <16 x i16>)
+declare <8 x i32> @llvm.x86.avx2.phadd.d(<8 x i32>, <8 x i32>)
 declare <32 x i8> @llvm.x86.avx2.psign.b(<32 x i8>, <32 x i8>)
 declare <32 x i8> @llvm.x86.avx2.pshuf.b(<32 x i8>, <32 x i8>)
 declare <32 x i8> @llvm.abs.v32i8(<32 x i8>, i1)
 declare <16 x i8> @llvm.masked.load.v16i8.p0(ptr, i32, <16 x i1>, <16 x i8>)
 declare <32 x i8> @llvm.masked.load.v32i8.p0(ptr, i32, <32 x i1>, <32 x i8>)
 declare <64 x i8> @llvm.masked.load.v64i8.p0(ptr, i32, <64 x i1>, <64 x i8>)
+declare <8 x i32> @llvm.masked.load.v8i32.p0(ptr, i32, <8 x i1>, <8 x i32>)
 declare void @llvm.prefetch.p0(ptr, i32, i32, i32)
 declare i64 @llvm.ctpop.i64(i64)
 declare i64 @llvm.cttz.i64(i64, i1)
@@ -43,6 +45,8 @@ def x86(isa: str) -> str:
     fns += [unpack_fn(isa, widths[0])]
     if isa == "avx512":
         fns += [dense_q4x(), sparse_rowx("q4"), sparse_rowx("q8"), module_tiles()]
+    else:
+        fns += [q4_tile_avx2(AVX2_TILE)]
     lut = expand_lut() if isa == "avx2" else ""
     return lut + "\n".join(fns) + _DECLS + f"attributes #0 = {{ nounwind {attrs(isa)} }}\n"
 

@@ -1,6 +1,6 @@
-"""tile4-q4 matmul (prefill). avx512 / avx2: every token's activations to int8 once, then per tile the tokens
-in turn through the matvec's tile body (matvec/tile4.simd_tile); portable: float32, a tile's activations
-gathered once for every token and its 4 rows decoded once."""
+"""tile4-q4 matmul (prefill). avx512 / avx2: every token's activations to int8 (once per input, by the caller),
+then per tile the tokens in turn through the matvec's tile body (matvec/tile4.simd_tile); portable: float32, a
+tile's activations gathered once for every token and its 4 rows decoded once."""
 
 from __future__ import annotations
 
@@ -10,29 +10,22 @@ from numba import prange
 from ..intrinsics import f16_to_f32, trailing_zeros
 from ..jit import FAST, kernel
 from ..matvec.tile4 import GROUP, TILE_BLOCK, scratch_bytes, simd_tile
-from ..matvec.x86 import quantize_activations
 
 @kernel(parallel=True, fastmath=FAST)
-def matmul_simd(mask, qweight, scales, isa, rows, cols, keep, x, tokens, out):
-    """Prefill on avx512 / avx2: every token's activations to int8 (as the matvec does), then per tile the
-    tokens in turn, so the tile's codes are read from memory once and from cache for the other tokens.
-    x float32 [tokens * cols]; out float32 [tokens * rows] (a tile's 4 outputs of a token are contiguous)."""
+def matmul_simd(mask, qweight, scales, isa, rows, cols, keep, xq, xd, stride, tokens, out):
+    """Prefill on avx512 / avx2: the tokens' int8 activations (vnni.quantize_tokens(x, ..., GROUP, False):
+    xq [tokens * stride], xd [tokens * ng]), then per tile the tokens in turn, so the tile's codes are read
+    from memory once and from cache for the other tokens. out float32 [tokens * rows] (a tile's 4 outputs of
+    a token are contiguous)."""
     ng = (cols + GROUP - 1) // GROUP
-    width = (cols + 63) // 64 * 64 + 64  # quantize_activations' padded length
-    xqs = np.empty((tokens, width), np.int8)
-    xds = np.empty((tokens, ng), np.float32)
-    for tok in range(tokens):
-        xq, xd, _ = quantize_activations(x[tok * cols:(tok + 1) * cols], cols, GROUP)
-        xqs[tok] = xq
-        xds[tok] = xd
     tiles = rows // 4
     n_blocks = (tiles + TILE_BLOCK - 1) // TILE_BLOCK
     bufs = np.empty((n_blocks, scratch_bytes(cols, keep)), np.uint8)
     for blk in prange(n_blocks):
         for t in range(blk * TILE_BLOCK, min(tiles, (blk + 1) * TILE_BLOCK)):
             for tok in range(tokens):
-                simd_tile(mask, qweight, scales, t, ng, keep, isa, xqs[tok], xds[tok], bufs[blk], out,
-                          tok * rows + 4 * t)
+                simd_tile(mask, qweight, scales, t, ng, keep, isa, xq[tok * stride:(tok + 1) * stride],
+                          xd[tok * ng:(tok + 1) * ng], bufs[blk], out, tok * rows + 4 * t)
 
 
 @kernel(parallel=True, fastmath=FAST)

@@ -1,6 +1,7 @@
 """AVX-512 matrix-matrix kernels (prefill): int8 activations x int4 / sparse weight codes, VNNI tiles.
 
-Each token's activations are quantized to int8 per group once per call (as the matvec does), then
+Each token's activations are quantized to int8 per group (quantize_tokens, as the matvec does; the
+caller quantizes once per input, see kernels/activations.py), then
 every weight row meets the tokens TILE at a time (ir/x86_tiles.py): a step of weight codes is
 decoded once (q4 nibbles; sparse: one vpexpandb per mask word) and dotted with the tile's tokens,
 so decoding costs 1/TILE per token and the int8 dot products run at VNNI speed. Parallel over
@@ -105,11 +106,11 @@ def _store(res, out, rows, r, t0, n, first):
 
 
 @kernel(parallel=True)
-def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, x, tokens, out):
-    """q4 rows (group_size a multiple of 128) x tokens; x float32 [tokens * cols], out [tokens * rows].
-    Loops: row blocks (parallel) > column chunks > token tiles > rows, so a tile's activations for
-    one chunk (CHUNK_BYTES) and the block's weights for it stay in L1 while they are reused."""
-    xq, xd, xs, stride = quantize_tokens(x, tokens, cols, group_size, True)
+def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, xq, xd, xs, stride, tokens, out):
+    """q4 rows (group_size a multiple of 128) x tokens; xq, xd, xs, stride: quantize_tokens(x, ..., permute=True)
+    of x float32 [tokens, cols]; out [tokens * rows]. Loops: row blocks (parallel) > column chunks > token
+    tiles > rows, so a tile's activations for one chunk (CHUNK_BYTES) and the block's weights for it stay
+    in L1 while they are reused."""
     n_groups = (cols + group_size - 1) // group_size
     row_len = (cols + 1) // 2
     chunk = _chunk_cols(cols, group_size)
@@ -137,10 +138,11 @@ def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, x, toke
 
 
 @kernel(parallel=True)
-def matmul_sparse(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, x, tokens, out):
-    """sparse-q4 / sparse-q8 rows x tokens: the block's codes are staged one a byte (as the matvec),
-    then each mask word is expanded once per tile of tokens; loops as matmul_q4."""
-    xq, xd, xs, stride = quantize_tokens(x, tokens, cols, group_size, False)
+def matmul_sparse(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, xq, xd, xs, stride, tokens,
+                  out):
+    """sparse-q4 / sparse-q8 rows x tokens (activations: quantize_tokens(x, ..., permute=False)): the block's
+    codes are staged one a byte (as the matvec), then each mask word is expanded once per tile of tokens;
+    loops as matmul_q4."""
     n_words = (cols + 63) // 64
     n_groups = (cols + group_size - 1) // group_size
     gw = group_size // 64

@@ -20,7 +20,6 @@ from numba import prange
 
 from ..intrinsics import call_intrinsic
 from ..jit import kernel
-from .vnni import quantize_tokens
 
 TILE = 32  # tokens a tile (4 ymm of 8 int32 lanes)
 
@@ -90,15 +89,14 @@ def _unpack_row(values, row_offsets, r, is_q4, ub):
 
 
 @kernel(parallel=True)
-def matmul_vcsr(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, kq, x, tokens, out):
-    """sparse-q4 / sparse-q8 rows x tokens (see module doc); x float32 [tokens * cols], out float32
-    [tokens * rows]; kq: quads a group is padded to (quads_per_group). Parallel over blocks of rows;
+def matmul_vcsr(bitmask, row_offsets, values, scales, is_q4, rows, cols, group_size, kq, xt, xdt, tokens, out):
+    """sparse-q4 / sparse-q8 rows x tokens (see module doc); xt, xdt: transpose_tiles of quantize_tokens(x,
+    ..., permute=False) for x float32 [tokens, cols]; out float32 [tokens * rows]; kq: quads a group is
+    padded to (quads_per_group). Parallel over blocks of rows;
     each row's CSR is built once for all tiles. One tile (<= 32 tokens): row by row, the tile's xt
     stays in L2. Several tiles: the block's rows are built first, then each tile meets all of them,
     so a tile's xt is fetched once a block, not once a row."""
-    xq, xd, _, stride = quantize_tokens(x, tokens, cols, group_size, False)
     n_groups = (cols + group_size - 1) // group_size
-    xt, xdt = transpose_tiles(xq, xd, stride, tokens, cols, n_groups)
     n_words = (cols + 63) // 64
     gw = group_size // 64
     n_tiles = (tokens + TILE - 1) // TILE

@@ -79,9 +79,10 @@ def test_vnni_csr_matmul_within_int8_bound(encoding):
                 for tokens in (2, 33):
                     x = rng.standard_normal((tokens, cols)).astype(np.float32)
                     out = np.full((tokens, rows), np.nan, np.float32)
+                    xt, xdt = K.quantize_input(x).tiles(gs)
                     V.matmul_vcsr(p["bitmask"].reshape(-1), p["row_offsets"], p["values"].reshape(-1).view(np.uint8),
                                   p["scales"].reshape(-1).view(np.uint16), encoding == "sparse-q4", rows, cols, gs, kq,
-                                  x.reshape(-1), tokens, out.reshape(-1))
+                                  xt, xdt, tokens, out.reshape(-1))
                     err = np.abs(out - x.astype(np.float64) @ w.T)
                     assert np.all(err <= int8_activation_bound(w, x, gs)), (encoding, rows, cols, sparsity, kq, tokens)
 

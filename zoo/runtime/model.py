@@ -132,8 +132,9 @@ class Model:
         """Bytes the KV cache holds for `tokens` positions (all of ctx by default)."""
         return 2 * self.n_layers * self.n_kv * self.head_dim * 4 * (self.ctx if tokens is None else tokens)
 
-    def _lin(self, x: np.ndarray, name: str | None, out: np.ndarray, w=None) -> np.ndarray:
-        """out [T, rows] = x [T, cols] @ W.T with W encoded (one token runs the matvec kernels)."""
+    def _lin(self, x: np.ndarray | K.Activations, name: str | None, out: np.ndarray, w=None) -> np.ndarray:
+        """out [T, rows] = x [T, cols] @ W.T with W encoded (one token runs the matvec kernels); x may be
+        K.quantize_input(x) when several linears share it, so the int8 kernels quantize it once."""
         self._linear(x, self.lin[name] if w is None else w, out)
         return out
 
@@ -201,7 +202,7 @@ class Model:
 
     def _llama_block(self, i: int, x: np.ndarray, pos: int) -> None:
         T, b, eps = x.shape[0], f"blk.{i}.", self.config["norm_eps"]
-        h = K.rmsnorm(x, self.norms[b + "attn_norm.weight"], eps, self.h[:T])
+        h = K.quantize_input(K.rmsnorm(x, self.norms[b + "attn_norm.weight"], eps, self.h[:T]))  # q, k, v share it
         q = self._lin(h, b + "attn_q.weight", self.q[:T]).reshape(T, self.n_heads, self.head_dim)
         k = self._lin(h, b + "attn_k.weight", self.k[:T])
         v = self._lin(h, b + "attn_v.weight", self.v[:T])
@@ -210,7 +211,7 @@ class Model:
         self._store_kv(i, k, v, pos)
         att = FA.attention(q, self.k_cache[i], self.v_cache[i], pos + T, self.att[:T].reshape(T, self.n_heads, self.head_dim))
         x += self._lin(att.reshape(T, -1), b + "attn_output.weight", self.o[:T])
-        h = K.rmsnorm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T])
+        h = K.quantize_input(K.rmsnorm(x, self.norms[b + "ffn_norm.weight"], eps, self.h[:T]))  # gate, up share it
         hidden = self.lin[b + "ffn_up.weight"].rows
         gate = self._lin(h, b + "ffn_gate.weight", self.gate[:T * hidden].reshape(T, hidden))
         up = self._lin(h, b + "ffn_up.weight", self.up[:T * hidden].reshape(T, hidden))

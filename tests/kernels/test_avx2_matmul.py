@@ -1,0 +1,51 @@
+"""The AVX2 q4 matmul tiles (matmul/avx2.py): int8 activations, so the int8 bound, on every tail and token count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kernel_reference import encoded, int8_activation_bound
+
+import zoo.kernels as K
+from zoo.kernels.dispatch import matmul_kernel
+from zoo.kernels.ir.x86_tiles import AVX2_TILE
+
+pytestmark = pytest.mark.skipif("avx2" not in K.available_paths(), reason="needs an AVX2 CPU")
+
+
+@pytest.fixture
+def avx2():
+    previous = K.selected_path()
+    K.set_path("avx2")
+    yield
+    K.set_path(previous)
+
+
+# columns: whole 128-column blocks, a 64-column tail (dword-masked load), odd tails (byte-masked load), several chunks
+@pytest.mark.parametrize("rows,cols,group_size", [(9, 256, 128), (17, 576, 128), (13, 200, 128), (37, 129, 128),
+                                                  (5, 1000, 256), (3, 5000, 128)])
+@pytest.mark.parametrize("zeros", [False, True])
+def test_avx2_q4_matmul_within_int8_bound(avx2, rows, cols, group_size, zeros):
+    rng = np.random.default_rng(rows * cols + zeros)
+    t, w = encoded(rng, "q4", rows, cols, 0.0, group_size, **({"zeros": True} if zeros else {}))
+    for tokens in (AVX2_TILE, AVX2_TILE + 1, 2 * AVX2_TILE - 1, 33, 128):  # the last tile overlaps the one before
+        assert matmul_kernel(K.prepare(t), "avx2", tokens) == "avx2"
+        x = rng.standard_normal((tokens, cols)).astype(np.float32)
+        x[tokens // 2] *= 100.0  # one token on another scale: each token keeps its own activation scales
+        out = np.full((tokens, rows), np.nan, np.float32)
+        K.linear(x, t, out)
+        err = np.abs(out - x.astype(np.float64) @ w.T)
+        assert np.all(err <= int8_activation_bound(w, x, group_size)), (tokens, float(err.max()))
+
+
+def test_avx2_dispatch():
+    """The tiles take q4 with groups of a multiple of 128 and at least AVX2_TILE tokens; the rest stays float."""
+    rng = np.random.default_rng(1)
+    q4, _ = encoded(rng, "q4", 8, 256, 0.0, 128)
+    q4_64, _ = encoded(rng, "q4", 8, 256, 0.0, 64)
+    q8, _ = encoded(rng, "q8", 8, 256, 0.0, 128)
+    assert matmul_kernel(K.prepare(q4), "avx2", AVX2_TILE) == "avx2"
+    assert matmul_kernel(K.prepare(q4), "avx2", AVX2_TILE - 1) == "float"
+    assert matmul_kernel(K.prepare(q4_64), "avx2", 32) == "float"
+    assert matmul_kernel(K.prepare(q8), "avx2", 32) == "float"
+    assert matmul_kernel(K.prepare(q4), "portable", 32) == "float"
