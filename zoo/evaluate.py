@@ -30,6 +30,9 @@ CALIBRATION_TEXT = DATA_DIR / "calibration.txt"
 EVALUATION_TEXT = DATA_DIR / "evaluation.txt"
 TECHNICAL_TEXT = DATA_DIR / "technical.txt"  # the second evaluation text, of another kind (zoo/data/README.md)
 SHIPPED_TEXTS = {"prose": EVALUATION_TEXT, "technical": TECHNICAL_TEXT}
+# Calibration texts by the name a recipe or --calib gives them: Austen, and text SmolLM2 wrote itself
+# (zoo/data/README.md): a seeded file, so a card calibrated on it rebuilds byte for byte on any CPU.
+CALIBRATION_TEXTS = {"builtin": CALIBRATION_TEXT, "smollm2-written": DATA_DIR / "smollm2-written.txt"}
 
 
 def text_path(text: str | Path | None) -> Path:

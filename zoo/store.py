@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
@@ -32,6 +33,9 @@ from .registry.base import CHUNK, FileEntry, Registry, check_manifest, check_nam
     manifest_digest, parse_manifest
 from .registry.local import atomic_write
 from .registry.sink import HashingSink
+
+if TYPE_CHECKING:
+    from zoo.build.estimate import BuildEstimate
 
 Progress = Callable[[int], None]  # called with the number of bytes just transferred (from any thread)
 PARALLEL_BLOBS = 4  # blobs fetched at once
@@ -466,13 +470,14 @@ def _entries(directory: Path) -> Iterator[Path]:
 
 
 def resolve(name_or_path: str | os.PathLike, *, registry: str | None = None, progress: Progress | None = None,
-            on_total: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None) -> Path:
+            on_total: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None,
+            steps: Callable[[str], None] | None = None, confirm: Callable[[BuildEstimate], None] | None = None) -> Path:
     """The artifact directory for a path, a stored name, or a name to pull (pulled when missing).
 
     This is what `zoo run NAME` calls: a directory is returned as is; `name[:tag]` (or a full
     s3://, hf://, http(s):// reference) is looked up in the store and pulled from its registry
     (or `registry`, else the default one) only when absent, or built from its catalog recipe
-    when no registry has it (`log` is told so).
+    when no registry has it (`log` is told so; `confirm` and `steps` as zoo.registry.transfer.pull's).
     """
     from zoo.registry import parse_ref
     from zoo.registry.transfer import pull
@@ -487,7 +492,8 @@ def resolve(name_or_path: str | os.PathLike, *, registry: str | None = None, pro
     store = Store()
     if store.has(ref.store_name, ref.tag):
         return store.path(ref.store_name, ref.tag)
-    return pull(text, registry=registry, store=store, progress=progress, on_total=on_total, log=log).path
+    return pull(text, registry=registry, store=store, progress=progress, on_total=on_total, log=log, steps=steps,
+                confirm=confirm).path
 
 
 def _looks_namespaced(text: str) -> bool:

@@ -20,6 +20,7 @@ from zoo.errors import BuildError, ChecksumError, NotFoundError
 
 Log = Callable[[str], None]
 _CHUNK = 1 << 20
+_HF_PATTERNS = ["*.json", "*.safetensors", "tokenizer*"]  # what a Hugging Face base is fetched as
 
 
 def describe(base: dict) -> str:
@@ -44,6 +45,23 @@ def fetch(base: dict, cache: Path, log: Log | None = None) -> Path:
     if not path.exists():
         raise NotFoundError(f"{path}: the recipe's base does not exist")
     return path
+
+
+def download_size(base: dict, cache: Path) -> int | None:
+    """Bytes `fetch` would download for `base`: 0 when it is already here (installed, cached or a local path),
+    None when the size cannot be learned (offline, or an index that does not say)."""
+    if "pypi" in base:
+        spec = base["pypi"]
+        member = PurePosixPath(spec["path"])
+        if _installed_file(spec["package"], spec["version"], member) is not None or \
+                (cache / "pypi" / f"{spec['package']}-{spec['version']}" / member).is_file():
+            return 0
+        return _wheel_size(spec["package"], spec["version"])
+    if "hf" in base:
+        return _hf_size(base["hf"], cache)
+    if "url" in base:
+        return _url_size(base["url"], cache)
+    return 0
 
 
 def check_digest(source_sha256: str, base: dict, log: Log | None = None) -> None:
@@ -114,20 +132,27 @@ def _from_hf(spec: dict, cache: Path, log: Log | None) -> Path:
         log(f"fetching {spec['repo']}@{spec['revision']} from the Hugging Face Hub")
     try:
         return Path(snapshot_download(spec["repo"], revision=spec["revision"], cache_dir=cache / "hf",
-                                      allow_patterns=["*.json", "*.safetensors", "tokenizer*"]))
+                                      allow_patterns=_HF_PATTERNS))
     except Exception as err:  # huggingface_hub raises many types: offline, 404, auth, network
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise BuildError(f"cannot fetch {spec['repo']}@{spec['revision']} from the Hub: {first}") from None
 
 
-def _from_url(url: str, cache: Path, log: Log | None) -> Path:
-    """Download `url` into the cache, resuming a partial download (HTTP Range)."""
+def _url_target(url: str, cache: Path) -> Path:
+    """Where `url` is cached."""
     import hashlib
 
     import httpx
 
     name = PurePosixPath(httpx.URL(url).path).name or "base"
-    target = cache / "url" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    return cache / "url" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+
+
+def _from_url(url: str, cache: Path, log: Log | None) -> Path:
+    """Download `url` into the cache, resuming a partial download (HTTP Range)."""
+    import httpx
+
+    target = _url_target(url, cache)
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -148,3 +173,71 @@ def _from_url(url: str, cache: Path, log: Log | None) -> Path:
         raise BuildError(f"{url}: download failed ({err}); run the build again to resume") from None
     os.replace(partial, target)
     return target
+
+
+def _wheel_size(package: str, version: str) -> int | None:
+    """The size of the wheel pip would download: from a PIP_FIND_LINKS directory, else PyPI's JSON API
+    (only when pip uses PyPI itself; a private index says nothing about sizes)."""
+    import re
+
+    import httpx
+
+    stem = re.sub(r"[-_.]+", "_", package).lower()
+    for link in os.environ.get("PIP_FIND_LINKS", "").split():
+        directory = Path(link.removeprefix("file://"))
+        wheels = sorted(directory.glob("*.whl")) if directory.is_dir() else []
+        found = [w for w in wheels if w.name.lower().startswith(f"{stem}-{version}-")]
+        if found:
+            return found[0].stat().st_size
+    if os.environ.get("PIP_NO_INDEX", "").lower() in ("1", "true", "yes", "on"):
+        return None
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    if index != "https://pypi.org/simple":
+        return None
+    try:
+        resp = httpx.get(f"https://pypi.org/pypi/{package}/{version}/json", timeout=10, follow_redirects=True)
+        resp.raise_for_status()
+        wheels = [u for u in resp.json().get("urls", []) if u.get("packagetype") == "bdist_wheel"]
+    except (httpx.HTTPError, ValueError):
+        return None
+    portable = [u for u in wheels if u["filename"].endswith("-none-any.whl")]
+    return int((portable or wheels)[0]["size"]) if (portable or wheels) else None
+
+
+def _hf_size(spec: dict, cache: Path) -> int | None:
+    """0 when the snapshot `fetch` makes is already cached, else the Hub's sizes of the files it would fetch."""
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.utils import filter_repo_objects
+
+    try:
+        snapshot_download(spec["repo"], revision=spec["revision"], cache_dir=cache / "hf", local_files_only=True,
+                          allow_patterns=_HF_PATTERNS)
+        return 0
+    except Exception:  # not cached (LocalEntryNotFoundError and friends)
+        pass
+    try:
+        info = HfApi().model_info(spec["repo"], revision=spec["revision"], files_metadata=True)
+    except Exception:  # offline, 404, auth: the size is unknown, the build itself will say why
+        return None
+    files = list(filter_repo_objects(info.siblings or [], allow_patterns=_HF_PATTERNS, key=lambda s: s.rfilename))
+    if any(f.size is None for f in files):
+        return None
+    return sum(f.size for f in files)
+
+
+def _url_size(url: str, cache: Path) -> int | None:
+    """What is left to download of `url`: its Content-Length less a partial download already cached."""
+    import httpx
+
+    target = _url_target(url, cache)
+    if target.is_file():
+        return 0
+    partial = target.with_name(target.name + ".partial")
+    try:
+        resp = httpx.head(url, follow_redirects=True, timeout=10)
+        length = int(resp.headers["content-length"]) if resp.status_code == 200 else None
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+    if length is None:
+        return None
+    return max(0, length - (partial.stat().st_size if partial.is_file() else 0))

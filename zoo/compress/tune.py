@@ -80,7 +80,8 @@ class _Tuner:
         self.eval_ctx, self.eval_windows, self.calib_text, self.progress = eval_ctx, eval_windows, calib_text, progress
         work.mkdir(parents=True, exist_ok=True)
         settings = {"source_sha256": self.source.sha256, "eval_ctx": eval_ctx, "eval_windows": eval_windows,
-                    "calibration": str(calib_text) if calib_text else "builtin",
+                    "calibration": [str(t) for t in calib_text] if isinstance(calib_text, (list, tuple)) else
+                    str(calib_text) if calib_text else "builtin",
                     "recipe": {k: v for k, v in asdict(recipe).items() if k not in ("sparsity", "bits", "pattern")}}
         self.state_path = work / STATE
         state = (loads_json(self.state_path.read_bytes(), str(self.state_path), CompressError)

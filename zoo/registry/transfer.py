@@ -10,7 +10,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo import card as cards
 from zoo.config import default_registry
@@ -18,6 +18,9 @@ from zoo.errors import CardError, ChecksumError, NotFoundError, RegistryError
 
 from . import Ref, Registry, open_registry, parse_ref
 from .base import CHUNK, MANIFEST_VERSION, FileEntry, check_manifest, check_path, manifest_digest
+
+if TYPE_CHECKING:
+    from zoo.build.estimate import BuildEstimate
 
 CARD_FILE = "zoo.yaml"
 
@@ -128,11 +131,14 @@ def _files(manifest: dict) -> list[tuple[str, str]]:
 
 
 def pull(ref: str, *, registry: str | None = None, store=None, progress: Callable[[int], None] | None = None,
-         on_total: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None):
+         on_total: Callable[[int], None] | None = None, log: Callable[[str], None] | None = None,
+         steps: Callable[[str], None] | None = None, confirm: Callable[[BuildEstimate], None] | None = None):
     """Pull `ref` into the local store; returns a zoo.store.PullResult.
 
     A plain name that the registry lacks but the built-in catalog has with a recipe is built from
-    that recipe instead (zoo.build), verified against the card's digests; `log` is told so.
+    that recipe instead (zoo.build), verified against the card's digests; `log` is told so, `confirm`
+    is shown the build's zoo.build.BuildEstimate first (and raises to stop it), `steps` hears its
+    "layer i/N" progress (default: `log`).
     """
     from zoo.store import Store
 
@@ -145,14 +151,14 @@ def pull(ref: str, *, registry: str | None = None, store=None, progress: Callabl
     except NotFoundError as missing:
         if parsed.registry is not None or reg.has_manifest(parsed.name, parsed.tag):
             raise  # a full reference, or a manifest whose blob is missing: not a case for building
-        return _build_instead(parsed, reg.url, store, missing, log)
+        return _build_instead(parsed, reg.url, store, missing, log, steps or log, confirm)
     finally:
         reg.close()
 
 
-def _build_instead(parsed: Ref, registry_url: str, store, missing: NotFoundError, log):
+def _build_instead(parsed: Ref, registry_url: str, store, missing: NotFoundError, log, steps, confirm):
     """Build a catalog card with a recipe when the registry does not have the model."""
-    from zoo.build import build, buildable
+    from zoo.build import build, buildable, estimate_build
     from zoo.build.base import describe
     from zoo.errors import ZooError
     from zoo.store import PullResult
@@ -168,8 +174,10 @@ def _build_instead(parsed: Ref, registry_url: str, store, missing: NotFoundError
     if log:
         log(f"{parsed.name}:{parsed.tag} is not in {registry_url}; building it from its catalog recipe "
             f"({describe(card['recipe']['base'])})")
+    if confirm is not None:  # outside the try: declining is not a failed build
+        confirm(estimate_build(card, store.root / "bases"))
     try:
-        built = build(parsed.name, tag=parsed.tag, store=store, log=log, progress=log)  # per-layer progress
+        built = build(parsed.name, tag=parsed.tag, store=store, log=log, progress=steps)
     except ZooError as err:
         raise type(err)(f"{parsed.name}:{parsed.tag} is not in {registry_url}, and building it from its "
                         f"recipe failed: {err}") from None
