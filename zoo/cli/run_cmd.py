@@ -16,21 +16,10 @@ from zoo.cli import options
 err = Console(stderr=True, highlight=False)
 
 
-def resolve_model(model: str) -> Path:
-    """The artifact directory for MODEL: a directory path, or a name the local store resolves/pulls."""
-    candidate = Path(model).expanduser()
-    if candidate.is_dir():
-        return candidate
-    from zoo.cli.names import suggest_names
-    from zoo.store import Store, resolve
-
-    with suggest_names(model, Store()):
-        return resolve(model, log=lambda msg: err.print(f"zoo: {msg}"))
-
-
 def _load(model: str, threads: int | None, ctx: int | None, quiet: bool, verify: bool = True):
     """Resolve, verify (the card's sha256, cached), validate and load (the kernels are prepared later by
     `_warm`, only those a request needs)."""
+    from zoo.cli.resolve import resolve_model
     from zoo.runtime import load
 
     path = resolve_model(model)
@@ -40,6 +29,19 @@ def _load(model: str, threads: int | None, ctx: int | None, quiet: bool, verify:
         m, tok = load(path, ctx=ctx, threads=threads, verify=verify)
     t1 = time.perf_counter()
     return m, tok, {"load_s": t1 - t0, "validate_load_s": t1 - t0, "kernels_s": 0.0, "warm": set()}
+
+
+def _with_stdin(prompt: str | None) -> str | None:
+    """The prompt with piped stdin: stdin alone, or stdin then PROMPT joined by a space, as `ollama run` joins them
+    (`cat notes.txt | zoo run MODEL "Summarize this"`); PROMPT as given when stdin is a terminal."""
+    from zoo.cli import chat
+
+    if sys.stdin is None or sys.stdin.isatty():
+        return prompt
+    if prompt is None:
+        return chat.piped_prompt()
+    piped = sys.stdin.read()
+    return f"{piped} {prompt}" if piped.strip() else prompt
 
 
 def _warm(m, times: dict, prefill: bool, decode: bool, quiet: bool) -> None:
@@ -68,7 +70,8 @@ class _Null:
 
 
 def run(
-    model: str = typer.Argument(..., help="Artifact directory (or a model name in the store)."),
+    model: str = typer.Argument(..., help="NAME[:TAG], registry reference (s3://, hf://, http(s)://, oci://), "
+                                          "artifact directory, or GGUF file / Hugging Face dir (converted, cached)."),
     prompt: str = typer.Argument(None, callback=options.utf8, help="Prompt; omit for an interactive chat."),
     max_tokens: int = typer.Option(None, "--max-tokens", "-n", min=1,
                                    help="Maximum new tokens (default 256; the chat: until EOS or the context)."),
@@ -87,13 +90,15 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print load time, tokens/s and peak RSS."),
     no_verify: bool = options.no_verify(),
 ) -> None:
-    """Generate text with a model, streaming tokens; no PROMPT starts an interactive chat (piped stdin: one
-    answer to all of it).
+    """Generate text with a model, streaming tokens; no PROMPT starts an interactive chat. Piped stdin is one
+    prompt, followed by PROMPT when one is given (as `ollama run` joins them).
 
     Examples:
       zoo run ./smollm2-q4 "Write a haiku about sparse matrices" --max-tokens 64
       zoo run ./smollm2-q4 "2+2=" --temperature 0 --json
       echo "Why is the sky blue?" | zoo run ./smollm2-q4
+      cat notes.txt | zoo run ./smollm2-q4 "Summarize the text above."
+      zoo run SmolLM2.Q4_1.gguf "Hi"  # converted once, then cached
       zoo run ./smollm2-q4            # chat; /? lists commands, /bye or Ctrl-D to quit, Ctrl-C stops an answer
     """
     from zoo.cli import chat
@@ -104,8 +109,7 @@ def run(
 
     params = SamplingParams(temperature, top_k, top_p, repeat_penalty, seed)
     params.check()
-    if prompt is None and not sys.stdin.isatty():
-        prompt = chat.piped_prompt()
+    prompt = _with_stdin(prompt)
     if prompt is None and as_json:
         raise RuntimeModelError("--json needs a PROMPT (the interactive chat streams text)")
     m, tok, times = _load(model, threads, ctx or 4096, quiet=as_json, verify=not no_verify)
@@ -161,7 +165,8 @@ def run(
 
 
 def bench(
-    models: list[str] = typer.Argument(..., help="Artifact directories or model names; several are compared side by side."),
+    models: list[str] = typer.Argument(..., help="Model names, artifact directories, GGUF files or HF dirs "
+                                                         "(as zoo run); several are compared side by side."),
     threads: int = options.threads(),
     prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="Prompt length for prefill."),
     gen_tokens: int = typer.Option(128, "--gen-tokens", min=1, help="Tokens to decode."),
@@ -231,6 +236,7 @@ def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, re
 
     from rich.table import Table
 
+    from zoo.cli.resolve import resolve_model
     from zoo.card import human_size
     from zoo.errors import RuntimeModelError
 
