@@ -1,14 +1,17 @@
-"""Pull throughput: `zoo pull` from a local-directory registry and from nginx, against cp and curl.
+"""Pull throughput: `zoo pull` from a local-directory registry, nginx and an OCI registry, against cp and curl.
 
     python bench/pull.py [--workdir /tmp/zoo-bench-pull] [--repeats 5] [--layers 8]
 
 Builds a random q4 Llama artifact (about 1 GB with the defaults), pushes it to a directory
-registry, serves that directory with nginx on loopback, then alternates, per repeat:
+registry, serves that directory with nginx on loopback, pushes it to Debian's docker-registry (the CNCF
+distribution registry, as tests/registry/oci_server.py starts it) on loopback, then alternates, per repeat:
   cp     copy every blob file to a fresh directory (the same bytes a pull writes); also `cp && sync`
   pull   `zoo pull NAME` into a fresh ZOO_HOME from the directory registry (the whole command; same
          filesystem, so blobs are hard-linked after their sha256 is verified, like `git clone --local`)
   curl   curl every blob from nginx into a fresh directory (one process per file)
   pull   `zoo pull http://…/NAME` into a fresh ZOO_HOME (the whole command)
+  curl   curl every blob from the OCI registry (GET /v2/REPO/blobs/sha256:…) into a fresh directory
+  pull   `zoo pull NAME --registry oci://…` into a fresh ZOO_HOME (the whole command)
 and the same pulls as library calls in this process (no interpreter start-up), plus the copying
 local pull (Store(link_local=False): what happens across filesystems).
 Every run reads warm page cache and writes to the same disk, after an os.sync() so no run waits on
@@ -30,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from registry.oci_server import OciRegistryServer  # noqa: E402  (test helper: docker-registry on loopback)
 from registry.servers import Nginx  # noqa: E402  (test helper: nginx on loopback)
 
 from zoo.registry.local import LocalRegistry  # noqa: E402
@@ -80,11 +84,18 @@ def main() -> None:
     blobs = [registry / "blobs" / "sha256" / f["sha256"] for f in manifest["files"]]
     total = sum(f["size"] for f in manifest["files"])
     nginx = Nginx(registry, work / "nginx", rate="0")
+    try:
+        oci = OciRegistryServer(work / "oci")
+    except RuntimeError:
+        nginx.stop()
+        raise
+    oci_url = f"oci://{oci.host}/zoo"
+    push(artifact, "bench", registry=oci_url)  # content already there: uploads nothing
     env = dict(os.environ, ZOO_CONFIG=str(work / "no-config.yaml"))
     env.pop("ZOO_REGISTRY", None)
     zoo = [sys.executable, "-m", "zoo.cli.main", "pull"]
     times: dict[str, list[float]] = {"cp": [], "cp+sync": [], "pull-local": [], "lib-local": [], "lib-local-copy": [], "curl": [],
-                                     "pull-nginx": [], "lib-nginx": []}
+                                     "pull-nginx": [], "lib-nginx": [], "curl-oci": [], "pull-oci": [], "lib-oci": []}
     try:
         for _ in range(max(1, args.repeats)):
             for p in blobs:  # warm the page cache for every contender alike
@@ -105,11 +116,22 @@ def main() -> None:
                 subprocess.run(["curl", "-sf", "-o", str(out / p.name), f"{nginx.url}/blobs/sha256/{p.name}"],
                                check=True)
             times["curl"].append(time.perf_counter() - start)
+            out = _fresh(work / "out")
+            os.sync()
+            start = time.perf_counter()
+            for p in blobs:
+                subprocess.run(["curl", "-sfL", "-o", str(out / p.name),
+                                f"http://{oci.host}/v2/zoo/bench/blobs/sha256:{p.name}"], check=True)
+            times["curl-oci"].append(time.perf_counter() - start)
+            home = _fresh(work / "home")
+            times["pull-oci"].append(_timed([*zoo, "bench", "--registry", oci_url], dict(env, ZOO_HOME=str(home))))
+            times["lib-oci"].append(_pull_in_process(work / "home", "bench", oci_url))
             home = _fresh(work / "home")
             times["pull-nginx"].append(_timed([*zoo, f"{nginx.url}/bench"], dict(env, ZOO_HOME=str(home))))
             times["lib-nginx"].append(_pull_in_process(work / "home", f"{nginx.url}/bench", None))
     finally:
         nginx.stop()
+        oci.stop()
         shutil.rmtree(work / "out", ignore_errors=True)
         shutil.rmtree(work / "home", ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -119,7 +141,8 @@ def main() -> None:
     print("| source | plain copy | MB/s | `zoo pull` command | MB/s | ratio | library pull | MB/s | ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     for label, copy, cmd, lib in (("local directory", "cp", "pull-local", "lib-local"),
-                                  ("nginx (loopback)", "curl", "pull-nginx", "lib-nginx")):
+                                  ("nginx (loopback)", "curl", "pull-nginx", "lib-nginx"),
+                                  ("OCI docker-registry (loopback)", "curl-oci", "pull-oci", "lib-oci")):
         print(f"| {label} | {copy} {med[copy]:.2f} s | {rate[copy]:.0f} | {med[cmd]:.2f} s | {rate[cmd]:.0f} | "
               f"{med[copy] / med[cmd]:.0%} | {med[lib]:.2f} s | {rate[lib]:.0f} | {med[copy] / med[lib]:.0%} |")
     print(f"| local directory, copying (another filesystem) | cp {med['cp']:.2f} s | {rate['cp']:.0f} | | | | "
@@ -130,7 +153,9 @@ def main() -> None:
     print(json.dumps({"bytes": total, "files": len(blobs), "runs": times,
                       "ratio_local": med["cp"] / med["pull-local"], "ratio_nginx": med["curl"] / med["pull-nginx"],
                       "ratio_local_library": med["cp"] / med["lib-local"],
-                      "ratio_nginx_library": med["curl"] / med["lib-nginx"]}))
+                      "ratio_nginx_library": med["curl"] / med["lib-nginx"],
+                      "ratio_oci": med["curl-oci"] / med["pull-oci"],
+                      "ratio_oci_library": med["curl-oci"] / med["lib-oci"]}))
 
 
 if __name__ == "__main__":
