@@ -318,7 +318,7 @@ def registry_problems(backend: Backend, url: str, tags: list[str], env: dict, sc
         shutil.rmtree(home, ignore_errors=True)
         try:
             with insecure_registries():
-                pull(f"{NAME}:{tag}", registry=url, store=Store(home, link_local=False))
+                pull(f"{NAME}:{tag}", registry=url, store=Store(home))
         except NotFoundError:
             continue  # never published (the kill came before the manifest): consistent
         except Exception as err:  # noqa: BLE001 (any failure of a published tag is the finding)
@@ -541,7 +541,7 @@ class Campaign:
         shutil.rmtree(scratch / "tag-home", ignore_errors=True)
         try:
             with insecure_registries():
-                pull(f"{NAME}:{tag}", registry=url, store=Store(scratch / "tag-home", link_local=False))
+                pull(f"{NAME}:{tag}", registry=url, store=Store(scratch / "tag-home"))
             return True
         except Exception:  # noqa: BLE001
             return False

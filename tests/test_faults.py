@@ -50,7 +50,7 @@ def test_the_checks_see_damage_planted_in_a_store_and_a_registry(tmp_path, monke
     registry = tmp_path / "registry"
     push(art, f"{faults.NAME}:latest", registry=str(registry))
     home = tmp_path / "home"
-    pull(faults.NAME, registry=str(registry), store=Store(home, link_local=False))
+    pull(faults.NAME, registry=str(registry), store=Store(home))
     env = dict(os.environ, ZOO_CONFIG=str(tmp_path / "no-config.yaml"))
     assert faults.store_problems(home, env) == [] and faults.store_leftovers(home) == []
     blob = max((home / "blobs" / "sha256").iterdir(), key=lambda p: p.stat().st_size)

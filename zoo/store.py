@@ -2,7 +2,7 @@
 
     blobs/sha256/<hex>             verified, read-only; `<hex>.partial` while downloading (resumable)
     manifests/<name>/<tag>.json    written last, by atomic rename: a manifest never names a missing blob
-    snapshots/<manifest-digest>/   the artifact directory, files hard-linked to their blobs
+    snapshots/<manifest-digest>/   the artifact directory, files hard-linked to their blobs (never to a registry's)
     inflight/<pid>-<n>.json        digests a running pull needs (gc keeps them)
     locks/                         one lock file per blob being downloaded, gc.lock
 
@@ -83,11 +83,10 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """The local store at `root` (default: config.zoo_home())."""
 
-    def __init__(self, root: str | os.PathLike | None = None, *, link_local: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
         from zoo.config import zoo_home
 
         self.root = Path(root).expanduser() if root is not None else zoo_home()
-        self.link_local = link_local  # hard-link verified blobs from a local registry on the same filesystem
         self.blobs = self.root / "blobs" / "sha256"
         self.manifests = self.root / "manifests"
         self.snapshots = self.root / "snapshots"
@@ -232,11 +231,8 @@ class Store:
         with FileLock(str(self.root / "locks" / f"{entry.sha256}.lock")):
             if self._present(entry, final):  # already stored (or another process finished it while we waited)
                 return 0
-            link = getattr(registry, "link_blob", None)
-            if link is not None and self.link_local and not final.with_name(final.name + ".partial").exists():
-                linked = self._link(link, entry, final, progress)
-                if linked:
-                    return linked
+            # Always a copy of its own (a local registry's copy_file_range may share extents copy-on-write, a
+            # reflink): a store never shares an inode with a registry, whose blob could be changed in place.
             return self._download(registry, entry, final, progress)
 
     def _present(self, entry: FileEntry, final: Path) -> bool:
@@ -264,25 +260,6 @@ class Store:
             if same_file(blob, linked):
                 verified.append((linked, entry.sha256))
         remember(verified, self.verify_cache)
-
-    def _link(self, link, entry: FileEntry, final: Path, progress: Progress | None) -> int:
-        """Like `git clone --local`: hard-link a local registry's blob, hash it, keep it only if it matches.
-
-        The registry's blobs are immutable (written once, read-only), so the store shares them instead
-        of copying gigabytes; returns 0 when a link is impossible (another filesystem, permissions).
-        """
-        tmp = final.with_name(final.name + ".link")
-        tmp.unlink(missing_ok=True)
-        if not link(entry, tmp):
-            return 0
-        digest, size = sha256_path(tmp, progress)
-        if size != entry.size or digest != entry.sha256:
-            tmp.unlink(missing_ok=True)
-            what = f"{size} bytes, expected {entry.size}" if size != entry.size else \
-                f"sha256 {digest[:16]}…, expected {entry.sha256[:16]}…"
-            raise ChecksumError(f"{entry.path}: registry blob does not match the manifest ({what}); nothing was stored")
-        os.replace(tmp, final)
-        return size
 
     def _download(self, registry: Registry, entry: FileEntry, final: Path, progress: Progress | None) -> int:
         """Fetch into `<hex>.partial` (resuming it), hash on a second thread, verify, then rename into place."""

@@ -235,20 +235,41 @@ def test_blobs_are_shared_between_tags_and_models(zoo_env, tiny_artifact, tmp_pa
     assert first.path != second.path
 
 
-def test_same_filesystem_pull_shares_the_registry_blob(zoo_env, tiny_artifact):
-    """Like `git clone --local`: a verified hard link, not a second copy."""
+def sha256_of(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_pull_never_shares_an_inode_with_the_registry(zoo_env, tiny_artifact):
+    """A blob changed in place in the registry must not change the store's copy (it did when they were hard
+    links: the fault campaign of 2026-12-06); and what the registry publishes is world-readable (0600 manifests
+    made an ordinary nginx answer 403)."""
+    import stat
+
     reg = zoo_env / "reg"
     push(tiny_artifact, "tiny", registry=str(reg))
     result = pull("tiny", registry=str(reg))
     for entry in result.files:
-        assert Store().blob_path(entry.sha256).stat().st_ino == (reg / "blobs" / "sha256" / entry.sha256).stat().st_ino
+        stored, published = Store().blob_path(entry.sha256), reg / "blobs" / "sha256" / entry.sha256
+        assert stored.stat().st_ino != published.stat().st_ino
+    big = max(result.files, key=lambda e: e.size)
+    published = reg / "blobs" / "sha256" / big.sha256
+    published.chmod(0o644)
+    with open(published, "r+b") as f:  # in place: same inode
+        f.seek(big.size // 2)
+        f.write(b"\xff" * 8)
+    assert sha256_of(Store().blob_path(big.sha256)) == big.sha256
+    published_files = [p for p in reg.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert published_files and all(p.stat().st_mode & stat.S_IROTH for p in published_files), \
+        [oct(p.stat().st_mode) for p in published_files]
 
 
 def test_copying_pull_round_trip_tamper_and_resume(zoo_env, tiny_artifact, mid_artifact):
-    """The in-kernel copy path (another filesystem, or link_local=False) verifies what it wrote."""
+    """The in-kernel copy path verifies what it wrote and resumes a partial blob."""
     reg = zoo_env / "reg"
     push(mid_artifact, "mid", registry=str(reg))
-    store = Store(link_local=False)
+    store = Store()
     manifest = LocalRegistry(reg).get_manifest("mid", "latest")
     big = max(manifest["files"], key=lambda f: f["size"])
     store.blobs.mkdir(parents=True)

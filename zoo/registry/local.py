@@ -27,10 +27,11 @@ INDEX_VERSION = 1
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to a temporary sibling, fsync, then rename over `path`."""
+    """Write bytes to a temporary sibling, fsync, then rename over `path` (world-readable, 0644)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600: a published registry is read by a web server's own user
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -119,19 +120,6 @@ class LocalRegistry(Registry):
                     yield chunk
 
         return offset, chunks()
-
-    def link_blob(self, entry: FileEntry, dest: Path) -> bool:
-        """Hard-link a blob to `dest` (same filesystem); False when the OS refuses (the caller copies)."""
-        path = self._blob(entry)
-        if path.is_symlink():
-            raise RegistryError(f"{entry.path}: blob is a symlink in {self.url}; refused")
-        if not path.is_file():
-            raise NotFoundError(f"{entry.path}: blob sha256:{entry.sha256[:12]} missing from {self.url}")
-        try:
-            os.link(path, dest)
-        except OSError:
-            return False
-        return True
 
     def copy_blob(self, entry: FileEntry, offset: int, out_fd: int) -> Iterator[int]:
         """Copy a blob from `offset` into `out_fd` (same offset) in the kernel (copy_file_range, like cp);
