@@ -1,6 +1,6 @@
 """A one-trial slice of the fault campaign (bench/faults.py, issue 19), so the campaign code cannot rot: kill -9 of
-a pull and a full disk on a directory registry, a connection dropped mid-blob by the tests' relay in front of
-docker-registry; and the campaign's checks shown to see damage planted in a store and a registry."""
+a pull and a full disk on a directory registry, a connection dropped mid-blob by an HTTP mirror and by the tests'
+relay in front of docker-registry; and the campaign's checks shown to see damage planted in a store and a registry."""
 
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ def test_a_slice_of_the_campaign_finds_no_corruption_and_every_rerun_succeeds(tm
         monkeypatch.delenv(var, raising=False)
     faults = load_faults()
     rows = faults.run(["kill-pull", "full-disk"], ["dir"], 1, 3, tmp_path / "work", layers=1)
-    rows += faults.run(["dropped"], ["oci"], 1, 3, tmp_path / "work", layers=1)
+    rows += faults.run(["dropped"], ["http", "oci"], 1, 3, tmp_path / "work", layers=1)
     assert [(r["scenario"], r["backend"], r["trials"]) for r in rows] == \
-        [("kill-pull", "dir", 1), ("full-disk", "dir", 1), ("dropped", "oci", 1)]
+        [("kill-pull", "dir", 1), ("full-disk", "dir", 1), ("dropped", "http", 1), ("dropped", "oci", 1)]
     for row in rows:
-        assert (row["corrupt"], row["rerun_failed"]) == (0, 0), row
-    pull, disk, dropped = (r["notes"] for r in rows)
+        assert (row["corrupt"], row["rerun_failed"], row["bad_error"], row["hazard"]) == (0, 0, 0, 0), row
+    pull, disk, dropped_http, dropped = (r["notes"] for r in rows)
+    assert dropped_http == {"first pull ok": 1, "resumed with Range": 1}  # the mirror's cut body resumed too
     assert pull.get("killed", 0) + pull.get("finished first", 0) == 1
     assert disk.get("pull failed") == 1 or "RLIMIT_FSIZE" in disk  # a tmpfs smaller than the model cannot fit it
     assert dropped == {"first pull ok": 1, "resumed with Range": 1}  # cut once, resumed where it was cut

@@ -69,3 +69,7 @@ class EvaluationError(ZooError):
 
 class BuildError(ZooError):
     """A card's recipe cannot be built: no recipe, an unavailable base, or options zoo cannot apply."""
+
+
+class DiskFullError(ZooError):
+    """A write found no space left (ENOSPC, EDQUOT): the message names the file; nothing half-written is kept."""

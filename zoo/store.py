@@ -13,12 +13,14 @@ of one model download each blob once. `resolve(name_or_path)` is what `zoo run` 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -27,12 +29,25 @@ from typing import TYPE_CHECKING
 
 from filelock import FileLock
 
-from zoo.errors import ChecksumError, NotFoundError, RegistryError
+from zoo.errors import ChecksumError, DiskFullError, NotFoundError, RegistryError
+from zoo.workdirs import BUILD_STAGING, SNAPSHOT_STAGING, pid_alive, sweep
 
 from .registry.base import CHUNK, FileEntry, Registry, check_manifest, check_name, check_tag, manifest_bytes, \
     manifest_digest, parse_manifest
 from .registry.local import atomic_write
 from .registry.sink import HashingSink
+
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file size limit
+DOWNLOAD_ATTEMPTS = 4  # a blob whose body ends early is resumed (Range) this many times in all
+RETRY_PAUSE = 0.5  # seconds before the first resume, doubled each time
+
+
+class _CutShort(Exception):
+    """A blob body ended before its size: resumable from `pos` (`written` bytes arrived this attempt)."""
+
+    def __init__(self, pos: int, written: int) -> None:
+        super().__init__(pos)
+        self.pos, self.written = pos, written
 
 if TYPE_CHECKING:
     from zoo.build.estimate import BuildEstimate
@@ -68,16 +83,6 @@ class PullResult:
     reused_bytes: int = 0
     files: list[FileEntry] = field(default_factory=list)
     built: bool = False  # built from a catalog recipe rather than downloaded
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Store:
@@ -145,7 +150,7 @@ class Store:
         result = PullResult(local_name, tag, Path(), manifest_digest(manifest), files=entries)
         if on_total:
             on_total(sum(e.size for e in entries))
-        marker = self._register_inflight(entries)
+        marker = self._register_inflight(entries, manifest_digest(manifest))
         try:
             # blobs in parallel, largest first: a small file's latency hides behind the big one
             order = sorted(entries, key=lambda e: -e.size)
@@ -190,7 +195,7 @@ class Store:
 
         manifest, _ = build_manifest(artifact, check_name(name), check_tag(tag))
         entries = check_manifest(manifest, f"{name}:{tag}")
-        marker = self._register_inflight(entries)
+        marker = self._register_inflight(entries, manifest_digest(manifest))
         try:
             self.blobs.mkdir(parents=True, exist_ok=True)
             for entry in entries:
@@ -214,13 +219,14 @@ class Store:
             marker.unlink(missing_ok=True)
         return PullResult(name, tag, path, manifest_digest(manifest), files=entries)
 
-    def _register_inflight(self, entries: list[FileEntry]) -> Path:
-        """Record the digests this pull needs, under the gc lock, so a concurrent gc keeps them."""
+    def _register_inflight(self, entries: list[FileEntry], snapshot: str) -> Path:
+        """Record the digests this pull needs (its blobs and the snapshot it will make), under the gc lock,
+        so a concurrent gc keeps them."""
         self.inflight.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / "gc.lock")):
             fd, tmp = tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".json", dir=self.inflight)
             with os.fdopen(fd, "w") as f:
-                json.dump([e.sha256 for e in entries], f)
+                json.dump([e.sha256 for e in entries] + [snapshot], f)
         return Path(tmp)
 
     def _fetch_blob(self, registry: Registry, entry: FileEntry, progress: Progress | None) -> int:
@@ -262,7 +268,25 @@ class Store:
         remember(verified, self.verify_cache)
 
     def _download(self, registry: Registry, entry: FileEntry, final: Path, progress: Progress | None) -> int:
-        """Fetch into `<hex>.partial` (resuming it), hash on a second thread, verify, then rename into place."""
+        """Fetch into `<hex>.partial` (resuming it), hash on a second thread, verify, then rename into place.
+
+        A body that ends early (the server or a proxy dropped the connection) keeps its partial and is
+        resumed from where it stopped (Range), up to DOWNLOAD_ATTEMPTS times with a growing pause."""
+        written = 0
+        for attempt in range(DOWNLOAD_ATTEMPTS):
+            try:
+                return written + self._download_once(registry, entry, final, progress, resumed=attempt > 0)
+            except _CutShort as cut:
+                written += cut.written
+                if attempt == DOWNLOAD_ATTEMPTS - 1:
+                    raise RegistryError(f"{entry.path}: the registry closed the connection early {DOWNLOAD_ATTEMPTS} "
+                                        f"times (last at byte {cut.pos} of {entry.size}); the partial download is "
+                                        f"kept: pull again to resume") from None
+                time.sleep(RETRY_PAUSE * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _download_once(self, registry: Registry, entry: FileEntry, final: Path, progress: Progress | None,
+                       resumed: bool) -> int:
         partial = final.with_name(final.name + ".partial")
         have = partial.stat().st_size if partial.is_file() else 0
         if have > entry.size:
@@ -276,7 +300,7 @@ class Store:
                 start, chunks = have, iter(())
             os.ftruncate(fd, start)  # a backend that cannot seek restarts at 0
             sink = HashingSink(fd, start, progress)
-            if start and progress:
+            if start and progress and not resumed:  # a retry's prefix was counted by the attempt that wrote it
                 progress(start)
             try:
                 if copy is not None and have < entry.size:
@@ -289,12 +313,17 @@ class Store:
                     if sink.pos > entry.size:
                         break  # longer than promised: the check below fails
                 digest = sink.finish()
-            except BaseException:
+            except BaseException as err:
                 sink.abort()
+                if isinstance(err, OSError) and err.errno in FULL_DISK:
+                    raise DiskFullError(f"{partial}: {err.strerror.lower()} writing {entry.path} "
+                                        f"(free some space, then pull again: the download resumes)") from None
                 raise
             total, written = sink.pos, sink.written
         finally:
             os.close(fd)
+        if total < entry.size and copy is None:
+            raise _CutShort(total, written)
         if total != entry.size or digest != entry.sha256:
             partial.unlink(missing_ok=True)
             what = f"{total} bytes, expected {entry.size}" if total != entry.size else \
@@ -311,7 +340,7 @@ class Store:
         if target.is_dir() and self._snapshot_intact(target, entries):
             return target
         self.snapshots.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.snapshots))
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{os.getpid()}-", dir=self.snapshots))
         try:
             for entry in entries:
                 blob = self.blob_path(entry.sha256)
@@ -400,11 +429,13 @@ class Store:
                 keep_snaps.add(item["digest"])
             for marker in self.inflight.glob("*.json"):
                 pid = int(marker.name.split("-", 1)[0]) if marker.name.split("-", 1)[0].isdigit() else -1
-                if pid > 0 and _pid_alive(pid):
+                if pid > 0 and pid_alive(pid):
                     try:
-                        keep_blobs.update(json.loads(marker.read_text()))
+                        needed = json.loads(marker.read_text())
                     except (OSError, ValueError):
-                        pass
+                        continue
+                    keep_blobs.update(needed)  # blob digests, and the digest of the snapshot it will make
+                    keep_snaps.update(needed)
                 else:
                     marker.unlink(missing_ok=True)
             for path in _entries(self.blobs):
@@ -415,9 +446,12 @@ class Store:
                 path.unlink(missing_ok=True)
                 blobs_removed += not path.name.endswith(".partial")
             for path in _entries(self.snapshots):
-                if path.name not in keep_snaps:
-                    shutil.rmtree(path, ignore_errors=True)
-                    snaps_removed += 1
+                if path.name in keep_snaps or SNAPSHOT_STAGING.fullmatch(path.name):
+                    continue  # staging snapshots: only a dead owner's are removed, by the sweep below
+                shutil.rmtree(path, ignore_errors=True)
+                snaps_removed += 1
+            sweep(self.snapshots, SNAPSHOT_STAGING)
+            sweep(self.root / "tmp", BUILD_STAGING)
         return {"blobs_removed": blobs_removed, "snapshots_removed": snaps_removed, "bytes_freed": freed}
 
 

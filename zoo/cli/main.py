@@ -6,6 +6,7 @@ Tracebacks are shown only with ZOO_DEBUG=1.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -95,6 +96,11 @@ def main() -> None:
             _usage_error(err)  # a usage error from typer's click (exit code 2)
         if os.environ.get("ZOO_DEBUG") == "1":
             raise
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # not a bug
+            where = f" writing {err.filename}" if err.filename else ""
+            print(f"zoo: error: {err.strerror.lower()}{where} (free some space, then run the command again)",
+                  file=sys.stderr)
+            sys.exit(1)
         print(f"zoo: internal error: {type(err).__name__}: {err} (ZOO_DEBUG=1 for a traceback)", file=sys.stderr)
         sys.exit(1)
     if code == 130:  # typer reports Ctrl-C inside a command as an exit code, not an exception

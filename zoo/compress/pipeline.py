@@ -25,6 +25,7 @@ import yaml
 from zoo.errors import CompressError
 from zoo.format import ArtifactWriter, decode, encode
 from zoo.format.envelope import load_yaml
+from zoo.workdirs import compress_staging, sweep
 
 from .calibration import Calibration, calibration_windows
 from .linear import InputStats, compress_linear
@@ -350,6 +351,8 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
     distilling = recipe.recover in ("distill", "both") and calib is not None
     for leftover in (staging, before_dir, pre_dir):
         shutil.rmtree(leftover, ignore_errors=True)
+    # what a killed compress of the same OUT left: its staging dirs and their writers' temporaries (dead pids)
+    sweep(out_dir.parent, compress_staging(out_dir.name))
     try:
         out_config = _out_config(config, recipe, layer_sparsity)
         with contextlib.ExitStack() as stack:

@@ -1,0 +1,64 @@
+"""What a killed pull, build or compress leaves is removed by the next run or by gc, and only when its owner is
+dead; a pull running beside gc keeps its snapshot (fault campaign of 2026-12-06, issue 19)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from zoo.registry.transfer import pull, push
+from zoo.store import Store
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_gc_removes_a_dead_owners_staging_and_keeps_a_live_one(zoo_env, tiny_artifact):
+    push(tiny_artifact, "tiny", registry=str(zoo_env / "reg"))
+    store = Store()
+    pull("tiny", registry=str(zoo_env / "reg"), store=store)
+    dead, live = dead_pid(), os.getppid()  # the pytest runner's parent is alive for the whole test
+    staged = {name: store.snapshots / name for name in (f".tmp-{dead}-ab_c1", f".tmp-{live}-ab_c2")}
+    built = {name: store.root / "tmp" / name for name in (f"build-tiny-q4-{dead}-x1", f"build-tiny-q4-{live}-x2")}
+    for path in [*staged.values(), *built.values()]:
+        path.mkdir(parents=True)
+        (path / "model-00001.safetensors").write_bytes(b"half")
+    store.gc()
+    assert not staged[f".tmp-{dead}-ab_c1"].exists() and staged[f".tmp-{live}-ab_c2"].is_dir()
+    assert not built[f"build-tiny-q4-{dead}-x1"].exists() and built[f"build-tiny-q4-{live}-x2"].is_dir()
+    assert len([p for p in store.snapshots.iterdir() if not p.name.startswith(".")]) == 1  # the pulled model's
+
+
+def test_gc_keeps_the_snapshot_a_running_pull_is_making(zoo_env):
+    """A pull records the snapshot it will make with its blobs: gc between the snapshot and the manifest
+    (the pull's last step) no longer deletes it, so the path the pull reports exists."""
+    store = Store()
+    snapshot = store.snapshots / ("ab" * 32)
+    snapshot.mkdir(parents=True)
+    store.inflight.mkdir(parents=True)
+    (store.inflight / f"{os.getppid()}-x.json").write_text(json.dumps(["cd" * 32, "ab" * 32]))
+    assert store.gc()["snapshots_removed"] == 0 and snapshot.is_dir()
+    (store.inflight / f"{os.getppid()}-x.json").rename(store.inflight / f"{dead_pid()}-x.json")  # the pull died
+    assert store.gc()["snapshots_removed"] == 1 and not snapshot.exists()
+
+
+def test_a_new_compress_removes_what_a_killed_one_left(tmp_path):
+    from zoo.compress import Recipe, compress
+    from zoo.synthetic import TINY_LLAMA, write_random_model
+
+    src = write_random_model(tmp_path / "src", TINY_LLAMA, encoding="dense", seed=0)
+    out = tmp_path / "out"
+    dead = dead_pid()
+    left = [tmp_path / f".out.compress-{dead}", tmp_path / f"..out.compress-{dead}.tmp-k3_x", tmp_path /
+            f".out.one-shot-{dead}"]
+    running = tmp_path / f".out.compress-{os.getppid()}"  # another compress of the same OUT, still running
+    for path in [*left, running]:
+        path.mkdir()
+    compress(src, out, Recipe(method="magnitude", sparsity=0.5), evaluate=False)
+    assert out.is_dir() and not any(p.exists() for p in left) and running.is_dir()
