@@ -62,3 +62,15 @@ def test_a_new_compress_removes_what_a_killed_one_left(tmp_path):
         path.mkdir()
     compress(src, out, Recipe(method="magnitude", sparsity=0.5), evaluate=False)
     assert out.is_dir() and not any(p.exists() for p in left) and running.is_dir()
+
+
+def test_a_push_removes_the_blob_a_killed_push_was_writing(zoo_env, tiny_artifact, mid_artifact):
+    reg = zoo_env / "reg"
+    push(tiny_artifact, "tiny", registry=str(reg))
+    blobs = reg / "blobs" / "sha256"
+    stale = blobs / f".{'ab' * 32}.{dead_pid()}-q1w2.tmp"
+    running = blobs / f".{'cd' * 32}.{os.getppid()}-q1w2.tmp"  # a push still writing it
+    stale.write_bytes(b"half a blob")
+    running.write_bytes(b"half a blob")
+    push(mid_artifact, "mid", registry=str(reg))
+    assert not stale.exists() and running.exists()

@@ -16,6 +16,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from zoo.errors import ChecksumError, NotFoundError, RegistryError
+from zoo.workdirs import BLOB_STAGING, sweep
 
 from .base import CHUNK, FileEntry, Registry, blob_key, check_name, check_tag, manifest_bytes, manifest_digest, \
     manifest_key, parse_manifest
@@ -148,7 +149,8 @@ class LocalRegistry(Registry):
         """Copy a file in as a blob, hashing as it goes: a file that changed since it was checked is refused."""
         dest = self._blob(entry)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{entry.sha256}.", suffix=".tmp", dir=dest.parent)
+        sweep(dest.parent, BLOB_STAGING)  # what a killed push left (the owner's pid is in the name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{entry.sha256}.{os.getpid()}-", suffix=".tmp", dir=dest.parent)
         try:
             try:
                 src = os.open(source, os.O_RDONLY)
