@@ -217,3 +217,34 @@ def test_https_registry_is_reached_over_tls_and_an_untrusted_certificate_is_one_
     finally:
         proxy.close()
         registry.stop()
+
+
+def test_a_server_error_on_a_head_is_asked_again(tmp_path):
+    """docker-registry answers HTTP 500 to a blob HEAD racing another push of that blob (fault campaign, 4 concurrent
+    pushes): a GET or HEAD answered 5xx is repeated with a pause, as docker does."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from zoo.registry.oci import OciRegistry
+
+    seen: list[str] = []
+
+    class Flaky(BaseHTTPRequestHandler):  # an external fault injector: two 500s, then the blob is there
+        def do_HEAD(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.path)
+            self.send_response(500 if len(seen) <= 2 else 200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        reg = OciRegistry(f"oci://127.0.0.1:{server.server_address[1]}/ns")
+        assert reg._blob_exists("ns/m", "sha256:" + "ab" * 32) is True
+        assert len(seen) == 3 and all(path.endswith("/blobs/sha256:" + "ab" * 32) for path in seen)
+        reg.close()
+    finally:
+        server.shutdown()

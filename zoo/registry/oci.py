@@ -33,6 +33,8 @@ REPO_RE = re.compile(r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+
 MAX_SMALL_BLOB = 16 << 20  # config blobs and cards read into memory
 MOUNT_SOURCES = 32  # repositories of the namespace asked (HEAD) for a missing blob before uploading it
 RETRIES = 3  # re-requests (with Range) of one dropped blob download or chunk upload
+SERVER_ERROR_TRIES = 4  # a GET or HEAD answered 5xx is asked this many times in all
+SERVER_ERROR_PAUSE = 0.25  # seconds before the first repeat, doubled each time
 
 
 def parse_oci_ref(ref: str) -> tuple[str, str, str]:
@@ -118,22 +120,29 @@ class OciRegistry(Registry):
     # ---- HTTP with the docker/oras auth flow -----------------------------------------------
     def _send(self, method: str, url: str, scope: str, *, what: str, stream: bool = False,
               ok: tuple[int, ...] = (200,), **kwargs) -> httpx.Response:
-        """One request; on 401 answer the Bearer or Basic challenge once and retry. Errors are one line."""
-        for attempt in (0, 1):
-            headers = dict(kwargs.pop("headers", None) or {})
-            kwargs["headers"] = headers
-            if scope in self._auth or "*" in self._auth:
-                headers["Authorization"] = self._auth.get(scope) or self._auth["*"]
-            try:
-                request = self.client.build_request(method, url, **kwargs)
-                resp = self.client.send(request, stream=stream)
-            except httpx.HTTPError as err:
-                raise unreachable(err, self.url, self.scheme, what) from None
-            if resp.status_code != 401 or attempt:
+        """One request; on 401 answer the Bearer or Basic challenge once and retry; a GET or HEAD answered with
+        a server error (5xx: docker-registry answers 500 to a HEAD racing another push of the same blob) is
+        retried with a growing pause, as docker and containerd do. Errors are one line."""
+        for server_try in range(SERVER_ERROR_TRIES):
+            for attempt in (0, 1):
+                headers = dict(kwargs.pop("headers", None) or {})
+                kwargs["headers"] = headers
+                if scope in self._auth or "*" in self._auth:
+                    headers["Authorization"] = self._auth.get(scope) or self._auth["*"]
+                try:
+                    request = self.client.build_request(method, url, **kwargs)
+                    resp = self.client.send(request, stream=stream)
+                except httpx.HTTPError as err:
+                    raise unreachable(err, self.url, self.scheme, what) from None
+                if resp.status_code != 401 or attempt:
+                    break
+                challenge = resp.headers.get("WWW-Authenticate", "")
+                resp.close()
+                self._answer(challenge, scope)
+            if resp.status_code < 500 or method not in ("GET", "HEAD") or server_try == SERVER_ERROR_TRIES - 1:
                 break
-            challenge = resp.headers.get("WWW-Authenticate", "")
             resp.close()
-            self._answer(challenge, scope)
+            time.sleep(SERVER_ERROR_PAUSE * 2 ** server_try)
         if resp.status_code in ok:
             return resp
         if stream:
