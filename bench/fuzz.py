@@ -147,9 +147,10 @@ def _in_process(args: list[str], env: dict) -> tuple[int, str, str | None, str |
     """Run zoo's console entry point in this process: (exit code, stderr, escaped exception, None)."""
     from zoo.cli.main import main
 
-    saved_env, saved_argv = dict(os.environ), sys.argv
+    saved_env, saved_argv, saved_stdin = dict(os.environ), sys.argv, sys.stdin
     os.environ.update(env)
     sys.argv = ["zoo", *args]
+    sys.stdin = io.StringIO("")  # as </dev/null: the worker's own stdin is the case pipe (zoo run reads piped stdin)
     out, err = io.StringIO(), io.StringIO()
     code, escaped = 0, None
     try:
@@ -162,7 +163,7 @@ def _in_process(args: list[str], env: dict) -> tuple[int, str, str | None, str |
     finally:
         os.environ.clear()
         os.environ.update(saved_env)
-        sys.argv = saved_argv
+        sys.argv, sys.stdin = saved_argv, saved_stdin
     return code, err.getvalue(), escaped, None
 
 
