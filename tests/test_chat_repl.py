@@ -39,7 +39,7 @@ class Repl:
         env = {**harness.zoo_env(home), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}  # no terminal answers CPR
         self.child = pexpect.spawn(harness.ZOO[0], [*harness.ZOO[1:], "run", str(model), "--threads", "1", *args],
                                    env=env, encoding="utf-8", codec_errors="replace", timeout=START_S,
-                                   dimensions=(80, 200))
+                                   dimensions=(80, 200), preexec_fn=harness.default_sigint)
         self.idle = False  # True between seeing an empty prompt and typing something
         self.ready(START_S)
 

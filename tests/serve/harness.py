@@ -78,7 +78,8 @@ class Server:
         if self.api_key:
             cmd += ["--api-key", self.api_key]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=self.env)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=self.env,
+                                         preexec_fn=default_sigint)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -114,6 +115,13 @@ class Server:
             self.proc.kill()
             self.proc.wait()
             raise
+
+
+def default_sigint() -> None:
+    """In the child before exec: SIGINT at its default, as an interactive shell starts a program. A suite launched
+    in the background by a non-interactive shell (`cmd &`) runs with SIGINT ignored, which survives exec: the
+    Ctrl-C tests then met a zoo that could not be interrupted (exit 0 instead of 130, a REPL that ignored ^C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def zoo_env(home: Path) -> dict:
