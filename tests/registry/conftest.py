@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,17 @@ def tamper(path: Path, offset: int = 100) -> None:
     data = bytearray(path.read_bytes())
     data[offset % len(data)] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def zoo(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """`zoo ARGS` in a child process with `env` (a real CLI run)."""
+    return subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """The run failed with exit 1 and one stderr line, no traceback, naming every needle."""
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr

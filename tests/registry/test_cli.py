@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
 
-from .conftest import assert_same_tree
-
-
-def zoo(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+from .conftest import assert_same_tree, zoo
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from zoo.registry.transfer import build_manifest
 from zoo.store import Store
 from zoo.synthetic import TINY_LLAMA, write_random_model
 
-from .conftest import CARD_EXTRA, assert_same_tree, sha256, store_files
+from .conftest import CARD_EXTRA, assert_same_tree, sha256, store_files, zoo
 from .oci_server import DroppingRelay, OciRegistryServer, TokenService
 
 USER, PASSWORD = "zoo-user", "s3cret-pass"
@@ -47,11 +45,6 @@ def cli_env(zoo_env, monkeypatch) -> dict:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("DOCKER_CONFIG", str(zoo_env / "no-docker-config"))
     return dict(os.environ)
-
-
-def zoo(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
 
 
 def uploaded_digests(server: OciRegistryServer, since: int = 0) -> list[str]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -22,23 +20,11 @@ from zoo.errors import RegistryError
 from zoo.registry import oci_credhelper
 from zoo.registry.oci_auth import docker_credentials
 
-from .conftest import assert_same_tree
+from .conftest import assert_same_tree, one_line_error, zoo
 from .oci_server import OciRegistryServer, TokenService
 
 USER, PASSWORD = "zoo-user", "s3cret-pass"
 REFRESH = "refresh-token-9f2c"
-
-
-def zoo(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-
-
-def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 class Helpers:

@@ -11,8 +11,6 @@ import datetime
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import pytest
 from zoo.registry import insecure_registries, open_registry
 from zoo.registry.oci_transport import is_loopback, uses_plain_http
 
-from .conftest import assert_same_tree
+from .conftest import assert_same_tree, one_line_error, zoo
 from .oci_server import OciRegistryServer
 
 NAME = "models.example.test"  # not loopback by name; the proxy takes it to the loopback registry
@@ -87,18 +85,6 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-
-
-def zoo(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.cli.main", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-
-
-def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
 
 
 @pytest.fixture
