@@ -10,19 +10,10 @@ import zoo.kernels as K
 from zoo.errors import KernelError
 from zoo.synthetic import random_codes
 
-PATHS = K.available_paths()
 # (encoding, sparsity, group size): every matmul kernel, the int8 ones (VNNI tiles, VNNI CSR, tile4, AVX2 q4
 # tiles) and the float ones, with two group sizes so one input carries two int8 forms
 CASES = [("q4", 0.0, 128), ("q4", 0.0, 64), ("q8", 0.0, 128), ("sparse-q4", 0.3, 128), ("sparse-q4", 0.7, 128),
          ("sparse-q8", 0.7, 64), ("sparse-f16", 0.5, 128), ("dense", 0.0, 128)]
-
-
-@pytest.fixture(params=PATHS)
-def path(request):
-    previous = K.selected_path()
-    K.set_path(request.param)
-    yield request.param
-    K.set_path(previous)
 
 
 @pytest.mark.parametrize("tokens", [1, 5, 33])

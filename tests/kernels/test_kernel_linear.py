@@ -16,14 +16,6 @@ SHAPES = [(1, 70), (13, 200), (37, 129), (64, 384), (5, 1000)]
 SPARSITIES = (0.0, 0.5, 0.9, 0.99, 1.0)
 
 
-@pytest.fixture(params=PATHS)
-def path(request):
-    previous = K.selected_path()
-    K.set_path(request.param)
-    yield request.param
-    K.set_path(previous)
-
-
 def _quantizes_activations(t, x, path) -> bool:
     """Fast-path matvecs of q4/q8/sparse-q4/sparse-q8, and the matmuls of the VNNI and AVX2 int8 kernels, use int8
     activations."""

@@ -27,14 +27,6 @@ def tile_tensor(rng, rows, cols, keep):
     return t, decode(t).astype(np.float64)
 
 
-@pytest.fixture(params=PATHS)
-def path(request):
-    previous = K.selected_path()
-    K.set_path(request.param)
-    yield request.param
-    K.set_path(previous)
-
-
 @pytest.mark.parametrize("keep", KEEPS)
 def test_matvec_and_matmul_every_path(path, keep):
     """The SIMD paths quantize activations to int8 per 128 columns (bounded error), matvec and matmul;
