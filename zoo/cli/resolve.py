@@ -37,15 +37,33 @@ class Checkpoints(enum.Enum):
 
     CONVERT = "convert"  # convert into a cached artifact and use that (run, bench, eval --engine runtime)
     READ = "read"  # return the path: the command reads checkpoints itself (eval's reference engine, compress)
-    REFUSE = "refuse"  # refuse in one line naming the `zoo convert` command to run (inspect, verify)
+    REFUSE = "refuse"  # refuse in one line naming the `zoo convert` command to run (show, inspect, verify, export)
 
 
-def resolve_model(model: str, checkpoints: Checkpoints = Checkpoints.CONVERT) -> Path:
+def resolve_model(model: str, checkpoints: Checkpoints = Checkpoints.CONVERT, *, fetch: bool = True,
+                  yes: bool | None = None, quiet: bool = False) -> Path:
     """The path to open for MODEL (see the module docstring): an artifact directory, or with
     Checkpoints.READ possibly the checkpoint itself. NotFoundError names what is missing: a path,
-    a registry reference, or a model name (with near names when there are some)."""
+    a registry reference, or a model name (with near names when there are some).
+
+    `fetch` False keeps to the local store (a name not pulled is an error naming `zoo pull`). A name that
+    is built from its catalog recipe is confirmed as `zoo pull` confirms it: `yes` skips the question; None
+    means the command has no --yes, so a refusal names `zoo pull NAME --yes` instead. `quiet` silences notes.
+    """
+    path = local_path(model, checkpoints)
+    if path is not None:
+        return path
     if "://" in model:
-        return _reference(model)
+        return _reference(model, fetch, quiet)
+    return _named(model, fetch, yes, quiet)
+
+
+def local_path(model: str, checkpoints: Checkpoints = Checkpoints.CONVERT) -> Path | None:
+    """The path MODEL names when it names one (an artifact directory, or a checkpoint handled as `checkpoints`
+    says); None when MODEL is a model name or a registry reference. A path that does not exist is a
+    NotFoundError naming it as a path."""
+    if "://" in model:
+        return None
     path = Path(model).expanduser()
     if path.exists():
         if (path / "zoo.yaml").is_file():
@@ -55,7 +73,7 @@ def resolve_model(model: str, checkpoints: Checkpoints = Checkpoints.CONVERT) ->
         raise NotFoundError(f"{model}: no such file")
     if model.startswith((".", "/", "~")) or ((os.sep in model or "/" in model) and not _is_name(model)):
         raise NotFoundError(f"{model}: no such artifact directory or file")
-    return _named(model)
+    return None
 
 
 def _note(message: str) -> None:
@@ -73,28 +91,51 @@ def _is_name(text: str) -> bool:
         return False
 
 
-def _reference(model: str) -> Path:
-    """A full registry reference: the stored copy, pulled when missing."""
-    from zoo.store import resolve
+def _reference(model: str, fetch: bool, quiet: bool) -> Path:
+    """A full registry reference: the stored copy, pulled when missing (unless `fetch` is False)."""
+    from zoo.registry import parse_ref
+    from zoo.store import Store, resolve
 
     if not model.startswith(REGISTRY_SCHEMES):
         scheme = model.split("://", 1)[0]
         raise RegistryError(f"{model}: {scheme}:// is not a registry scheme (use s3://, hf://, http(s)://, oci://), "
                             "and no such file or directory exists")
+    if not fetch:
+        return _stored(model, parse_ref(model))
     try:
-        return resolve(model, log=_note)
+        return resolve(model, log=None if quiet else _note)
     except NotFoundError as missing:
         raise NotFoundError(f"{model}: not found in its registry ({missing})") from None
 
 
-def _named(model: str) -> Path:
-    """NAME[:TAG]: the local store, else the default registry, else its catalog recipe."""
+def _stored(model: str, ref) -> Path:
+    """The local store's copy of a parsed reference, or a NotFoundError naming `zoo pull`."""
+    from zoo.store import Store
+
+    store = Store()
+    if not store.has(ref.store_name, ref.tag):
+        raise NotFoundError(f"{model}: not in the local store (`zoo pull {model}` fetches it; "
+                            f"`zoo show {model}` shows its card)")
+    return store.path(ref.store_name, ref.tag)
+
+
+def _named(model: str, fetch: bool, yes: bool | None, quiet: bool) -> Path:
+    """NAME[:TAG]: the local store, else the default registry, else its catalog recipe (asked first when long,
+    as `zoo pull` asks)."""
+    from zoo.cli.long_work import confirm_build, step_progress
     from zoo.cli.names import suggest_names
+    from zoo.registry import parse_ref
     from zoo.store import Store, resolve
 
     with suggest_names(model, Store()):
         try:
-            return resolve(model, log=_note)
+            if not fetch:
+                return _stored(model, parse_ref(model))
+            go_ahead = "run again with --yes to go ahead" if yes is not None else \
+                f"build it first with `zoo pull {model} --yes`"
+            with step_progress(quiet) as steps:
+                return resolve(model, log=None if quiet else _note, steps=steps,
+                               confirm=confirm_build(bool(yes), quiet, go_ahead=go_ahead))
         except NotFoundError as missing:
             if "/" in model:  # 'org/name' could have meant a path too: say that neither exists
                 raise NotFoundError(f"{model}: no such artifact directory or file, and {missing}") from None

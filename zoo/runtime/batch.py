@@ -119,7 +119,7 @@ class BatchRunner:
 
     def _llama_block(self, i: int, x: np.ndarray, positions: list[int], slots: list[KVSlot]) -> None:
         m, B, b, eps = self.model, x.shape[0], f"blk.{i}.", self.model.config["norm_eps"]
-        h = K.rmsnorm(x, m.norms[b + "attn_norm.weight"], eps, m.h[:B])
+        h = K.quantize_input(K.rmsnorm(x, m.norms[b + "attn_norm.weight"], eps, m.h[:B]))  # q, k, v share it
         q = m._lin(h, b + "attn_q.weight", m.q[:B]).reshape(B, m.n_heads, m.head_dim)
         k = m._lin(h, b + "attn_k.weight", m.k[:B])  # [B, n_kv*head_dim]
         v = m._lin(h, b + "attn_v.weight", m.v[:B])
@@ -129,7 +129,7 @@ class BatchRunner:
         att = m.att[:B].reshape(B, m.n_heads, m.head_dim)
         self._attend(i, q, k, v, positions, slots, att)
         x += m._lin(att.reshape(B, -1), b + "attn_output.weight", m.o[:B])
-        h = K.rmsnorm(x, m.norms[b + "ffn_norm.weight"], eps, m.h[:B])
+        h = K.quantize_input(K.rmsnorm(x, m.norms[b + "ffn_norm.weight"], eps, m.h[:B]))  # gate, up share it
         hidden = m.lin[b + "ffn_up.weight"].rows
         gate = m._lin(h, b + "ffn_gate.weight", m.gate[:B * hidden].reshape(B, hidden))
         up = m._lin(h, b + "ffn_up.weight", m.up[:B * hidden].reshape(B, hidden))
