@@ -39,18 +39,47 @@ done:
 """
 
 
-_ZERO_Q4 = """  %zp = getelementptr i8, ptr %zs, i64 %g
-  %hasz = icmp ne i64 %hz, 0
-  br i1 %hasz, label %zl, label %zc
-zl:
-  %zb = load i8, ptr %zp, align 1
-  %zf = uitofp i8 %zb to float
-  br label %zc
-zc:
-  %z = phi float [%zf, %zl], [8.0, %gend]
-"""
-
 _ZERO_CONST = "  %z = fadd float %zc, 0.0\n"  # sparse rows: one zero point, passed in
+
+
+def _factors() -> str:
+    """IR blocks %ploop .. %pdone: sd[g] = f16 scale x activation scale into the stack buffer %sdb, and
+    %corr = sum_g s_g z_g xs_g (the zero-point correction), 16 groups a step with masked loads."""
+    return """ploop:
+  %pg = phi i64 [0, %entry], [%pg2, %ploop]
+  %cv = phi <16 x float> [zeroinitializer, %entry], [%cv2, %ploop]
+  %left = sub i64 %ng, %pg
+  %lc = icmp ult i64 %left, 16
+  %nl = select i1 %lc, i64 %left, i64 16
+  %bits = shl i64 1, %nl
+  %bm1 = sub i64 %bits, 1
+  %b16 = trunc i64 %bm1 to i16
+  %m = bitcast i16 %b16 to <16 x i1>
+  %scp = getelementptr i16, ptr %sc, i64 %pg
+  %sbits = call <16 x i16> @llvm.masked.load.v16i16.p0(ptr %scp, i32 2, <16 x i1> %m, <16 x i16> zeroinitializer)
+  %shh = bitcast <16 x i16> %sbits to <16 x half>
+  %s = fpext <16 x half> %shh to <16 x float>
+  %xdp = getelementptr float, ptr %xd, i64 %pg
+  %xdv = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %xdp, i32 4, <16 x i1> %m, <16 x float> zeroinitializer)
+  %sdv16 = fmul <16 x float> %s, %xdv
+  %sdp = getelementptr float, ptr %sdb, i64 %pg
+  store <16 x float> %sdv16, ptr %sdp, align 4
+  %xsp = getelementptr float, ptr %xs, i64 %pg
+  %xsv = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %xsp, i32 4, <16 x i1> %m, <16 x float> zeroinitializer)
+  %hasz = icmp ne i64 %hz, 0
+  %mz = select i1 %hasz, <16 x i1> %m, <16 x i1> zeroinitializer
+  %zp = getelementptr i8, ptr %zs, i64 %pg
+  %zb = call <16 x i8> @llvm.masked.load.v16i8.p0(ptr %zp, i32 1, <16 x i1> %mz, <16 x i8> splat(i8 8))
+  %zf = uitofp <16 x i8> %zb to <16 x float>
+  %sz = fmul <16 x float> %s, %zf
+  %cv2 = call <16 x float> @llvm.fma.v16f32(<16 x float> %sz, <16 x float> %xsv, <16 x float> %cv)
+  %pg2 = add i64 %pg, 16
+  %pc = icmp ult i64 %pg2, %ng
+  br i1 %pc, label %ploop, label %pdone
+pdone:
+  %corr = call reassoc float @llvm.vector.reduce.fadd.v16f32(float 0.0, <16 x float> %cv2)
+  br label %gloop
+"""
 
 
 def dense_q4x() -> str:
@@ -62,6 +91,8 @@ def dense_q4x() -> str:
     no interleave (llama.cpp's Q4 trick, on our nibble order). gs: a multiple of 128; sc: the row's
     f16 scales; xd / xs float32 [n_groups]: activation scale and scale x sum per group; zs: the
     row's zero points (used when hz != 0, else 8). Returns sum_g s_g (xd_g codes.xq - z_g xs_g).
+    The per-group factors are computed first, 16 groups a step (`_factors`), so a group ends in one
+    broadcast load, one convert and one FMA.
     """
     return f"""define float @zoo_q4x_avx512(ptr %qw, i64 %cols, i64 %gs, ptr %xq, ptr %sc, ptr %xd, ptr %xs, ptr %zs, i64 %hz) #0 {{
 entry:
@@ -73,12 +104,13 @@ entry:
   %t2 = add i64 %nch, %cpg
   %t3 = sub i64 %t2, 1
   %ng = udiv i64 %t3, %cpg
-  br label %gloop
-gloop:
-  %g = phi i64 [0, %entry], [%g2, %zc]
-  %accv = phi <16 x float> [zeroinitializer, %entry], [%accb, %zc]
-  %accb = phi <16 x float> [zeroinitializer, %entry], [%accv2, %zc]
-  %corr = phi float [0.0, %entry], [%corr2, %zc]
+  %nb = add i64 %ng, 16
+  %sdb = alloca float, i64 %nb, align 64
+  br label %ploop
+{_factors()}gloop:
+  %g = phi i64 [0, %pdone], [%g2, %gend]
+  %accv = phi <16 x float> [zeroinitializer, %pdone], [%accb, %gend]
+  %accb = phi <16 x float> [zeroinitializer, %pdone], [%accv2, %gend]
   %k0 = mul i64 %g, %cpg
   %k1a = add i64 %k0, %cpg
   %k1c = icmp ult i64 %k1a, %nch
@@ -111,7 +143,22 @@ kloop:
 gpre:
   %iacc2 = add <16 x i32> %ilo2, %ihi2
   br label %gend
-{_scaled_group_end(16, _ZERO_Q4)}}}
+gend:
+  %sdq = getelementptr float, ptr %sdb, i64 %g
+  %sdf = load float, ptr %sdq, align 4
+  %sdi = insertelement <16 x float> poison, float %sdf, i64 0
+  %sdv = shufflevector <16 x float> %sdi, <16 x float> poison, <16 x i32> zeroinitializer
+  %fv = sitofp <16 x i32> %iacc2 to <16 x float>
+  %accv2 = call <16 x float> @llvm.fma.v16f32(<16 x float> %fv, <16 x float> %sdv, <16 x float> %accv)
+  %g2 = add i64 %g, 1
+  %gc = icmp ult i64 %g2, %ng
+  br i1 %gc, label %gloop, label %done
+done:
+  %acct = fadd <16 x float> %accv2, %accb
+  %red = call reassoc float @llvm.vector.reduce.fadd.v16f32(float 0.0, <16 x float> %acct)
+  %res = fsub float %red, %corr
+  ret float %res
+}}
 """
 
 
