@@ -16,6 +16,9 @@ and the same pulls as library calls in this process (no interpreter start-up); t
 compared with `cp && sync` (the store fsyncs what it writes).
 Every run reads warm page cache and writes to the same disk, after an os.sync() so no run waits on
 another's writeback; the pull also hashes (sha256), fsyncs and hard-links a snapshot to its store blobs. Prints a Markdown table (median of the repeats) and one JSON line.
+Each run's CPU time (user+sys of the client; the pull's includes its hashing) and the docker-registry server's are
+recorded too and printed as CPU seconds per GB: on a machine shared with other work the wall clock is noise,
+the CPU per byte is not.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,11 +45,33 @@ from zoo.registry.transfer import pull, push  # noqa: E402
 from zoo.synthetic import LLAMA_7B, write_random_model  # noqa: E402
 
 
-def _timed(cmd: list[str], env: dict | None = None) -> float:
-    os.sync()  # no earlier run's dirty pages left for this one to wait on
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+def _cpu(who: int) -> float:
+    """User+sys seconds of this process (RUSAGE_SELF, all its threads) or of its waited-for children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _server_cpu(pid: int) -> float:
+    """User+sys seconds a running server process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Clock:
+    """Wall time and CPU time of one run: the client's (child processes or this process) and the OCI server's."""
+
+    def __init__(self, server_pid: int, in_process: bool = False) -> None:
+        self.server_pid, self.who = server_pid, resource.RUSAGE_SELF if in_process else resource.RUSAGE_CHILDREN
+
+    def __enter__(self) -> Clock:
+        os.sync()  # no earlier run's dirty pages left for this one to wait on
+        self.cpu0, self.server0, self.start = _cpu(self.who), _server_cpu(self.server_pid), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall = time.perf_counter() - self.start
+        self.cpu = _cpu(self.who) - self.cpu0
+        self.server = _server_cpu(self.server_pid) - self.server0
 
 
 def _fresh(path: Path) -> Path:
@@ -54,15 +80,14 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def _pull_in_process(home: Path, ref: str, registry: str | None) -> float:
+def _pull_in_process(home: Path, ref: str, registry: str | None, server_pid: int) -> Clock:
     """The library call `zoo.registry.transfer.pull` (no interpreter start-up) into a fresh store."""
     from zoo.store import Store
 
     store = Store(_fresh(home))
-    os.sync()
-    start = time.perf_counter()
-    pull(ref, registry=registry, store=store)
-    return time.perf_counter() - start
+    with Clock(server_pid, in_process=True) as clock:
+        pull(ref, registry=registry, store=store)
+    return clock
 
 
 def main() -> None:
@@ -94,40 +119,46 @@ def main() -> None:
     env = dict(os.environ, ZOO_CONFIG=str(work / "no-config.yaml"))
     env.pop("ZOO_REGISTRY", None)
     zoo = [sys.executable, "-m", "zoo.cli.main", "pull"]
-    times: dict[str, list[float]] = {"cp": [], "cp+sync": [], "pull-local": [], "lib-local": [], "curl": [],
-                                     "pull-nginx": [], "lib-nginx": [], "curl-oci": [], "pull-oci": [], "lib-oci": []}
+    keys = ("cp", "cp+sync", "pull-local", "lib-local", "curl", "pull-nginx", "lib-nginx", "curl-oci", "pull-oci",
+            "lib-oci")
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    cpu: dict[str, list[float]] = {k: [] for k in keys}  # client user+sys seconds
+    server_cpu: dict[str, list[float]] = {k: [] for k in keys}  # docker-registry's user+sys seconds
+
+    def record(key: str, clock: Clock) -> None:
+        times[key].append(clock.wall)
+        cpu[key].append(clock.cpu)
+        server_cpu[key].append(clock.server)
+
+    def commands(key: str, *cmds: list[str], env: dict | None = None) -> None:
+        with Clock(oci.proc.pid) as clock:
+            for cmd in cmds:
+                subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+        record(key, clock)
+
     try:
         for _ in range(max(1, args.repeats)):
             for p in blobs:  # warm the page cache for every contender alike
                 p.read_bytes()
             out = _fresh(work / "out")
-            times["cp"].append(_timed(["cp", *map(str, blobs), str(out)]))
+            commands("cp", ["cp", *map(str, blobs), str(out)])
             out = _fresh(work / "out")
-            times["cp+sync"].append(_timed(["sh", "-c", 'cp "$@" && sync', "cp", *map(str, blobs), str(out)]))
+            commands("cp+sync", ["sh", "-c", 'cp "$@" && sync', "cp", *map(str, blobs), str(out)])
             home = _fresh(work / "home")
-            times["pull-local"].append(_timed([*zoo, "bench", "--registry", str(registry)],
-                                              dict(env, ZOO_HOME=str(home))))
-            times["lib-local"].append(_pull_in_process(work / "home", "bench", str(registry)))
+            commands("pull-local", [*zoo, "bench", "--registry", str(registry)], env=dict(env, ZOO_HOME=str(home)))
+            record("lib-local", _pull_in_process(work / "home", "bench", str(registry), oci.proc.pid))
             out = _fresh(work / "out")
-            os.sync()
-            start = time.perf_counter()
-            for p in blobs:
-                subprocess.run(["curl", "-sf", "-o", str(out / p.name), f"{nginx.url}/blobs/sha256/{p.name}"],
-                               check=True)
-            times["curl"].append(time.perf_counter() - start)
+            commands("curl", *(["curl", "-sf", "-o", str(out / p.name), f"{nginx.url}/blobs/sha256/{p.name}"]
+                               for p in blobs))
             out = _fresh(work / "out")
-            os.sync()
-            start = time.perf_counter()
-            for p in blobs:
-                subprocess.run(["curl", "-sfL", "-o", str(out / p.name),
-                                f"http://{oci.host}/v2/zoo/bench/blobs/sha256:{p.name}"], check=True)
-            times["curl-oci"].append(time.perf_counter() - start)
+            commands("curl-oci", *(["curl", "-sfL", "-o", str(out / p.name),
+                                    f"http://{oci.host}/v2/zoo/bench/blobs/sha256:{p.name}"] for p in blobs))
             home = _fresh(work / "home")
-            times["pull-oci"].append(_timed([*zoo, "bench", "--registry", oci_url], dict(env, ZOO_HOME=str(home))))
-            times["lib-oci"].append(_pull_in_process(work / "home", "bench", oci_url))
+            commands("pull-oci", [*zoo, "bench", "--registry", oci_url], env=dict(env, ZOO_HOME=str(home)))
+            record("lib-oci", _pull_in_process(work / "home", "bench", oci_url, oci.proc.pid))
             home = _fresh(work / "home")
-            times["pull-nginx"].append(_timed([*zoo, f"{nginx.url}/bench"], dict(env, ZOO_HOME=str(home))))
-            times["lib-nginx"].append(_pull_in_process(work / "home", f"{nginx.url}/bench", None))
+            commands("pull-nginx", [*zoo, f"{nginx.url}/bench"], env=dict(env, ZOO_HOME=str(home)))
+            record("lib-nginx", _pull_in_process(work / "home", f"{nginx.url}/bench", None, oci.proc.pid))
     finally:
         nginx.stop()
         oci.stop()
@@ -135,6 +166,8 @@ def main() -> None:
         shutil.rmtree(work / "home", ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     rate = {k: total / v / 1e6 for k, v in med.items()}
+    per_gb = {k: statistics.median(v) / (total / 1e9) for k, v in cpu.items()}
+    server_per_gb = {k: statistics.median(v) / (total / 1e9) for k, v in server_cpu.items()}
     print(f"{total / 1e6:.0f} MB in {len(blobs)} files, median of {args.repeats}, "
           f"{platform.node()} ({os.cpu_count()} CPUs), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print("| source | plain copy | MB/s | `zoo pull` command | MB/s | ratio | library pull | MB/s | ratio |")
@@ -147,7 +180,17 @@ def main() -> None:
     print(f"| local directory, against a durable copy | cp && sync {med['cp+sync']:.2f} s | {rate['cp+sync']:.0f} | "
           f"{med['pull-local']:.2f} s | {rate['pull-local']:.0f} | {med['cp+sync'] / med['pull-local']:.0%} | "
           f"{med['lib-local']:.2f} s | {rate['lib-local']:.0f} | {med['cp+sync'] / med['lib-local']:.0%} |")
-    print(json.dumps({"bytes": total, "files": len(blobs), "runs": times,
+    print("\nCPU seconds per GB (median; client user+sys, the command's includes interpreter start-up)\n")
+    print("| source | plain copy | `zoo pull` command | library pull | "
+          "docker-registry server: copy / command / library |")
+    print("|---|---|---|---|---|")
+    for label, copy, cmd, lib in (("local directory", "cp", "pull-local", "lib-local"),
+                                  ("nginx (loopback)", "curl", "pull-nginx", "lib-nginx"),
+                                  ("OCI docker-registry (loopback)", "curl-oci", "pull-oci", "lib-oci")):
+        server = " / ".join(f"{server_per_gb[k]:.2f}" for k in (copy, cmd, lib)) if "OCI" in label else "—"
+        print(f"| {label} | {copy} {per_gb[copy]:.2f} | {per_gb[cmd]:.2f} | {per_gb[lib]:.2f} | {server} |")
+    print(json.dumps({"bytes": total, "files": len(blobs), "runs": times, "cpu": cpu, "server_cpu": server_cpu,
+                      "cpu_s_per_gb": per_gb,
                       "ratio_local": med["cp"] / med["pull-local"], "ratio_nginx": med["curl"] / med["pull-nginx"],
                       "ratio_local_library": med["cp"] / med["lib-local"],
                       "ratio_nginx_library": med["curl"] / med["lib-nginx"],

@@ -116,10 +116,12 @@ def test_pull_killed_at_a_random_moment_resumes(zoo_env, nginx, mid_artifact):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"the pull finished before the kill (delay {delay:.2f}s)"
     assert not Store().has("mid-kill", "latest")
+    assert [p.name.split("-")[0] for p in (home / "inflight").iterdir()] == [str(proc.pid)]  # its gc marker stayed
     done = {f["sha256"]: f["size"] for f in manifest["files"] if f["sha256"] in store_files(home)}
     partial = sum(_partials(home).values())
     assert 0 < sum(done.values()) + partial < total, f"delay {delay:.2f}s"
     result = pull(f"{nginx.url}/mid-kill")  # the next pull picks up where the killed one stopped
+    assert not list((home / "inflight").iterdir())  # and sweeps the dead pull's marker, as it does its partials
     assert result.reused_bytes == sum(done.values())
     assert result.downloaded_bytes == total - sum(done.values()) - partial
     assert_same_tree(mid_artifact, result.path)

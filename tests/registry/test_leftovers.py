@@ -74,3 +74,15 @@ def test_a_push_removes_the_blob_a_killed_push_was_writing(zoo_env, tiny_artifac
     running.write_bytes(b"half a blob")
     push(mid_artifact, "mid", registry=str(reg))
     assert not stale.exists() and running.exists()
+
+
+def test_a_pull_sweeps_the_gc_markers_of_dead_pulls_only(zoo_env, tiny_artifact):
+    """A killed pull's inflight marker goes at the next pull (not only at `zoo gc`); a running pull's stays."""
+    push(tiny_artifact, "tiny", registry=str(zoo_env / "reg"))
+    store = Store()
+    store.inflight.mkdir(parents=True)
+    dead, live = dead_pid(), os.getppid()
+    for pid in (dead, live):
+        (store.inflight / f"{pid}-k3y_x9.json").write_text(json.dumps(["ab" * 32]))
+    pull("tiny", registry=str(zoo_env / "reg"), store=store)
+    assert [p.name for p in store.inflight.iterdir()] == [f"{live}-k3y_x9.json"]

@@ -19,7 +19,7 @@ from zoo.errors import RegistryError
 
 MANIFEST_VERSION = 1
 DEFAULT_TAG = "latest"
-CHUNK = 8 << 20  # bytes per read/write when streaming blobs
+CHUNK = 1 << 20  # bytes per read/write/hash step when streaming blobs: stays in L2; 8 MiB measured ~0.5 s/GB dearer
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 NAME_RE = re.compile(rf"^{_SEGMENT}(/{_SEGMENT}){{0,2}}$")

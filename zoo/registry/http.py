@@ -9,18 +9,17 @@ the URL's user:password, and are never printed: errors name the URL without its 
 from __future__ import annotations
 
 import base64
-import http.client
 import netrc
-import urllib.request
 from collections.abc import Iterator
-from urllib.parse import SplitResult, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import httpx
 
 from zoo.errors import NotFoundError, RegistryError
 
-from .base import CHUNK, MAX_MANIFEST_BYTES, FileEntry, Registry, blob_key, check_name, check_tag, manifest_key, \
+from .base import MAX_MANIFEST_BYTES, FileEntry, Registry, blob_key, check_name, check_tag, manifest_key, \
     parse_manifest
+from .fetch import NETWORK_ERRORS, needs_proxy, open_body
 from .local import INDEX_FILE
 
 
@@ -33,7 +32,6 @@ def redact(url: str) -> str:
     return url
 
 
-MAX_REDIRECTS = 5
 MAX_INDEX_BYTES = 256 << 20  # index.json: every name, tag and card of the mirror (a card is kilobytes)
 
 
@@ -62,6 +60,7 @@ class HttpRegistry(Registry):
         self.url = redact(self.base)
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True,
                                    trust_env=True)
+        self.timeout = timeout  # seconds without a byte before a blob body (fetch.py) counts as dropped
 
     def close(self) -> None:
         self.client.close()
@@ -110,53 +109,34 @@ class HttpRegistry(Registry):
 
     def read_blob(self, entry: FileEntry, offset: int = 0) -> tuple[int, Iterator[bytes]]:
         url = self.base + blob_key(entry.sha256)
-        if urllib.request.getproxies().get(urlsplit(url).scheme):
+        if needs_proxy(url):
             return self._read_blob_httpx(entry, url, offset)
         return self._read_blob_direct(entry, url, offset)
 
     def _read_blob_direct(self, entry: FileEntry, url: str, offset: int) -> tuple[int, Iterator[bytes]]:
-        """Blob bodies through http.client: about twice httpx's rate on loopback (bench/pull.py)."""
-        headers = {"User-Agent": "zoo", "Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
+        """Blob bodies through http.client in 1 MiB pieces (fetch.py): the CPU per byte of curl plus the hash."""
         origin = urlsplit(self.base)
-        for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            conn_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conn = conn_type(parts.hostname, parts.port, timeout=60)
-            sent = dict(headers)
-            if parts.hostname == origin.hostname and (auth := _basic_auth(origin)):
-                sent["Authorization"] = auth  # never sent to another host a redirect names
-            try:
-                conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""), headers=sent)
-                resp = conn.getresponse()
-            except (OSError, http.client.HTTPException) as err:
-                conn.close()
-                raise RegistryError(f"{entry.path}: cannot download from {self.url} ({type(err).__name__})") from None
-            if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
-                url = urljoin(url, resp.getheader("Location"))
-                conn.close()
-                continue
-            break
-        else:
-            raise RegistryError(f"{entry.path}: too many redirects from {self.url}")
-        if resp.status == 404:
-            conn.close()
+        try:
+            body = open_body(url, {"Range": f"bytes={offset}-"} if offset else {},
+                             authorization=_basic_auth(origin), timeout=self.timeout)  # origin only (fetch.py)
+        except NETWORK_ERRORS as err:
+            raise RegistryError(f"{entry.path}: cannot download from {self.url} ({type(err).__name__})") from None
+        if body.status_code == 404:
+            body.close()
             raise NotFoundError(f"{entry.path}: blob sha256:{entry.sha256[:12]} missing from {self.url}")
-        if resp.status not in (200, 206):
-            conn.close()
-            raise RegistryError(f"{entry.path}: {self.url} answered HTTP {resp.status}")
-        start = offset if resp.status == 206 else 0
+        if body.status_code not in (200, 206):
+            body.close()
+            raise RegistryError(f"{entry.path}: {self.url} answered HTTP {body.status_code}")
+        start = offset if body.status_code == 206 else 0
 
         def chunks() -> Iterator[bytes]:
             try:
-                while chunk := resp.read1(CHUNK):  # what has arrived, up to 8 MiB: a kill loses little
-                    yield chunk
-            except (OSError, http.client.HTTPException) as err:
+                yield from body.chunks()  # a body that ends early ends here: the store resumes it (Range)
+            except NETWORK_ERRORS as err:
                 raise RegistryError(f"{entry.path}: download interrupted ({type(err).__name__}); "
                                     f"pull again to resume") from None
             finally:
-                conn.close()
+                body.close()
 
         return start, chunks()
 

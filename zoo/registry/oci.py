@@ -12,8 +12,9 @@ import base64
 import hashlib
 import os
 import re
+import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -24,6 +25,7 @@ from zoo.errors import ChecksumError, NotFoundError, RegistryError, ZooError
 
 from . import insecure_allowed
 from .base import MANIFEST_VERSION, FileEntry, Registry, check_manifest, check_name, check_tag, manifest_bytes
+from .fetch import NETWORK_ERRORS, Body, HttpxBody, needs_proxy, open_body, resuming
 from .oci_auth import TOKEN_USERNAME, docker_credentials, parse_challenge
 from .oci_layout import CARD_FILE, MODEL_CONFIG, OCI_INDEX, OCI_MANIFEST, TITLE, modelpack_config, oci_manifest
 from .oci_transport import unreachable, uses_plain_http
@@ -71,13 +73,13 @@ def _field(doc: Any, key: str) -> Any:
     return doc.get(key) if isinstance(doc, dict) else None
 
 
-def _error_text(resp: httpx.Response) -> str:
+def _error_text(status: int, body: bytes) -> str:
     """'HTTP 400 DIGEST_INVALID' from the distribution error body, when there is one."""
     try:
-        codes = [_field(e, "code") or "" for e in _field(_json(resp.content, "error"), "errors") or []]
-    except (ZooError, TypeError, httpx.ResponseNotRead):
+        codes = [_field(e, "code") or "" for e in _field(_json(body, "error"), "errors") or []]
+    except (ZooError, TypeError):
         codes = []
-    return f"HTTP {resp.status_code}" + (f" {', '.join(c for c in codes if c)}" if any(codes) else "")
+    return f"HTTP {status}" + (f" {', '.join(c for c in codes if c)}" if any(codes) else "")
 
 
 class OciRegistry(Registry):
@@ -97,11 +99,13 @@ class OciRegistry(Registry):
         self.chunk_size = chunk_size  # blobs up to this size go in one PUT, larger ones in PATCH chunks of it
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=10.0), follow_redirects=True,
                                    trust_env=True, headers={"User-Agent": "zoo"})
+        self.timeout = timeout  # seconds without a byte before a blob body (fetch.py) counts as dropped
         self._credentials: tuple[str, str] | None = None  # read at the first challenge (a helper may run)
         self._credentials_read = False
         self._auth: dict[str, str] = {}  # scope -> Authorization header
         self._sources: list[str] | None = None  # repositories of the namespace, for cross-repository mounts
         self._blob_repos: dict[str, str] = {}  # sha256 -> repository, from the manifests read (read_blob gets no name)
+        self._ssl_context: ssl.SSLContext | None = None  # for blob bodies over http.client, made when first needed
         self.stats = {"uploaded_bytes": 0, "uploads": 0, "mounts": 0, "present": 0}
 
     def close(self) -> None:
@@ -120,40 +124,54 @@ class OciRegistry(Registry):
     # ---- HTTP with the docker/oras auth flow -----------------------------------------------
     def _send(self, method: str, url: str, scope: str, *, what: str, stream: bool = False,
               ok: tuple[int, ...] = (200,), **kwargs) -> httpx.Response:
-        """One request; on 401 answer the Bearer or Basic challenge once and retry; a GET or HEAD answered with
-        a server error (5xx: docker-registry answers 500 to a HEAD racing another push of the same blob) is
-        retried with a growing pause, as docker and containerd do. Errors are one line."""
+        """One request through httpx (see _authorized for auth and retries); errors are one line."""
+        headers = dict(kwargs.pop("headers", None) or {})
+
+        def attempt(authorization: str | None) -> httpx.Response:
+            sent = {**headers, "Authorization": authorization} if authorization else headers
+            try:
+                return self.client.send(self.client.build_request(method, url, headers=sent, **kwargs), stream=stream)
+            except httpx.HTTPError as err:
+                raise unreachable(err, self.url, self.scheme, what) from None
+
+        resp = self._authorized(method, scope, attempt)
+        if resp.status_code in ok:
+            return resp
+        try:
+            body = resp.read() if stream else resp.content
+        except httpx.HTTPError:
+            body = b""
+        resp.close()
+        raise self._refused(resp.status_code, body, what)
+
+    def _authorized(self, method: str, scope: str, attempt: Callable[[str | None], Any]) -> Any:
+        """`attempt(authorization)` -> a response (httpx, or fetch.Body); on 401 answer the Bearer or Basic
+        challenge once and retry; a GET or HEAD answered with a server error (5xx: docker-registry answers 500
+        to a HEAD racing another push of the same blob) is retried with a growing pause, as docker and
+        containerd do. Returns the last response, whatever its status."""
         for server_try in range(SERVER_ERROR_TRIES):
-            for attempt in (0, 1):
-                headers = dict(kwargs.pop("headers", None) or {})
-                kwargs["headers"] = headers
-                if scope in self._auth or "*" in self._auth:
-                    headers["Authorization"] = self._auth.get(scope) or self._auth["*"]
-                try:
-                    request = self.client.build_request(method, url, **kwargs)
-                    resp = self.client.send(request, stream=stream)
-                except httpx.HTTPError as err:
-                    raise unreachable(err, self.url, self.scheme, what) from None
-                if resp.status_code != 401 or attempt:
+            for tried_auth in (False, True):
+                resp = attempt(self._auth.get(scope) or self._auth.get("*"))
+                if resp.status_code != 401 or tried_auth:
                     break
                 challenge = resp.headers.get("WWW-Authenticate", "")
                 resp.close()
                 self._answer(challenge, scope)
             if resp.status_code < 500 or method not in ("GET", "HEAD") or server_try == SERVER_ERROR_TRIES - 1:
-                break
+                return resp
             resp.close()
             time.sleep(SERVER_ERROR_PAUSE * 2 ** server_try)
-        if resp.status_code in ok:
-            return resp
-        if stream:
-            resp.read()
-        resp.close()
-        if resp.status_code in (401, 403):
-            raise RegistryError(f"{self.url}: {what}: access denied ({_error_text(resp)}); check ZOO_OCI_USERNAME/"
-                                f"ZOO_OCI_PASSWORD or the docker config's credentials")
-        if resp.status_code == 404:
-            raise NotFoundError(f"{what}: not found in registry {self.url} ({_error_text(resp)})")
-        raise RegistryError(f"{self.url}: {what}: {_error_text(resp)}")
+        return resp
+
+    def _refused(self, status: int, body: bytes, what: str) -> RegistryError:
+        """The one-line error for a request answered with `status` (not a success)."""
+        text = _error_text(status, body)
+        if status in (401, 403):
+            return RegistryError(f"{self.url}: {what}: access denied ({text}); check ZOO_OCI_USERNAME/"
+                                 f"ZOO_OCI_PASSWORD or the docker config's credentials")
+        if status == 404:
+            return NotFoundError(f"{what}: not found in registry {self.url} ({text})")
+        return RegistryError(f"{self.url}: {what}: {text}")
 
     def _creds(self) -> tuple[str, str] | None:
         """The credentials for this host, read once, when a registry first asks (a credential helper may run)."""
@@ -193,7 +211,8 @@ class OciRegistry(Registry):
         except httpx.HTTPError as err:
             raise unreachable(err, self.url, self.scheme, "token service") from None
         if resp.status_code != 200:
-            raise RegistryError(f"{self.url}: token service refused the credentials ({_error_text(resp)})")
+            raise RegistryError(f"{self.url}: token service refused the credentials "
+                                f"({_error_text(resp.status_code, resp.content)})")
         try:
             answer = _json(resp.content, "token")
             token = _field(answer, "token") or _field(answer, "access_token")
@@ -281,45 +300,46 @@ class OciRegistry(Registry):
                 raise ChecksumError(f"{where}: {f['path']}: the OCI layers do not match the zoo manifest")
 
     def read_blob(self, entry: FileEntry, offset: int = 0) -> tuple[int, Iterator[bytes]]:
-        """Stream a blob; a dropped connection is re-requested from where it broke (Range), up to RETRIES times."""
+        """Stream a blob in 1 MiB pieces (fetch.py; httpx only through a proxy); a dropped connection is asked
+        again from where it broke (Range), up to RETRIES times."""
         repo = self._blob_repos.get(entry.sha256)
         if repo is None:
             raise NotFoundError(f"{entry.path}: sha256:{entry.sha256[:12]} is in no manifest read from {self.url}")
         url = self._api(f"{repo}/blobs/sha256:{entry.sha256}")
+        scope = f"repository:{repo}:pull"
+        open_at = self._open_through_proxy if needs_proxy(url) else self._open_direct
 
-        def open_at(pos: int) -> tuple[httpx.Response, int]:
-            headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={pos}-"} if pos else {})}
-            resp = self._send("GET", url, f"repository:{repo}:pull", what=entry.path, stream=True, ok=(200, 206),
-                              headers=headers)
+        def reopen(pos: int) -> tuple[Body | HttpxBody, int]:
+            resp = open_at(url, scope, entry.path, {"Range": f"bytes={pos}-"} if pos else {})
             return resp, pos if resp.status_code == 206 else 0
 
-        resp, start = open_at(offset)
+        first, start = reopen(offset)
+        return start, resuming(first, start, entry.size, reopen, entry.path, RETRIES)
 
-        def chunks() -> Iterator[bytes]:
-            nonlocal resp
-            pos, tries = start, 0
+    def _open_direct(self, url: str, scope: str, what: str, headers: dict[str, str]) -> Body:
+        """GET a blob body over http.client (fetch.open_body), with _send's auth flow and retries."""
+        if self._ssl_context is None and self.scheme == "https":
+            self._ssl_context = httpx.create_ssl_context(trust_env=True)  # the trust httpx gives the other calls
+
+        def attempt(authorization: str | None) -> Body:
             try:
-                while True:
-                    try:
-                        for chunk in resp.iter_raw():
-                            pos += len(chunk)
-                            yield chunk
-                        return
-                    except httpx.HTTPError as err:
-                        resp.close()
-                        tries += 1
-                        if tries > RETRIES or pos >= entry.size:
-                            raise RegistryError(f"{entry.path}: download interrupted ({type(err).__name__}); "
-                                                f"pull again to resume") from None
-                        time.sleep(0.2 * 2 ** tries)
-                        resp, got = open_at(pos)
-                        if got != pos:
-                            raise RegistryError(f"{entry.path}: download interrupted and {self.url} ignores "
-                                                f"Range; pull again") from None
-            finally:
-                resp.close()
+                return open_body(url, headers, authorization=authorization, timeout=self.timeout,
+                                 ssl_context=self._ssl_context)
+            except NETWORK_ERRORS as err:
+                raise unreachable(err, self.url, self.scheme, what) from None
 
-        return start, chunks()
+        body = self._authorized("GET", scope, attempt)
+        if body.status_code in (200, 206):
+            return body
+        text = body.read_small()
+        body.close()
+        raise self._refused(body.status_code, text, what)
+
+    def _open_through_proxy(self, url: str, scope: str, what: str, headers: dict[str, str]) -> HttpxBody:
+        """The same GET through httpx, which speaks the proxy the environment names; its body read as a Body."""
+        resp = self._send("GET", url, scope, what=what, stream=True, ok=(200, 206),
+                          headers={"Accept-Encoding": "identity", **headers})
+        return HttpxBody(resp)
 
     def list_manifests(self) -> list[tuple[str, str]]:
         out = []

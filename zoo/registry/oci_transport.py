@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import ssl
+from http.client import HTTPException
 from urllib.parse import urlsplit
 
 import httpx
@@ -55,8 +57,9 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0][:160]}" if text else type(err).__name__
 
 
-def unreachable(err: httpx.HTTPError, url: str, scheme: str, what: str) -> RegistryError:
-    """One line for a request to registry `url` (reached over `scheme`) that got no HTTP answer."""
+def unreachable(err: httpx.HTTPError | OSError | HTTPException, url: str, scheme: str, what: str) -> RegistryError:
+    """One line for a request to registry `url` (reached over `scheme`) that got no HTTP answer (an httpx error,
+    or what http.client and the socket raise on the blob-body path, zoo.registry.fetch)."""
     tls = _ssl_error(err)
     if isinstance(tls, ssl.SSLCertVerificationError):
         return RegistryError(f"{url}: {what}: its TLS certificate is not trusted ({tls.verify_message or tls.reason}); "
@@ -64,5 +67,5 @@ def unreachable(err: httpx.HTTPError, url: str, scheme: str, what: str) -> Regis
     plain_hint = f"; if it serves plain HTTP, {INSECURE_HINT}" if scheme == "https" else ""
     if tls is not None:
         return RegistryError(f"{url}: {what}: TLS handshake failed ({tls.reason or type(tls).__name__}){plain_hint}")
-    hint = plain_hint if isinstance(err, httpx.ConnectError) else ""
+    hint = plain_hint if isinstance(err, (httpx.ConnectError, ConnectionRefusedError, socket.gaierror)) else ""
     return RegistryError(f"{url}: {what}: cannot connect ({_reason(err)}){hint}")

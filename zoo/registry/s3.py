@@ -16,10 +16,11 @@ from pathlib import Path
 
 from zoo.errors import NotFoundError, RegistryError
 
-from .base import CHUNK, FileEntry, Registry, blob_key, check_name, check_tag, manifest_bytes, manifest_key, \
+from .base import FileEntry, Registry, blob_key, check_name, check_tag, manifest_bytes, manifest_key, \
     parse_manifest
 from .local import INDEX_FILE, build_index
 
+RANGE_BYTES = 8 << 20  # one ranged GET per 8 MiB of a blob (a request per MiB would be mostly round trips)
 INDEX_ATTEMPTS = 8
 
 
@@ -88,7 +89,7 @@ class S3Registry(Registry):
         def chunks() -> Iterator[bytes]:
             pos = offset
             while pos < size:
-                end = min(pos + CHUNK, size)
+                end = min(pos + RANGE_BYTES, size)
                 with self._errors(entry.path):
                     data = self.fs.cat_file(key, start=pos, end=end)  # one ranged GET
                 if not data:
