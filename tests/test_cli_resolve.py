@@ -219,3 +219,180 @@ def test_piped_stdin_and_a_prompt_are_joined_as_ollama_run_joins_them(models, en
     alone = json.loads(ok(zoo("run", art, "jumps", *sampled, env=env)).stdout)
     assert json.loads(ok(zoo("run", art, "jumps", *sampled, env=env, stdin="")).stdout)["tokens"] == alone["tokens"]
     assert tokens(zoo("run", art, *sampled, env=env, stdin=piped)) == tokens(zoo("run", art, piped, *sampled, env=env))
+
+
+# ---- every other command that takes a model resolves it the same way ------------------------------------------------
+
+
+def test_show_inspect_verify_and_export_take_names_paths_and_refuse_checkpoints(models, env, tmp_path):
+    store = Store(env["ZOO_HOME"])
+    store.add(models["artifact"], "tiny", "v1")
+    store.add(models["artifact"], "tiny", "latest")
+    for name in ("tiny", "tiny:latest", "tiny:v1", str(models["artifact"])):
+        assert json.loads(ok(zoo("show", name, "--json", env=env)).stdout)["card"]["architecture"] == "llama", name
+        report = json.loads(ok(zoo("inspect", name, "--json", env=env)).stdout)
+        assert report["totals"]["parameters"] > 0, name
+        assert json.loads(ok(zoo("verify", name, "--json", env=env)).stdout)["ok"] is True, name
+    shown = json.loads(ok(zoo("show", models["artifact"], "--json", env=env)).stdout)
+    assert shown["source"] == str(models["artifact"]) and shown["tag"] is None
+    exported = json.loads(ok(zoo("export", "tiny:v1", "--to", "hf", "-o", tmp_path / "hf", "--json", env=env)).stdout)
+    assert exported["path"] == str(tmp_path / "hf") and (tmp_path / "hf" / "config.json").is_file()
+    # a checkpoint is refused with the command that converts it; nothing is converted behind the user's back
+    for command in (("show",), ("inspect",), ("verify",), ("export", "--to", "hf", "-o", tmp_path / "x")):
+        line = error_line(zoo(*command[:1], models["gguf"], *command[1:], env=env))
+        assert line == f"{models['gguf']}: not a zoo artifact (no zoo.yaml); convert it first: " \
+                       f"zoo convert {models['gguf']} -o tiny", command
+    assert not (Path(env["ZOO_HOME"]) / "converted").exists()
+
+
+def test_every_command_names_missing_paths_as_paths_and_suggests_near_names(models, env, tmp_path):
+    Store(env["ZOO_HOME"]).add(models["artifact"], "smol-q8", "v1")
+    export = ("--to", "hf", "-o", tmp_path / "x")
+    for command, tail in (("show", ()), ("inspect", ()), ("verify", ()), ("export", export),
+                          ("compress", ("-o", tmp_path / "y"))):
+        assert error_line(zoo(command, "./nope.gguf", *tail, env=env)) == "./nope.gguf: no such file", command
+        assert error_line(zoo(command, "/nowhere/x", *tail, env=env)) == \
+            "/nowhere/x: no such artifact directory or file", command
+        line = error_line(zoo(command, "smol-q8", *tail, env=env))  # stored only as smol-q8:v1
+        assert line.endswith("; did you mean smol-q8:v1?"), (command, line)
+    # inspect and verify look in the local store only, and say how to get a model that is not there
+    assert error_line(zoo("inspect", "smol-q8", env=env)).startswith(
+        "smol-q8: not in the local store (`zoo pull smol-q8` fetches it;")
+    assert not (Path(env["ZOO_HOME"]) / "converted").exists()
+
+
+def test_serve_resolves_its_models_before_it_listens(models, env):
+    Store(env["ZOO_HOME"]).add(models["artifact"], "smol-q8", "v1")
+    proc = zoo("serve", "--models", "smol-q9", "--port", "0", env=env)
+    assert error_line(proc).endswith("did you mean smol-q8:v1?")
+    assert error_line(zoo("serve", "--models", "./nope.gguf", "--port", "0", env=env)) == "./nope.gguf: no such file"
+
+
+def test_serve_converts_a_checkpoint_and_serves_it_beside_a_stored_name(models, env):
+    import socket
+    import time
+    import urllib.request
+
+    Store(env["ZOO_HOME"]).add(models["artifact"], "smol-q8", "v1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-P", "-m", "zoo.cli.main", "serve", "--models", str(models["gguf"]),
+                               "--models", "smol-q8:v1", "--max-loaded", "2", "--port", str(port), "--threads", "1"],
+                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    deadline, served = time.monotonic() + 300, None  # a first start compiles the kernels: minutes on a busy CPU
+    try:
+        while served is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ps", timeout=5) as answer:
+                    served = [m["name"] for m in json.load(answer)["models"]]
+            except OSError:
+                time.sleep(0.3)
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=60)
+    assert served is not None, stderr
+    assert sorted(served) == ["smol-q8:v1", "tiny:latest"]
+    assert "converted to a zoo artifact" in stderr and "zoo: loaded tiny:latest, smol-q8:v1" in stderr
+
+
+def test_compress_takes_a_stored_name_and_its_json_is_all_of_stdout(models, env, tmp_path):
+    Store(env["ZOO_HOME"]).add(models["artifact"], "tiny", "v1")
+    proc = ok(zoo("compress", "tiny:v1", "--output", tmp_path / "out", "--method", "magnitude", "--sparsity", "0.5",
+                  "--samples", "2", "--seq-len", "16", "--ctx", "16", "--eval-windows", "2", "--json", env=env))
+    assert proc.stdout.count("\n") == 1  # one JSON document, nothing else
+    doc = json.loads(proc.stdout)
+    assert doc["path"] == str(tmp_path / "out") and doc["card"]["metrics"]["sparsity"] > 0.4
+    assert "layer 2/2" in proc.stderr  # progress went to stderr
+
+
+# ---- catalog builds through run: asked about as `zoo pull` asks, and said honestly ---------------------------------
+
+
+def _catalog_card(tmp_path: Path, gguf: Path, name: str, build_seconds: float | None = None) -> None:
+    """A catalog card with a recipe and no file digests (as the 7B cards), measured at `build_seconds` here."""
+    from zoo.build.estimate import machine
+
+    card = {"card_version": 1, "name": name, "architecture": "llama", "license": "apache-2.0",
+            "recipe": {"base": {"path": str(gguf), "sha256": None},
+                       "compress": {"method": "magnitude", "sparsity": 0.5, "samples": 2, "seq_len": 16, "seed": 0}}}
+    if build_seconds is not None:
+        card["metrics"] = {"build_seconds": build_seconds, "decode_tps": {"value": 1.0, "machine": machine()}}
+    (tmp_path / "catalog" / f"{name}.yaml").write_text(yaml.safe_dump(card))
+
+
+def test_run_of_a_long_catalog_build_asks_first_as_pull_does(models, env, tmp_path):
+    _catalog_card(tmp_path, models["gguf"], "tiny-slow", build_seconds=7200.0)
+    proc = zoo("run", "tiny-slow", "hello world", *GREEDY, env=env, stdin="")
+    assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr
+    *said, line = proc.stderr.strip().splitlines()  # what it would build, then the refusal, one line each
+    assert said == [line for line in said if "building it from its catalog recipe" in line]
+    assert "measured 2.0 h on" in line and line.endswith("stdin is not a terminal: run again with --yes to go ahead")
+    assert not Store(env["ZOO_HOME"]).has("tiny-slow", "latest")
+    # commands without --yes name the pull that builds it
+    proc = zoo("export", "tiny-slow", "--to", "hf", "-o", tmp_path / "x", env=env)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].endswith(
+        "build it first with `zoo pull tiny-slow --yes`"), proc.stderr
+    assert len(tokens(zoo("run", "tiny-slow", "hello world", *GREEDY, "--yes", env=env))) == 5
+    assert Store(env["ZOO_HOME"]).has("tiny-slow", "latest")
+
+
+def test_run_asks_on_a_terminal_and_a_no_builds_nothing(models, env, tmp_path):
+    import pexpect
+
+    _catalog_card(tmp_path, models["gguf"], "tiny-slow", build_seconds=7200.0)
+    child = pexpect.spawn(sys.executable, ["-P", "-m", "zoo.cli.main", "run", "tiny-slow", "hi", "-n", "2"], env=env,
+                          encoding="utf-8", timeout=120, dimensions=(40, 200))
+    child.expect(r"Build tiny-slow\? \[y/N\]")
+    child.sendline("n")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1 and "tiny-slow: not built (declined)" in child.before
+    assert not Store(env["ZOO_HOME"]).has("tiny-slow", "latest")
+
+
+def test_pull_of_a_card_without_digests_says_what_was_not_checked(models, env, tmp_path):
+    _catalog_card(tmp_path, models["gguf"], "tiny-nodigest")
+    proc = ok(zoo("pull", "tiny-nodigest", env=env))
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == ("built tiny-nodigest:latest from its recipe (UNVERIFIED: the card lists no file digests, so the "
+                    "built files were not checked; nor was the base (the recipe pins no sha256))")
+    assert "every file matches" not in proc.stderr
+    ok(zoo("rm", "tiny-nodigest", env=env))
+    doc = json.loads(ok(zoo("pull", "tiny-nodigest", "--json", env=env)).stdout)
+    assert doc["built"] is True and doc["verified"] is False and doc["base_verified"] is False
+
+
+def test_push_and_build_name_what_is_missing(models, env, tmp_path):
+    Store(env["ZOO_HOME"]).add(models["artifact"], "smol-q8", "v1")
+    assert error_line(zoo("push", models["gguf"], "x:v1", env=env)).endswith(f"zoo convert {models['gguf']} -o tiny")
+    assert error_line(zoo("push", "./nope", "x:v1", env=env)) == "./nope: no such artifact directory or file"
+    assert error_line(zoo("push", "smol-q9", "x:v1", env=env)).endswith("did you mean smol-q8:v1?")
+    _catalog_card(tmp_path, models["gguf"], "tiny-mag50")
+    assert error_line(zoo("build", "tiny-mag5", env=env)).endswith("did you mean tiny-mag50?")
+
+
+def test_sizes_are_said_in_one_unit_system(models, env, tmp_path):
+    """Decimal KB/MB/GB everywhere (zoo.card.human_size), as `zoo list`, `zoo search` and the catalog say them."""
+    from zoo.card import human_size
+
+    converted = ok(zoo("convert", models["gguf"], "-o", tmp_path / "c", "--encoding", "int8", env=env))
+    size = sum(f.stat().st_size for f in (tmp_path / "c").iterdir() if f.name != "zoo.yaml")
+    assert f"wrote {tmp_path / 'c'} ({human_size(size)}; tensors: " in converted.stderr and "q8" in converted.stderr
+    exported = ok(zoo("export", tmp_path / "c", "--to", "gguf", "-o", tmp_path / "c.gguf", env=env))
+    assert f"({human_size((tmp_path / 'c.gguf').stat().st_size)}, f16)" in exported.stderr
+    verbose = ok(zoo("run", tmp_path / "c", "hi", "-n", "2", "--threads", "1", "--verbose", env=env))
+    assert re.search(r"peak RSS: \d+\.\d MB", verbose.stderr), verbose.stderr
+    for proc in (converted, exported, verbose):
+        assert "MiB" not in proc.stderr
+
+
+def test_a_mistyped_registry_directory_is_named_as_missing(models, env, tmp_path):
+    push(models["artifact"], "tiny:v1", registry=str(tmp_path / "registry"))
+    for command in (("pull", "tiny:v1"), ("show", "tiny:v1"), ("search", "tiny")):
+        proc = zoo(*command, "--registry", tmp_path / "registy", env=env)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert f"{tmp_path / 'registy'}: no such registry directory" in proc.stderr
+    assert json.loads(ok(zoo("show", "tiny:v1", "--registry", tmp_path / "registry", "--json", env=env)).stdout)[
+        "source"] == str(tmp_path / "registry")

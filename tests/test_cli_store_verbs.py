@@ -119,12 +119,21 @@ def test_list_shows_when_each_model_was_modified(env):
     table = zoo("list", env=env)
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split()[-1] == "modified"
-    assert rows[0].split()[0] == "other" and rows[0].rstrip().endswith("2 hours ago")
-    assert rows[1].split()[0] == "tiny" and rows[1].rstrip().endswith(("just now", "second ago", "seconds ago"))
+    assert header.split() == ["name", "id", "size", "modified"]
+    assert rows[0].split()[0] == "other:latest" and rows[0].rstrip().endswith("2 hours ago")
+    assert rows[1].split()[0] == "tiny:v1" and rows[1].rstrip().endswith(("just now", "second ago", "seconds ago"))
     doc = json.loads(zoo("list", "--json", env=env).stdout)
     stamp = datetime.fromisoformat(doc[0]["modified"])
     assert stamp.tzinfo is not None and abs(stamp.timestamp() - two_hours_ago) < 1
+
+
+def test_list_fits_a_catalog_name_in_80_columns(env, artifacts):
+    Store(env["ZOO_HOME"]).add(artifacts[0], "smollm2-135m-instruct-sparse50-int4", "latest")
+    table = zoo("list", env={**env, "COLUMNS": "80"})
+    assert table.returncode == 0, table.stderr
+    assert all(len(line) <= 80 for line in table.stdout.splitlines()), table.stdout
+    row = next(line for line in table.stdout.splitlines() if "sparse50" in line)
+    assert row.split()[0] == "smollm2-135m-instruct-sparse50-int4:latest" and row.rstrip().endswith(("ago", "now"))
 
 
 @pytest.mark.parametrize("args, suggestion", [

@@ -451,7 +451,7 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     (tmp_path / "full.gguf").write_text("x")
     cases = [
-        (["export", str(tmp_path / "nothing"), "--to", "hf", "-o", str(tmp_path / "o1")], "not a zoo artifact"),
+        (["export", str(tmp_path / "nothing"), "--to", "hf", "-o", str(tmp_path / "o1")], "no such artifact directory or file"),
         (["export", str(art), "--to", "onnx", "-o", str(tmp_path / "o2")], "not a target"),
         (["export", str(art), "--to", "hf", "--type", "q4_0", "-o", str(tmp_path / "o3")], "not available for --to hf"),
         (["export", str(art), "--to", "hf", "-o", str(tmp_path / "full")], "exists and is not empty"),

@@ -63,7 +63,7 @@ def test_push_pull_list_show_search_rm_gc(cli_env, tiny_artifact, mid_artifact):
     (("rm", "missing"), 1, "not in the local store"),
     (("search", "--max-size", "lots"), 1, "not a size"),
     (("pull",), 2, "Missing argument"),
-    (("push", "/no/such/artifact", "x"), 1, "neither an artifact directory nor a model in the local store"),
+    (("push", "/no/such/artifact", "x"), 1, "no such artifact directory or file"),
 ])
 def test_errors_are_one_line_with_exit_codes(cli_env, args, code, message):
     result = zoo(*args, env=cli_env)

@@ -8,6 +8,7 @@ import sys
 import typer
 
 from zoo import card as cards
+from zoo.cli.names import complete_model
 
 
 def _log(quiet: bool):
@@ -15,7 +16,8 @@ def _log(quiet: bool):
 
 
 def build(
-    target: str = typer.Argument(..., help="A card file (YAML), an artifact directory with zoo.yaml, or a catalog name."),
+    target: str = typer.Argument(..., metavar="TARGET", autocompletion=complete_model,
+        help="A card file (YAML), an artifact directory with zoo.yaml, or a catalog name."),
     tag: str = typer.Option("latest", "--tag", "-t", help="Tag to store the built model under."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Build without asking, however long the estimate."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
@@ -35,20 +37,22 @@ def build(
       zoo build llama-7b-sparse90-int4 --yes
     """
     from zoo.build import build as do_build
-    from zoo.cli.long_work import confirm_build, step_progress
+    from zoo.build.build import find_card
+    from zoo.cli.long_work import checked, confirm_build, step_progress
+    from zoo.cli.names import suggest_names
+    from zoo.store import Store
 
     quiet = quiet or as_json
-    with step_progress(quiet) as progress:
+    with suggest_names(target, Store()), step_progress(quiet) as progress:  # a mistyped catalog name: near names
         result = do_build(target, tag=tag, log=_log(quiet), progress=progress, confirm=confirm_build(yes, quiet))
     doc = {"name": result.name, "tag": result.tag, "path": str(result.path), "digest": result.digest,
            "files": result.files, "size": result.size, "verified": result.verified, "base": result.base}
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    check = "every file matches the card's sha256" if result.verified else \
-        "UNVERIFIED: the card lists no digests to check against"
-    print(f"built {result.name}:{result.tag} ({result.files} files, {cards.human_size(result.size)}; {check})",
-          file=sys.stderr)
+    card, _ = find_card(target)
+    print(f"built {result.name}:{result.tag} ({result.files} files, {cards.human_size(result.size)}; "
+          f"{checked(card, result.verified)})", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,12 +11,22 @@ from rich.console import Console
 from rich.table import Table
 
 from zoo.cli import options
+from zoo.cli.json_out import stdout_to_stderr
+from zoo.cli.names import complete_model
 
 err = Console(stderr=True, highlight=False)
 
 
 def _log(quiet: bool):
     return (lambda _m: None) if quiet else (lambda m: err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {m}"))
+
+
+def _source(src: str, quiet: bool) -> str:
+    """The checkpoint or artifact SRC names: a path as is, or NAME[:TAG] / a registry reference resolved to its
+    artifact in the store (pulled when missing), as `zoo run` resolves MODEL."""
+    from zoo.cli.resolve import Checkpoints, resolve_model
+
+    return str(resolve_model(src, Checkpoints.READ, quiet=quiet))
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -42,7 +52,7 @@ def _recipe(method, sparsity, pattern, profile, bits, group_size, quantizer, sam
 METHOD = typer.Option("sparsegpt", "--method", "-m", help="magnitude | wanda | sparsegpt.")
 PATTERN = typer.Option("unstructured", "--pattern",
                        help="unstructured | 2:4 | 4:8 | neurons (MLP channels) | tile4 (4-row tiles share columns, "
-                            "K of every 128 kept: sparsity 0.5, 0.625, 0.75 or 0.875; at 4 bits stored as tile4-q4).")
+                            "K of every 128 kept: sparsity 0.125, 0.25, ... 0.875 in steps of 0.125; at 4 bits stored as tile4-q4).")
 PROFILE = typer.Option("uniform", "--profile", help="Per-layer sparsity: uniform | owl | sensitivity (measured per-layer pruning error).")
 GROUP = options.group_size(128, "Quantization group size (multiple of 64 when sparse).")
 QUANTIZER = typer.Option("rtn", "--quantizer", help="rtn | gptq.")
@@ -77,8 +87,10 @@ RECOVER_TOKENS = typer.Option(131072, "--recover-tokens", min=1,
 
 
 def compress_cmd(
-    src: str = typer.Argument(..., help="GGUF file, Hugging Face checkpoint dir or dense zoo artifact."),
-    out: Path = options.out(..., "--out", "-o", help="Artifact directory to write (must not exist)."),
+    src: str = typer.Argument(..., metavar="SRC",
+        help="GGUF file, Hugging Face checkpoint dir, dense zoo artifact dir, or "
+             "its NAME[:TAG] in the store."),
+    out: Path = options.out(..., "--output", "-o", help="Artifact directory to write (must not exist)."),
     method: str = METHOD,
     sparsity: float = typer.Option(None, "--sparsity", "-s", help="Fraction of weights to prune (N:M implies it)."),
     pattern: str = PATTERN,
@@ -126,9 +138,11 @@ def compress_cmd(
                      bits, group_size, quantizer, samples, seq_len, seed, act_order, owl_lambda, owl_m,
                      sensitivity_lambda)
     recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated)
+    source = _source(src, quiet)
     t0 = time.monotonic()
-    with step_progress(quiet, _log(False)) as progress:  # on a terminal, a bar per phase with ETA; --json keeps it
-        card = compress(src, out, recipe, calib_text=calib, eval_text=eval_text, eval_ctx=ctx,
+    # on a terminal, a bar per phase with ETA (on stderr, also with --json)
+    with stdout_to_stderr(as_json), step_progress(quiet, _log(False)) as progress:
+        card = compress(source, out, recipe, calib_text=calib, eval_text=eval_text, eval_ctx=ctx,
                         eval_windows=eval_windows or None, evaluate=not no_eval, overwrite=overwrite, progress=progress)
     seconds = time.monotonic() - t0
     if as_json:
@@ -145,11 +159,13 @@ def compress_cmd(
 
 
 def sweep_cmd(
-    src: str = typer.Argument(..., help="GGUF file, Hugging Face checkpoint dir or dense zoo artifact."),
+    src: str = typer.Argument(..., metavar="SRC",
+        help="GGUF file, Hugging Face checkpoint dir, dense zoo artifact dir, or "
+             "its NAME[:TAG] in the store."),
     method: str = METHOD,
     sparsity: str = typer.Option("0.3,0.5,0.7,0.9", "--sparsity", "-s", help="Comma-separated sparsities."),
     bits: str = typer.Option("4,8", "--bits", "-b", help="Comma-separated bit widths (16, 8, 4)."),
-    out: Path = options.out(None, "--out", "-o", help="Keep artifacts and sweep.{csv,json,png} here."),
+    out: Path = options.out(None, "--output", "-o", help="Keep artifacts and sweep.{csv,json,png} here."),
     pattern: str = PATTERN,
     profile: str = PROFILE,
     group_size: int = GROUP,
@@ -187,9 +203,10 @@ def sweep_cmd(
         raise typer.BadParameter("each must be 16, 8 or 4", param_hint="--bits")
     recipe = _recipe(method, 0.0, pattern, profile, 16, group_size, quantizer, samples, seq_len, seed, act_order,
                      owl_lambda, owl_m, sensitivity_lambda)
-    result = sweep(src, recipe, _floats(sparsity, "--sparsity"), bit_list, out, calib_text=calib, eval_text=eval_text,
-                   eval_ctx=ctx, eval_windows=eval_windows or None, speed=speed,
-                   peers=parse_peers(peers) if peers else None, progress=_log(quiet))
+    with stdout_to_stderr(as_json):
+        result = sweep(_source(src, quiet), recipe, _floats(sparsity, "--sparsity"), bit_list, out, calib_text=calib,
+                       eval_text=eval_text, eval_ctx=ctx, eval_windows=eval_windows or None, speed=speed,
+                       peers=parse_peers(peers) if peers else None, progress=_log(quiet))
     if as_json:
         print(json.dumps(result))
         return
@@ -206,8 +223,10 @@ def sweep_cmd(
 
 
 def tune_cmd(
-    src: str = typer.Argument(..., help="GGUF file, Hugging Face checkpoint dir or dense zoo artifact."),
-    out: Path = options.out(..., "--out", "-o", help="Where to write the chosen artifact (must not exist)."),
+    src: str = typer.Argument(..., metavar="SRC",
+        help="GGUF file, Hugging Face checkpoint dir, dense zoo artifact dir, or "
+             "its NAME[:TAG] in the store."),
+    out: Path = options.out(..., "--output", "-o", help="Where to write the chosen artifact (must not exist)."),
     max_ppl_ratio: float = typer.Option(1.3, "--max-ppl-ratio", callback=options.finite,
                                         help="Budget: perplexity at most this many times the base model's."),
     objective: str = typer.Option("decode", "--objective", help="decode (fastest decode within budget) | size."),
@@ -243,9 +262,10 @@ def tune_cmd(
     recipe = _recipe(method, 0.0, "unstructured", "uniform", 4, 128, quantizer, samples, seq_len, seed)
     recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated)
     bit_list = [int(b) for b in _floats(bits, "--bits")]
-    result = tune(src, out, recipe, max_ratio=max_ppl_ratio, objective=objective,
-                  patterns=[p.strip() for p in patterns.split(",") if p.strip()], bits=bit_list, work=work,
-                  eval_ctx=ctx, eval_windows=eval_windows or None, calib_text=calib, progress=_log(quiet))
+    with stdout_to_stderr(as_json):
+        result = tune(_source(src, quiet), out, recipe, max_ratio=max_ppl_ratio, objective=objective,
+                      patterns=[p.strip() for p in patterns.split(",") if p.strip()], bits=bit_list, work=work,
+                      eval_ctx=ctx, eval_windows=eval_windows or None, calib_text=calib, progress=_log(quiet))
     best, q4 = result["best"], result["q4"]
     if as_json:
         print(json.dumps(result))
@@ -270,7 +290,8 @@ def tune_cmd(
 
 
 def eval_cmd(
-    model: str = typer.Argument(..., help="Artifact dir (or store name), GGUF file or Hugging Face dir."),
+    model: str = typer.Argument(..., metavar="MODEL", autocompletion=complete_model,
+        help="Artifact dir (or store name), GGUF file or Hugging Face dir."),
     text: str = typer.Option(None, "--text", help="UTF-8 text file, or a shipped text: prose (the default, Persuasion) or technical (the Python reference)."),
     ctx: int = CTX,
     max_windows: int = typer.Option(0, "--max-windows", min=0, help="Only the first N windows (0 = all)."),
@@ -288,8 +309,9 @@ def eval_cmd(
     from zoo.evaluate import perplexity
 
     # a checkpoint is read as is by the reference engine; the runtime engine needs it converted
-    path = resolve_model(model, Checkpoints.CONVERT if engine == "runtime" else Checkpoints.READ)
-    r = perplexity(path, text, ctx, max_windows or None, _log(quiet), engine=engine)
+    with stdout_to_stderr(as_json):
+        path = resolve_model(model, Checkpoints.CONVERT if engine == "runtime" else Checkpoints.READ, quiet=quiet)
+        r = perplexity(path, text, ctx, max_windows or None, _log(quiet), engine=engine)
     if as_json:
         print(json.dumps(r))
         return

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from zoo.card import human_size
 from zoo.cli import options
 
 # The choices of zoo.convert.convert.ENCODINGS, spelled out so `zoo` starts without importing numpy
@@ -17,10 +18,11 @@ ENCODING_HELP = "auto, f16, bf16, f32, q8, q4, sparse-f16, sparse-q8, sparse-q4"
 
 
 def convert(
-    src: Path = typer.Argument(..., help="A .gguf file, a Hugging Face or compressed-tensors checkpoint dir, "
-                                         "or a zoo artifact dir."),
+    src: Path = typer.Argument(..., metavar="SRC",
+        help="A .gguf file, a Hugging Face or compressed-tensors checkpoint dir, "
+             "or a zoo artifact dir."),
     out: Path = options.out(..., "-o", "--output", help="Artifact directory to create."),
-    encoding: str = typer.Option("auto", "--encoding", "-e",
+    encoding: str = typer.Option("auto", "--encoding", "-e", callback=options.encoding,
                                  help=f"Linear weights: {ENCODING_HELP}. auto = f16, sparse where zeros save bytes."),
     group_size: int = options.group_size(128, "Quantization group size (columns)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
@@ -63,7 +65,7 @@ def convert(
     else:
         counts = conversion.get("tensors") or {}
         shown = ", ".join(f"{n} {enc}" for enc, n in counts.items())
-        err.print(f"wrote {path} ({size / 2**20:.1f} MiB; tensors: {shown})", highlight=False, soft_wrap=True)
+        err.print(f"wrote {path} ({human_size(size)}; tensors: {shown})", highlight=False, soft_wrap=True)
         if source:
             err.print(f"source: {source['name']} ({', '.join(source.get('formats') or [])}); "
                       f"{conversion.get('kept_exactly', 0)} quantized tensors kept exactly", highlight=False,

@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from zoo.card import human_size
 from zoo.cli import options
+from zoo.cli.names import complete_model
 from zoo.errors import ConvertError
 
 TARGETS = ("hf", "gguf")
@@ -17,7 +19,9 @@ TYPES = {"hf": ("f16", "f32"), "gguf": ("f16", "q8_0", "q4_0")}  # first = defau
 
 
 def export(
-    artifact: Path = typer.Argument(..., help="A zoo artifact directory."),
+    model: str = typer.Argument(..., metavar="MODEL", autocompletion=complete_model,
+        help="A zoo artifact directory, NAME[:TAG] (pulled or built "
+             "when missing) or a registry reference."),
     to: str = typer.Option(..., "--to", help="hf (a transformers checkpoint dir) or gguf (one llama.cpp file)."),
     out: Path = options.out(..., "-o", "--output", help="Directory (hf) or .gguf file to create; must not exist "
                                                           "or be empty."),
@@ -34,14 +38,16 @@ def export(
     Examples:
       zoo export ./smol-sparse50-q4 --to hf -o smol-sparse50-hf
       zoo export ./smol-sparse50-q4 --to gguf -o smol-sparse50.gguf --type q8_0
+      zoo export smollm2-135m-instruct-q8 --to hf -o smol-q8-hf
     """
+    from zoo.cli.resolve import Checkpoints, resolve_model
+
     if to not in TARGETS:
         raise ConvertError(f"--to {to!r} is not a target (choose from {', '.join(TARGETS)})")
-    if not (artifact / "zoo.yaml").is_file():
-        raise ConvertError(f"{artifact}: not a zoo artifact (a directory with zoo.yaml)")
     kind = type_ or TYPES[to][0]
     if kind not in TYPES[to]:
         raise ConvertError(f"--type {kind!r} is not available for --to {to} (choose from {', '.join(TYPES[to])})")
+    artifact = resolve_model(model, Checkpoints.REFUSE, quiet=as_json)
     from zoo.convert.export_gguf import export_gguf
     from zoo.convert.export_hf import export_hf
 
@@ -61,7 +67,8 @@ def export(
                                "size_bytes": result.size_bytes, "sparsity": round(result.sparsity, 6),
                                "padded_mlp": result.padded_mlp, "fallback_f16": result.fallback}))
         return
-    err.print(f"wrote {result.path} ({result.size_bytes / 2**20:.1f} MiB, {result.dtype})", highlight=False, soft_wrap=True)
+    err.print(f"wrote {result.path} ({human_size(result.size_bytes)}, {result.dtype})", highlight=False,
+              soft_wrap=True)
     if result.fallback:
         err.print(f"{len(result.fallback)} tensors stored F16 (rows not whole {kind} blocks): "
                   f"{', '.join(result.fallback[:3])}{' ...' if len(result.fallback) > 3 else ''}", highlight=False, soft_wrap=True)

@@ -10,10 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from zoo.cli import options
+from zoo.cli.names import complete_model
 
 
 def inspect(
-    path: Path = typer.Argument(..., help="Artifact directory (or one .safetensors file)."),
+    model: str = typer.Argument(..., metavar="MODEL", autocompletion=complete_model,
+        help="Artifact directory (or one .safetensors file), or "
+             "NAME[:TAG] / registry reference of a pulled model."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
     tensors: bool = typer.Option(True, "--tensors/--no-tensors", help="List every tensor (table output)."),
     no_verify: bool = options.no_verify(),
@@ -24,10 +27,15 @@ def inspect(
 
     Examples:
       zoo inspect ./smollm2-sparse50-int4
+      zoo inspect smollm2-135m-instruct-q8
       zoo inspect ./model --json | jq .totals
     """
+    from zoo.cli.resolve import Checkpoints, resolve_model
     from zoo.inspect import inspect_artifact  # imported here: numba loads only for verbs that need it
 
+    path = Path(model).expanduser()
+    if not (path.is_file() and path.suffix == ".safetensors"):  # one shard is inspected as is
+        path = resolve_model(model, Checkpoints.REFUSE, fetch=False)
     report = inspect_artifact(path, verify=not no_verify)
     if as_json:
         typer.echo(json.dumps(report, indent=2))

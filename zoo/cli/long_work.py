@@ -27,22 +27,36 @@ _STEP = re.compile(r"^(?P<phase>\D*?)\s*(?P<done>\d+)/(?P<total>\d+)\b[:,]?\s*(?
 _ETA = re.compile(r"\s*\(eta [^)]*\)")  # the pipeline's own ETA text: the bar shows one
 
 
-def confirm_build(yes: bool, quiet: bool = False) -> Callable[[BuildEstimate], None]:
+def confirm_build(yes: bool, quiet: bool = False,
+                  go_ahead: str = "run again with --yes to go ahead") -> Callable[[BuildEstimate], None]:
     """The `confirm` callback of a build: say its cost on stderr (unless quiet), and above the threshold ask on a
-    terminal, or refuse in one line naming --yes when stdin is not one. `yes` goes ahead without asking."""
+    terminal, or refuse in one line ending with `go_ahead` (how to build anyway) when stdin is not one. `yes`
+    goes ahead without asking."""
 
     def confirm(estimate: BuildEstimate) -> None:
         ask = not yes and estimate.exceeds(CONFIRM_SECONDS, CONFIRM_BYTES)
         if ask and not sys.stdin.isatty():  # the refusal says it all, on one line
             raise BuildError(f"{estimate.words}; that is over {duration(CONFIRM_SECONDS)} or "
                              f"{cards.human_size(CONFIRM_BYTES)} (or of unknown size), so zoo asks first, and stdin "
-                             "is not a terminal: run again with --yes to go ahead")
+                             f"is not a terminal: {go_ahead}")
         if not quiet or ask:
             print(f"zoo: {estimate.words}", file=sys.stderr)
         if ask and not typer.confirm(f"Build {estimate.name}?", default=False, err=True):
-            raise BuildError(f"{estimate.name}: not built (declined); --yes builds without asking")
+            raise BuildError(f"{estimate.name}: not built (declined)")
 
     return confirm
+
+
+def checked(card: dict | None, files_verified: bool) -> str:
+    """What a build from `card`'s recipe checked, said honestly for its last line. Built files that match the
+    card's digests verify the whole build; a card without digests (the 7B cards) leaves only the base's sha256,
+    and only when the recipe pins one."""
+    if files_verified:
+        return "every file matches the card's sha256"
+    base = ((card or {}).get("recipe") or {}).get("base") or {}
+    pinned = "only the base was checked (it matched the recipe's sha256)" if base.get("sha256") else \
+        "nor was the base (the recipe pins no sha256)"
+    return f"UNVERIFIED: the card lists no file digests, so the built files were not checked; {pinned}"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ app = typer.Typer(
     name="zoo",
     help="Pull, push, compress and run sparse, quantized LLMs on the CPU.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish and PowerShell
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand's context
 )
@@ -50,10 +50,21 @@ def _register() -> None:
     for module in (inspect_cmd, registry_cmd, convert_cmd, run_cmd, compress_cmd, build_cmd, export_cmd, serve_cmd,
                    verify_cmd, ps_cmd):
         module.register(app)
+    order = {name: i for i, (name, _) in enumerate(PANELS)}
+    app.registered_commands.sort(key=lambda info: order[info.name])
+    for info in app.registered_commands:
+        info.rich_help_panel = dict(PANELS)[info.name]
+
+
+# `zoo --help` lists the verbs in groups, the everyday ones first (as ollama and docker list theirs).
+PANELS = [(name, "Models") for name in ("run", "pull", "push", "list", "show", "search", "cp", "rm", "ps", "serve")] + \
+    [(name, "Make and measure") for name in ("build", "compress", "sweep", "tune", "eval", "bench")] + \
+    [(name, "Files") for name in ("convert", "export", "inspect", "verify", "gc")]
 
 
 _register()
 options.hide_flag_types()
+options.accept_hidden_aliases()
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

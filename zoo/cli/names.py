@@ -37,6 +37,18 @@ def known_names(store, *, catalog: bool = True) -> dict[str, str]:
     return names
 
 
+def complete_model(incomplete: str) -> list[str]:
+    """Shell completion for a MODEL argument: stored NAME:TAGs and catalog names starting with what was typed
+    (a path is completed by the shell itself when nothing here matches)."""
+    from zoo.store import Store
+
+    try:
+        names = known_names(Store())
+    except (ZooError, OSError):
+        return []
+    return sorted({name for name in names.values() if name.startswith(incomplete)})
+
+
 def _full(text: str) -> str:
     """NAME[:TAG] with the implied `:latest` written out."""
     return text if ":" in text.rsplit("/", 1)[-1] else f"{text}:latest"

@@ -58,7 +58,7 @@ def group_size(default: int, help: str) -> Any:
 
 
 def temperature() -> Any:
-    return typer.Option(0.7, "--temperature", "-t", min=0.0, callback=finite, help="0 = greedy.")
+    return typer.Option(0.7, "--temperature", min=0.0, callback=finite, help="0 = greedy.")
 
 
 def no_verify() -> Any:
@@ -66,8 +66,52 @@ def no_verify() -> Any:
                                                    "(hashed once per file, then cached by inode, size and mtime).")
 
 
+def yes() -> Any:
+    return typer.Option(False, "--yes", "-y", help="When MODEL is built from its catalog recipe, build without "
+                                                   "asking however long the estimate (as `zoo pull --yes`).")
+
+
 def out(default: Path | None, *names: str, help: str) -> Any:
     return typer.Option(default, *names, callback=output_dir, help=help)
+
+
+# Old spellings still accepted but not shown in help: one name per concept across commands (issue 21).
+HIDDEN_ALIASES: dict[str, tuple[str, ...]] = {
+    "--output": ("--out",),  # compress, sweep and tune said --out, convert and export --output
+    "--temperature": ("-t",),  # run's -t; -t is --tag (build), as in docker and podman
+}
+
+
+def accept_hidden_aliases() -> None:
+    """Let every option whose name is a key of HIDDEN_ALIASES also be given by its aliases, which help never
+    lists (click has no hidden alias of its own: they are added to the parser, not to the option's names)."""
+    from typer.core import TyperOption
+
+    add = TyperOption.add_to_parser
+    if getattr(add, "adds_aliases", False):
+        return
+
+    def add_to_parser(self: TyperOption, parser: Any, ctx: Any) -> None:
+        add(self, parser, ctx)
+        aliases = [alias for name in self.opts for alias in HIDDEN_ALIASES.get(name, ())]
+        if aliases:
+            opts, secondary = self.opts, self.secondary_opts
+            self.opts, self.secondary_opts = aliases, []
+            try:
+                add(self, parser, ctx)
+            finally:
+                self.opts, self.secondary_opts = opts, secondary
+
+    add_to_parser.adds_aliases = True  # type: ignore[attr-defined]
+    TyperOption.add_to_parser = add_to_parser  # type: ignore[method-assign]
+
+
+ENCODING_ALIASES = {"int4": "q4", "int8": "q8", "sparse-int4": "sparse-q4", "sparse-int8": "sparse-q8"}
+
+
+def encoding(value: str) -> str:
+    """Callback: zoo's encodings are spelled q4/q8 (format/SPEC.md); int4/int8 are accepted as hidden aliases."""
+    return ENCODING_ALIASES.get(value.lower(), value) if value else value
 
 
 def hide_flag_types() -> None:

@@ -19,9 +19,18 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from zoo import card as cards
+from zoo.cli.names import complete_model
 
 REGISTRY_HELP = "Registry URL or path (default: ZOO_REGISTRY, then ~/.config/zoo/config.yaml, then ZOO_HOME/registry)."
 JSON_HELP = "Print one JSON document on stdout."
+def _existing_registry(value: str | None) -> str | None:
+    """Callback for commands that read a registry: a local path that does not exist is named as a missing
+    directory (a mistyped `--registry ./registy`), not reported later as a model missing from it."""
+    if value and "://" not in value and not Path(value).expanduser().exists():
+        raise typer.BadParameter(f"{value}: no such registry directory")
+    return value
+
+
 INSECURE_HELP = "Allow plain HTTP to an oci:// registry that is not on loopback (as ZOO_OCI_INSECURE=1)."
 
 
@@ -52,8 +61,9 @@ def _bar(label: str, quiet: bool):
 
 
 def push(
-    artifact: str = typer.Argument(..., help="Artifact directory, or NAME[:TAG] of a model in the local store."),
-    name: str = typer.Argument(..., help="NAME[:TAG], or a full s3://, hf:// reference."),
+    artifact: str = typer.Argument(..., metavar="SOURCE",
+        help="Artifact directory, or NAME[:TAG] of a model in the local store."),
+    name: str = typer.Argument(..., metavar="NAME", help="NAME[:TAG], or a full s3://, hf:// reference."),
     registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing tag."),
@@ -67,9 +77,21 @@ def push(
       zoo push ./smollm2-sparse50 hf://me/smollm2-sparse50
       zoo push smollm2-135m-instruct-q8 smol-q8:v1 --registry ./registry
     """
-    from zoo.registry import insecure_registries
+    from zoo.cli.names import suggest_names
+    from zoo.cli.resolve import Checkpoints, local_path
+    from zoo.errors import NotFoundError
+    from zoo.registry import insecure_registries, parse_ref
     from zoo.registry.transfer import push as do_push
+    from zoo.store import Store
 
+    path = local_path(artifact, Checkpoints.REFUSE)  # a missing path or a GGUF file is said as such
+    if path is None:  # a stored model: near names when it is not there
+        store = Store()
+        with suggest_names(artifact, store):
+            ref = parse_ref(artifact)
+            if ref.registry is not None or not store.has(ref.store_name, ref.tag):
+                raise NotFoundError(f"{artifact}: not in the local store (push an artifact directory, or "
+                                    f"`zoo pull {artifact}` first)")
     with insecure_registries(insecure), _bar(f"push {name}", as_json) as (advance, total):
         summary = do_push(artifact, name, registry=registry, force=force, progress=advance, on_total=total)
     for warning in summary["warnings"]:
@@ -85,8 +107,10 @@ def push(
 
 
 def pull(
-    name: str = typer.Argument(..., help="NAME[:TAG], or s3://…/NAME[:TAG], http(s)://…/NAME[:TAG], hf://org/repo[@rev]."),
-    registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    name: str = typer.Argument(..., metavar="NAME", autocompletion=complete_model,
+        help="NAME[:TAG], or s3://…/NAME[:TAG], http(s)://…/NAME[:TAG], hf://org/repo[@rev]."),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", callback=_existing_registry,
+                                           help=REGISTRY_HELP),
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     yes: bool = typer.Option(False, "--yes", "-y", help="When the model is built from its catalog recipe instead, "
                                                         "build without asking however long the estimate."),
@@ -103,7 +127,7 @@ def pull(
       zoo pull hf://me/smollm2-sparse50@main --json
       zoo pull llama-7b-sparse90-int4 --yes
     """
-    from zoo.cli.long_work import confirm_build, step_progress
+    from zoo.cli.long_work import checked, confirm_build, step_progress
     from zoo.cli.names import suggest_names
     from zoo.registry import insecure_registries
     from zoo.registry.transfer import pull as do_pull
@@ -116,11 +140,16 @@ def pull(
                          confirm=confirm_build(yes, as_json))
     doc = {"name": result.name, "tag": result.tag, "path": str(result.path), "digest": result.digest,
            "downloaded_bytes": result.downloaded_bytes, "reused_bytes": result.reused_bytes, "built": result.built}
+    if result.built:  # what the build could check: a card without digests (the 7B cards) verifies nothing
+        from zoo.registry.transfer import catalog_card
+
+        card = catalog_card(result.name)
+        doc["verified"] = bool(card and card.get("files"))
+        doc["base_verified"] = bool(card and ((card.get("recipe") or {}).get("base") or {}).get("sha256"))
     if as_json:
         _emit(doc)
     elif result.built:
-        print(f"built {result.name}:{result.tag} from its recipe (every file matches the card's sha256)",
-              file=sys.stderr)
+        print(f"built {result.name}:{result.tag} from its recipe ({checked(card, doc['verified'])})", file=sys.stderr)
     else:
         print(f"pulled {result.name}:{result.tag} ({cards.human_size(result.downloaded_bytes)} downloaded, "
               f"{cards.human_size(result.reused_bytes)} already present)", file=sys.stderr)
@@ -139,13 +168,15 @@ def list_models(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -
     if as_json:
         _emit([{**item, "modified": _iso(item["modified"])} for item in items])
         return
-    table = Table("name", "tag", "arch", "sparsity", "bits", "size", "digest", "modified", box=None)
-    table.columns[0].no_wrap = table.columns[-1].no_wrap = True
+    # as `ollama list`: NAME:TAG, ID, SIZE, MODIFIED; at 80 columns a long catalog name stays whole and the ID
+    # gives way (names say sparsity and bits; `zoo show` and `--json` have the card)
+    table = Table("name", "id", "size", "modified", box=None)
+    for column in table.columns:
+        column.no_wrap = True
+    table.columns[1].overflow = "ellipsis"
     now = time.time()
     for item in items:
-        f = cards.search_fields(item["card"])
-        table.add_row(item["name"], item["tag"], f["architecture"] or "-", _pct(f["sparsity"]),
-                      str(f["bits"] or "-"), cards.human_size(item["size"]), item["digest"][:12],
+        table.add_row(f"{item['name']}:{item['tag']}", item["digest"][:12], cards.human_size(item["size"]),
                       ago(item["modified"], now))
     Console().print(table)
 
@@ -174,24 +205,35 @@ def _pct(x) -> str:
 
 
 def show(
-    name: str = typer.Argument(..., help="NAME[:TAG] (store, then registry, then the built-in catalog)."),
-    registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    name: str = typer.Argument(..., metavar="MODEL", autocompletion=complete_model,
+        help="NAME[:TAG] (store, then registry, then the built-in "
+             "catalog), a registry reference, or an artifact directory."),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", callback=_existing_registry,
+                                           help=REGISTRY_HELP),
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Show a model's card.
+    """Show a model's card (nothing is downloaded).
 
     Examples:
       zoo show llama-7b-sparse90-int4
       zoo show smollm2-sparse50:v1 --json
+      zoo show ./smol-sgpt50-q4
     """
     from zoo.cli.names import suggest_names
+    from zoo.cli.resolve import Checkpoints, local_path
     from zoo.registry import insecure_registries
     from zoo.registry.transfer import show as do_show
     from zoo.store import Store
 
-    with insecure_registries(insecure), suggest_names(name, Store()):
-        doc = do_show(name, registry=registry)
+    path = local_path(name, Checkpoints.REFUSE)
+    if path is not None:
+        card = _dir_card(path)
+        doc = {"name": card.get("name") or path.name, "tag": None, "source": str(path), "card": card,
+               "files": card.get("files", [])}
+    else:
+        with insecure_registries(insecure), suggest_names(name, Store()):
+            doc = do_show(name, registry=registry)
     if as_json:
         _emit(doc)
         return
@@ -199,8 +241,21 @@ def show(
     Console().print(cards.render(doc["card"], title=f"{title}  [dim]({doc['source']})[/dim]"))
 
 
+def _dir_card(path: Path) -> dict:
+    """An artifact directory's card (zoo.yaml), parsed within the readers' limits; CardError when malformed."""
+    from zoo.errors import CardError
+    from zoo.format.envelope import MAX_YAML_BYTES, load_yaml
+
+    with open(path / "zoo.yaml", "rb") as f:
+        card = load_yaml(f.read(MAX_YAML_BYTES + 1), f"{path}/zoo.yaml", CardError)
+    if not isinstance(card, dict):
+        raise CardError(f"{path}/zoo.yaml: not a card (a YAML mapping)")
+    return card
+
+
 def search(
-    query: Optional[str] = typer.Argument(None, help="Words to match in name, description, method, tags."),
+    query: Optional[str] = typer.Argument(None, metavar="QUERY",
+        help="Words to match in name, description, method, tags."),
     arch: Optional[str] = typer.Option(None, "--arch", help="llama or mpt."),
     min_sparsity: Optional[float] = typer.Option(None, "--min-sparsity", help="e.g. 0.5"),
     bits: Optional[int] = typer.Option(None, "--bits", help="4, 8 or 16."),
@@ -208,7 +263,8 @@ def search(
     max_params: Optional[str] = typer.Option(None, "--max-params", help="e.g. 1e9."),
     max_perplexity: Optional[float] = typer.Option(None, "--max-perplexity", help="Measured perplexity at most."),
     min_decode_tps: Optional[float] = typer.Option(None, "--min-tps", help="Measured decode tokens/s at least."),
-    registry: Optional[str] = typer.Option(None, "--registry", "-r", help=REGISTRY_HELP),
+    registry: Optional[str] = typer.Option(None, "--registry", "-r", callback=_existing_registry,
+                                           help=REGISTRY_HELP),
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -255,8 +311,9 @@ def _times(ratio: float | None) -> str:
 
 
 def rm(
-    names: list[str] = typer.Argument(..., metavar="NAME[:TAG]...", help="Models in the local store (`:latest` "
-                                                                        "when no tag is given)."),
+    names: list[str] = typer.Argument(..., metavar="NAME[:TAG]", autocompletion=complete_model,
+        help="Models in the local store (`:latest` "
+             "when no tag is given)."),
     prune: bool = typer.Option(False, "--prune", help="Then delete the blobs no stored model refers to "
                                                       "(what `zoo gc` does) and report the bytes freed."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -299,7 +356,8 @@ def rm(
 
 
 def cp(
-    source: str = typer.Argument(..., metavar="SOURCE", help="NAME[:TAG] in the local store."),
+    source: str = typer.Argument(..., metavar="SOURCE", autocompletion=complete_model,
+        help="NAME[:TAG] in the local store."),
     target: str = typer.Argument(..., metavar="TARGET", help="The new NAME[:TAG] (`:latest` when no tag is given)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

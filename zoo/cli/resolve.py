@@ -94,7 +94,7 @@ def _is_name(text: str) -> bool:
 def _reference(model: str, fetch: bool, quiet: bool) -> Path:
     """A full registry reference: the stored copy, pulled when missing (unless `fetch` is False)."""
     from zoo.registry import parse_ref
-    from zoo.store import Store, resolve
+    from zoo.store import resolve
 
     if not model.startswith(REGISTRY_SCHEMES):
         scheme = model.split("://", 1)[0]
@@ -148,6 +148,9 @@ def _checkpoint(model: str, path: Path, checkpoints: Checkpoints) -> Path:
         return path
     keep = f"zoo convert {shlex.quote(model)} -o {shlex.quote(_stem(path))}"
     if checkpoints is Checkpoints.REFUSE:
+        from zoo.convert.source import open_source
+
+        open_source(path)  # a path that is no checkpoint either (an empty dir, a text file) is said as such
         raise ConvertError(f"{model}: not a zoo artifact (no zoo.yaml); convert it first: {keep}")
     return _converted(model, path, keep)
 

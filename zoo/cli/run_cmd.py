@@ -11,18 +11,20 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from zoo.card import human_size
 from zoo.cli import options
+from zoo.cli.names import complete_model
 
 err = Console(stderr=True, highlight=False)
 
 
-def _load(model: str, threads: int | None, ctx: int | None, quiet: bool, verify: bool = True):
-    """Resolve, verify (the card's sha256, cached), validate and load (the kernels are prepared later by
-    `_warm`, only those a request needs)."""
+def _load(model: str, threads: int | None, ctx: int | None, quiet: bool, verify: bool = True, yes: bool = False):
+    """Resolve (a catalog build asked about first unless `yes`), verify (the card's sha256, cached), validate and
+    load (the kernels are prepared later by `_warm`, only those a request needs)."""
     from zoo.cli.resolve import resolve_model
     from zoo.runtime import load
 
-    path = resolve_model(model)
+    path = resolve_model(model, yes=yes)  # its notes go to stderr, also with --json
     t0 = time.perf_counter()
     step = f"loading {path.name} ({'verifying, ' if verify else ''}validating)"
     with err.status(step, spinner="dots") if not quiet else _Null():
@@ -70,9 +72,11 @@ class _Null:
 
 
 def run(
-    model: str = typer.Argument(..., help="NAME[:TAG], registry reference (s3://, hf://, http(s)://, oci://), "
-                                          "artifact directory, or GGUF file / Hugging Face dir (converted, cached)."),
-    prompt: str = typer.Argument(None, callback=options.utf8, help="Prompt; omit for an interactive chat."),
+    model: str = typer.Argument(..., metavar="MODEL", autocompletion=complete_model,
+        help="NAME[:TAG], registry reference (s3://, hf://, http(s)://, oci://), "
+             "artifact directory, or GGUF file / Hugging Face dir (converted, cached)."),
+    prompt: str = typer.Argument(None, metavar="PROMPT", callback=options.utf8,
+        help="Prompt; omit for an interactive chat."),
     max_tokens: int = typer.Option(None, "--max-tokens", "-n", min=1,
                                    help="Maximum new tokens (default 256; the chat: until EOS or the context)."),
     temperature: float = options.temperature(),
@@ -89,9 +93,12 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout instead of streaming."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print load time, tokens/s and peak RSS."),
     no_verify: bool = options.no_verify(),
+    yes: bool = options.yes(),
 ) -> None:
-    """Generate text with a model, streaming tokens; no PROMPT starts an interactive chat. Piped stdin is one
-    prompt, followed by PROMPT when one is given (as `ollama run` joins them).
+    """Generate text with a model, streaming tokens; no PROMPT starts an interactive chat.
+
+    Piped stdin is one prompt, followed by PROMPT when one is given (as `ollama run` joins them). A catalog
+    name that is built from its recipe is asked about first above 10 minutes or 1 GB, as `zoo pull` asks.
 
     Examples:
       zoo run ./smollm2-q4 "Write a haiku about sparse matrices" --max-tokens 64
@@ -112,7 +119,7 @@ def run(
     prompt = _with_stdin(prompt)
     if prompt is None and as_json:
         raise RuntimeModelError("--json needs a PROMPT (the interactive chat streams text)")
-    m, tok, times = _load(model, threads, ctx or 4096, quiet=as_json, verify=not no_verify)
+    m, tok, times = _load(model, threads, ctx or 4096, quiet=as_json, verify=not no_verify, yes=yes)
     if tok is None:
         raise RuntimeModelError(f"{model}: the artifact has no tokenizer.json, so it cannot take text (zoo bench works)")
     session = Session(m, tok)
@@ -124,7 +131,7 @@ def run(
             err.print(f"load: {times['load_s']:.2f} s (kernels {times['kernels_s']:.2f} s)  "
                       f"prompt: {res.prompt_tokens} tok, {res.prefill_tps:.1f} tok/s  "
                       f"decode: {res.generated_tokens} tok, {res.decode_tps:.1f} tok/s  "
-                      f"peak RSS: {peak_rss_mb():.0f} MiB  ({res.finish_reason})")
+                      f"peak RSS: {human_size(peak_rss_mb() * 2**20)}  ({res.finish_reason})")
 
     def turn(text: str):
         if use_template:
@@ -165,13 +172,15 @@ def run(
 
 
 def bench(
-    models: list[str] = typer.Argument(..., help="Model names, artifact directories, GGUF files or HF dirs "
-                                                         "(as zoo run); several are compared side by side."),
+    models: list[str] = typer.Argument(..., metavar="MODEL", autocompletion=complete_model,
+        help="Model names, artifact directories, GGUF files or HF dirs "
+             "(as zoo run); several are compared side by side."),
     threads: int = options.threads(),
     prompt_tokens: int = typer.Option(128, "--prompt-tokens", min=1, help="Prompt length for prefill."),
     gen_tokens: int = typer.Option(128, "--gen-tokens", min=1, help="Tokens to decode."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Repeat and keep the best (noisy shared machines)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    yes: bool = options.yes(),
 ) -> None:
     """Measure prefill and decode tokens/s, load time and peak RSS; with several models, compare them.
 
@@ -184,10 +193,10 @@ def bench(
       zoo bench smollm2-135m-instruct-f16 smollm2-135m-instruct-sparse50-int4
     """
     if len(models) > 1:
-        return _compare(models, threads, prompt_tokens, gen_tokens, repeats, as_json)
+        return _compare(models, threads, prompt_tokens, gen_tokens, repeats, as_json, yes)
     from zoo.runtime.bench import measure
 
-    m, tok, times = _load(models[0], threads, prompt_tokens + gen_tokens, quiet=as_json)
+    m, tok, times = _load(models[0], threads, prompt_tokens + gen_tokens, quiet=as_json, yes=yes)
     _warm(m, times, True, True, quiet=as_json)
     _warn_if_busy(threads)
     with err.status("benchmarking") if not as_json else _Null():
@@ -198,7 +207,7 @@ def bench(
         typer.echo(json.dumps(r))
     else:
         err.print(f"prefill {r['prefill_tps']:.1f} tok/s ({prompt_tokens} tokens)  decode {r['decode_tps']:.1f} tok/s "
-                  f"({gen_tokens} tokens)  load {r['load_s']:.2f} s  peak RSS {r['peak_rss_mb']:.0f} MiB  "
+                  f"({gen_tokens} tokens)  load {r['load_s']:.2f} s  peak RSS {human_size(r['peak_rss_mb'] * 2**20)}  "
                   f"threads {r['threads']}")
 
 
@@ -230,19 +239,19 @@ def card_metrics(path: Path) -> dict:
             "perplexity": ppl.get("value") if isinstance(ppl, dict) else None}
 
 
-def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, repeats: int, as_json: bool) -> None:
+def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, repeats: int, as_json: bool,
+             yes: bool) -> None:
     """`zoo bench A B ...`: each model benchmarked in a child process, then one table (ratios against A)."""
     import subprocess
 
     from rich.table import Table
 
     from zoo.cli.resolve import resolve_model
-    from zoo.card import human_size
     from zoo.errors import RuntimeModelError
 
     rows = []
     for model in models:
-        path = resolve_model(model)
+        path = resolve_model(model, yes=yes)
         cmd = [sys.executable, "-m", "zoo.cli.main", "bench", str(path), "--json", "--prompt-tokens",
                str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--repeats", str(repeats)]
         if threads:
@@ -275,7 +284,7 @@ def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, re
                                     for r in rows))
     table.add_row("prefill tok/s", *(cell(r, f"{r['prefill_tps']:.1f}", r["prefill_tps"] / base["prefill_tps"], "")
                                      for r in rows))
-    table.add_row("peak RSS", *(f"{r['peak_rss_mb']:.0f} MiB" for r in rows))
+    table.add_row("peak RSS", *(human_size(r["peak_rss_mb"] * 2**20) for r in rows))
     Console().print(table)
     err.print(f"{prompt_tokens}-token prefill, {gen_tokens}-token greedy decode, best of {repeats}, "
               f"{base.get('threads')} threads, each model in its own process")

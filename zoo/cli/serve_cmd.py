@@ -14,7 +14,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (127.0.0.1: this machine only)."),
     port: int = typer.Option(11434, "--port", "-p", min=0, max=65535, help="TCP port (11434, Ollama's)."),
     models: list[str] = typer.Option(None, "--models", "-m", help="Load at start and keep loaded: a name in the "
-                                     "store (pulled or built if missing) or an artifact directory (repeatable)."),
+                                     "store (pulled or built if missing), a registry reference, an artifact "
+                                     "directory, or a GGUF file / Hugging Face dir (converted, cached) (repeatable)."),
     keep_alive: str = typer.Option("5m", "--keep-alive", help="Unload a model this long after its last request "
                                    "(e.g. 30s, 5m, 1h; -1 = never)."),
     max_loaded: int = typer.Option(1, "--max-loaded", min=1, help="Models loaded at once (least recently used "
@@ -56,10 +57,24 @@ def serve(
         err.print(f"zoo: warning: {warning}", soft_wrap=True)
     manager = ModelManager(keep_alive=keep, max_loaded=max_loaded, ctx=ctx, max_batch=batch)
     if models:
+        served = [_served(model) for model in models]  # every name found (or built) before the first one loads
         with err.status(f"loading {', '.join(models)}"):
-            names = preload(manager, models)
+            names = preload(manager, served)
         err.print(f"zoo: loaded {', '.join(names)}")
     run_server(manager, host, port, api_key)
+
+
+def _served(model: str) -> str:
+    """What to hand zoo.serve for a --models entry, resolved as `zoo run` resolves MODEL (did you mean, missing
+    paths named, checkpoints converted, a long catalog build refused unless `zoo pull --yes` made it): a name or
+    reference (now in the store) as given, a path as the artifact directory it resolved to."""
+    from zoo.cli.resolve import local_path, resolve_model
+
+    path = local_path(model)
+    if path is not None:
+        return str(path)
+    resolve_model(model)
+    return model
 
 
 def register(app: typer.Typer) -> None:

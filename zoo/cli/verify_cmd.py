@@ -1,4 +1,4 @@
-"""`zoo verify NAME|DIR`: hash every file of a stored model or an artifact directory against its digests."""
+"""`zoo verify MODEL`: hash every file of a stored model or an artifact directory against its digests."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from zoo.cli.names import complete_model
 
 err = Console(stderr=True, highlight=False)
 
 
 def verify(
-    target: str = typer.Argument(..., metavar="NAME|DIR", help="A model in the local store (name[:tag], "
-                                                                  ":latest implied) or an artifact directory."),
+    target: str = typer.Argument(..., metavar="MODEL", autocompletion=complete_model,
+        help="A model in the local store (NAME[:TAG], :latest "
+             "implied, or a registry reference) or an artifact "
+             "directory."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Re-check every file against the sha256 its card (and, for a stored model, its manifest) promises.
@@ -44,19 +47,25 @@ def verify(
 
 
 def _verify(target: str, on_file):
-    """(path, Report) for an artifact directory, or a name[:tag] in the local store."""
+    """(path, Report) for an artifact directory, or a model in the local store (its manifest checked too)."""
+    from zoo.cli.names import suggest_names
+    from zoo.cli.resolve import Checkpoints, local_path
     from zoo.errors import NotFoundError
-    from zoo.registry.base import split_name
+    from zoo.registry import parse_ref
     from zoo.store import Store
     from zoo.verify import verify_dir, verify_stored
 
     path = Path(target).expanduser()
-    if path.is_dir():
+    if not path.is_dir():  # a directory is verified as it is: a missing or broken card is one of its failures
+        path = local_path(target, Checkpoints.REFUSE)
+    if path is not None:
         return path, verify_dir(path, on_file=on_file)
-    if target.startswith((".", "/", "~")) or path.suffix == ".safetensors":
-        raise NotFoundError(f"{target}: no such artifact directory")
-    name, tag = split_name(target)
-    return verify_stored(Store(), name, tag, on_file)
+    ref, store = parse_ref(target), Store()
+    with suggest_names(target, store):
+        if not store.has(ref.store_name, ref.tag):
+            raise NotFoundError(f"{target}: not in the local store (`zoo pull {target}` fetches it, "
+                                "verified as it downloads)")
+    return verify_stored(store, ref.store_name, ref.tag, on_file)
 
 
 class _Null:
