@@ -146,7 +146,8 @@ MATVEC = {(enc, path): (_PORTABLE_MATVEC if path == Path.PORTABLE else _X86_MATV
 # ---- matmul: Activations of x float32 [tokens, cols] -> out float32 [tokens * rows]
 
 def matmul_kernel(pw: PreparedWeight, path: Path | str, tokens: int = 32) -> str:
-    """Which matmul kernel runs: "vnni" (AVX-512 tiles, int8 activations like the matvec), "vcsr"
+    """Which matmul kernel runs: "vnni" (AVX-512 tiles, int8 activations like the matvec; dense q4 with at least
+    AVX2_TILE tokens: avx2.matmul_q4's tile with ymm vpdpbusd), "vcsr"
     (AVX-512, int8 activations, VNNI over the nonzeros: sparse-q4/q8 at density <= VCSR_DENSITY and at
     least vcsr_min_tokens(density) tokens),
     "csr" (float32 over the nonzeros, generic IR: sparse weights on the portable and avx2 paths,
@@ -188,7 +189,11 @@ def _mm_csr(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) 
 
 def _mm_vnni(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:
     p, rows, cols, gs = pw.parts, pw.rows, pw.cols, pw.group_size
-    if pw.encoding == "q4":
+    if pw.encoding == "q4" and acts.tokens >= AVX2_TILE:  # 8 tokens a tile, rows and stores in the IR, ymm vpdpbusd
+        xq, xd, xs, stride = acts.int8(gs, True)
+        avx2.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), rows, cols, gs, xq, xd,
+                       xs, stride, acts.tokens, out, 1)
+    elif pw.encoding == "q4":
         xq, xd, xs, stride = acts.int8(gs, True)
         vnni.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), rows, cols, gs, xq, xd,
                        xs, stride, acts.tokens, out)
@@ -202,7 +207,7 @@ def _mm_avx2(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray)
     p, gs = pw.parts, pw.group_size
     xq, xd, xs, stride = acts.int8(gs, True)
     avx2.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), pw.rows, pw.cols, gs, xq,
-                   xd, xs, stride, acts.tokens, out)
+                   xd, xs, stride, acts.tokens, out, 0)
 
 
 def _mm_vcsr(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:

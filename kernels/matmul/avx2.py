@@ -1,10 +1,11 @@
-"""AVX2 q4 matmul (prefill) for CPUs without AVX-512: int8 activations x unsigned nibble codes, 8 tokens a tile.
+"""q4 matmul (prefill) in 8-token tiles: int8 activations x unsigned nibble codes; AVX2, and AVX-512 with vnni=1.
 
 The same scheme as the AVX-512 VNNI tiles (matmul/vnni.py): activations quantized to int8 per (token,
 group) and permuted per 128 columns (quantize_tokens, shared by the linears of one input), one weight
 row's codes decoded once per 128 columns and multiplied with a tile of AVX2_TILE tokens. Without VNNI the
 dot is `vpmaddubsw` + `vpmaddwd` (ir/x86_tiles.q4_tile_avx2). The previous avx2 matmul decoded rows to
-float32 and did one FMA per weight and token (0.2-0.5x numpy float32).
+float32 and did one FMA per weight and token (0.2-0.5x numpy float32). The avx512 path runs the same driver
+with vnni=1: the tile's dots are ymm `vpdpbusd` (x86_tiles.q4_tile_avx2(vnni=True)), same numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from .vnni import ROW_BLOCK, _tile_intrinsic
 CHUNK_BYTES = 16 << 10  # a tile's (8 tokens) activations a chunk: with the row block's weights (8 KiB), in a 32 KiB L1
 
 # qw, nr, qstride, sstride, cols, gs, xq, xstride, sc, xdt, xst, tstride, zs, hz, zc, out, ostride, skip, accum
-mm_q4_avx2 = _tile_intrinsic(f"zoo_mm_q4x_avx2_{AVX2_TILE}", "piiiii" + "pi" + "pppi" + "pi" + "f" + "piii")
+mm_q4_avx2, mm_q4_vnni = (_tile_intrinsic(f"zoo_mm_q4x_{isa}_{AVX2_TILE}", "piiiii" + "pi" + "pppi" + "pi" + "f" + "piii")
+                          for isa in ("avx2", "vnni"))
 
 
 @kernel()
@@ -33,9 +35,10 @@ def _by_group(a, tokens, n_groups):
 
 
 @kernel(parallel=True)
-def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, xq, xd, xs, stride, tokens, out):
+def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, xq, xd, xs, stride, tokens, out, vnni):
     """q4 rows (group_size a multiple of 128) x tokens (at least AVX2_TILE); xq, xd, xs, stride:
-    quantize_tokens(x, ..., permute=True); out float32 [tokens * rows]. Loops as vnni.matmul_q4: row blocks
+    quantize_tokens(x, ..., permute=True); out float32 [tokens * rows]; vnni: 1 = the AVX-512 module's VNNI tile
+    (avx512 path), 0 = the vpmaddubsw one (avx2 path). Loops as vnni.matmul_sparse: row blocks
     (parallel) > column chunks > token tiles > rows (the rows and the stores inside the IR). A last partial
     tile is computed as the last AVX2_TILE tokens and stores only the tokens the previous tiles did not."""
     n_groups = (cols + group_size - 1) // group_size
@@ -53,7 +56,13 @@ def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, xq, xd,
                 t0 = min(tile * AVX2_TILE, tokens - AVX2_TILE)
                 skip = tile * AVX2_TILE - t0  # tokens of this tile that the previous tile already stored
                 g0 = r0 * n_groups + gc
-                mm_q4_avx2(qweight, r0 * row_len + c0 // 2, r1 - r0, row_len, n_groups, cn, group_size, xq,
-                           t0 * stride + c0, stride, scales, g0, xdt, gc * tokens + t0, xst, gc * tokens + t0, tokens,
-                           zeros, g0 if has_zeros else 0, has_zeros, np.float32(8.0), out, t0 * rows + r0, rows, skip,
-                           1 if c0 > 0 else 0)
+                if vnni:
+                    mm_q4_vnni(qweight, r0 * row_len + c0 // 2, r1 - r0, row_len, n_groups, cn, group_size, xq,
+                               t0 * stride + c0, stride, scales, g0, xdt, gc * tokens + t0, xst, gc * tokens + t0,
+                               tokens, zeros, g0 if has_zeros else 0, has_zeros, np.float32(8.0), out, t0 * rows + r0,
+                               rows, skip, 1 if c0 > 0 else 0)
+                else:
+                    mm_q4_avx2(qweight, r0 * row_len + c0 // 2, r1 - r0, row_len, n_groups, cn, group_size, xq,
+                               t0 * stride + c0, stride, scales, g0, xdt, gc * tokens + t0, xst, gc * tokens + t0,
+                               tokens, zeros, g0 if has_zeros else 0, has_zeros, np.float32(8.0), out, t0 * rows + r0,
+                               rows, skip, 1 if c0 > 0 else 0)

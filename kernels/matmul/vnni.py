@@ -1,5 +1,9 @@
 """AVX-512 matrix-matrix kernels (prefill): int8 activations x int4 / sparse weight codes, VNNI tiles.
 
+Dense q4 with at least 8 tokens runs avx2.matmul_q4 with vnni=1 (its tile with ymm vpdpbusd: 1.2-1.7x the
+8-token zmm q4 tiles this module had, which spent more on the per-group scaling and the per-row call than on
+the dots); matmul_q4 here takes the fewer-than-8-token rest, one token a call.
+
 Each token's activations are quantized to int8 per group (quantize_tokens, as the matvec does; the
 caller quantizes once per input, see kernels/activations.py), then
 every weight row meets the tokens TILE at a time (ir/x86_tiles.py): a step of weight codes is
@@ -66,7 +70,7 @@ def _tile_intrinsic(fname: str, spec: str):
 _Q4 = "pii" + "pi" + "pppi" + "pi" + "f" + "a"
 # sparse: mask, nwords, codes, gw, xq, xstride, sc, xd, xs, ngx, zs, hz, zc, res
 _SP = "pipi" + "pi" + "pppi" + "pi" + "f" + "a"
-mm_q4_t, mm_q4_1 = (_tile_intrinsic(f"zoo_mm_q4x_{n}", _Q4) for n in (TILE, 1))
+mm_q4_1 = _tile_intrinsic("zoo_mm_q4x_1", _Q4)
 mm_sq4_t, mm_sq4_1 = (_tile_intrinsic(f"zoo_mm_sparse_q4_{n}", _SP) for n in (TILE, 1))
 mm_sq8_t, mm_sq8_1 = (_tile_intrinsic(f"zoo_mm_sparse_q8_{n}", _SP) for n in (TILE, 1))
 
@@ -107,34 +111,24 @@ def _store(res, out, rows, r, t0, n, first):
 
 @kernel(parallel=True)
 def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, xq, xd, xs, stride, tokens, out):
-    """q4 rows (group_size a multiple of 128) x tokens; xq, xd, xs, stride: quantize_tokens(x, ..., permute=True)
-    of x float32 [tokens, cols]; out [tokens * rows]. Loops: row blocks (parallel) > column chunks > token
-    tiles > rows, so a tile's activations for one chunk (CHUNK_BYTES) and the block's weights for it stay
-    in L1 while they are reused."""
+    """q4 rows (group_size a multiple of 128) x fewer than AVX2_TILE tokens, one token a call (from 8 tokens on,
+    avx2.matmul_q4 with vnni=1 runs); xq, xd, xs, stride: quantize_tokens(x, ..., permute=True) of x float32
+    [tokens, cols]; out [tokens * rows]. Loops: row blocks (parallel) > column chunks > tokens > rows."""
     n_groups = (cols + group_size - 1) // group_size
     row_len = (cols + 1) // 2
     chunk = _chunk_cols(cols, group_size)
     for blk in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        res = np.empty(TILE, np.float32)
+        res = np.empty(1, np.float32)
         for c0 in range(0, cols, chunk):
             cn = min(cols, c0 + chunk) - c0
             gc = c0 // group_size
-            for t0 in range(0, tokens, TILE):
-                n = min(TILE, tokens - t0)
+            for t in range(tokens):
                 for r in range(blk * ROW_BLOCK, min(rows, (blk + 1) * ROW_BLOCK)):
                     g0 = r * n_groups + gc
-                    z0 = g0 if has_zeros else 0
-                    for t1 in range(t0, t0 + n, TILE if n == TILE else 1):
-                        if n == TILE:
-                            mm_q4_t(qweight, r * row_len + c0 // 2, cn, group_size, xq, t1 * stride + c0, stride, scales,
-                                    g0, xd, t1 * n_groups + gc, xs, t1 * n_groups + gc, n_groups, zeros, z0, has_zeros,
-                                    np.float32(8.0), res)
-                            _store(res, out, rows, r, t1, TILE, c0 == 0)
-                        else:
-                            mm_q4_1(qweight, r * row_len + c0 // 2, cn, group_size, xq, t1 * stride + c0, stride, scales,
-                                    g0, xd, t1 * n_groups + gc, xs, t1 * n_groups + gc, n_groups, zeros, z0, has_zeros,
-                                    np.float32(8.0), res)
-                            _store(res, out, rows, r, t1, 1, c0 == 0)
+                    mm_q4_1(qweight, r * row_len + c0 // 2, cn, group_size, xq, t * stride + c0, stride, scales, g0,
+                            xd, t * n_groups + gc, xs, t * n_groups + gc, n_groups, zeros, g0 if has_zeros else 0,
+                            has_zeros, np.float32(8.0), res)
+                    _store(res, out, rows, r, t, 1, c0 == 0)
 
 
 @kernel(parallel=True)
