@@ -7,7 +7,6 @@ import sys
 
 import typer
 
-from zoo import card as cards
 from zoo.cli.names import complete_model
 
 
@@ -36,6 +35,7 @@ def build(
       zoo build cards/smollm2-135m-instruct-q8.yaml --tag v1 --json
       zoo build llama-7b-sparse90-int4 --yes
     """
+    from zoo import card as cards
     from zoo.build import build as do_build
     from zoo.build.build import find_card
     from zoo.cli.long_work import checked, confirm_build, step_progress

@@ -7,18 +7,15 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from zoo.cli import options
+from zoo.cli.consoles import stderr_console
 from zoo.cli.json_out import stdout_to_stderr
 from zoo.cli.names import complete_model
 
-err = Console(stderr=True, highlight=False)
-
 
 def _log(quiet: bool):
-    return (lambda _m: None) if quiet else (lambda m: err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {m}"))
+    return (lambda _m: None) if quiet else (lambda m: stderr_console().print(f"[dim]{time.strftime('%H:%M:%S')}[/] {m}"))
 
 
 def _source(src: str, quiet: bool) -> str:
@@ -210,6 +207,9 @@ def sweep_cmd(
     if as_json:
         print(json.dumps(result))
         return
+    from rich.console import Console  # rich only when a table is drawn, not at start-up
+    from rich.table import Table
+
     table = Table(title=f"{method} {pattern} ({profile}); base perplexity {result['base_perplexity']:.3f}")
     for col in ("sparsity", "bits", "perplexity", "x base", "MB", "bits/weight", "decode tok/s", "Pareto"):
         table.add_column(col, justify="right")
@@ -270,6 +270,9 @@ def tune_cmd(
     if as_json:
         print(json.dumps(result))
     else:
+        from rich.console import Console  # rich only when a table is drawn, not at start-up
+        from rich.table import Table
+
         table = Table(title=f"zoo tune: budget {max_ppl_ratio:g}x base perplexity {result['base_perplexity']:.3f}, "
                             f"objective {objective}")
         for col in ("pattern", "sparsity", "bits", "x base", "x base (technical)", "MB", "decode tok/s", "in budget"):

@@ -6,10 +6,7 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from zoo.card import human_size
 from zoo.cli import options
 
 # The choices of zoo.convert.convert.ENCODINGS, spelled out so `zoo` starts without importing numpy
@@ -41,6 +38,11 @@ def convert(
     """
     from zoo.convert.convert import convert as run_convert
     from zoo.format import open_artifact
+
+    from rich.console import Console  # rich only when there is work to show, not at start-up
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from zoo.card import human_size
 
     err = Console(stderr=True)
     with Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),

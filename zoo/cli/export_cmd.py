@@ -6,10 +6,7 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from zoo.card import human_size
 from zoo.cli import options
 from zoo.cli.names import complete_model
 from zoo.errors import ConvertError
@@ -50,6 +47,11 @@ def export(
     artifact = resolve_model(model, Checkpoints.REFUSE, quiet=as_json)
     from zoo.convert.export_gguf import export_gguf
     from zoo.convert.export_hf import export_hf
+
+    from rich.console import Console  # rich only when there is work to show, not at start-up
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from zoo.card import human_size
 
     err = Console(stderr=True)
     with Progress(TextColumn(f"exporting to {to}"), BarColumn(), MofNCompleteColumn(),

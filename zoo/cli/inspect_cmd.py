@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from zoo.cli import options
 from zoo.cli.names import complete_model
@@ -40,6 +38,9 @@ def inspect(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
+    from rich.console import Console  # rich only when a report is drawn, not at start-up
+    from rich.table import Table
+
     out = Console()
     card = report["card"] or {}
     out.print(f"[bold]{card.get('name', report['path'])}[/bold]  "

@@ -11,14 +11,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from zoo import card as cards
-from zoo.build.estimate import BuildEstimate, duration
 from zoo.errors import BuildError
+
+if TYPE_CHECKING:  # zoo.build pulls in zoo.format and numpy: imported only when a build is estimated
+    from zoo.build.estimate import BuildEstimate
 
 CONFIRM_SECONDS = 600  # a build estimated longer than this is asked about first
 CONFIRM_BYTES = 1_000_000_000  # and one that downloads more than this
@@ -34,6 +34,9 @@ def confirm_build(yes: bool, quiet: bool = False,
     goes ahead without asking."""
 
     def confirm(estimate: BuildEstimate) -> None:
+        from zoo import card as cards
+        from zoo.build.estimate import duration
+
         ask = not yes and estimate.exceeds(CONFIRM_SECONDS, CONFIRM_BYTES)
         if ask and not sys.stdin.isatty():  # the refusal says it all, on one line
             raise BuildError(f"{estimate.words}; that is over {duration(CONFIRM_SECONDS)} or "
@@ -85,10 +88,13 @@ def step_progress(quiet: bool, plain: Callable[[str], None] | None = None) -> It
     if quiet:
         yield lambda _message: None
         return
-    console = Console(stderr=True, highlight=False)
-    if not console.is_terminal:
+    if not sys.stderr.isatty():  # as the byte bar of `zoo pull` decides, before rich is imported
         yield plain or (lambda message: print(f"zoo: {message}", file=sys.stderr))
         return
+    from rich.console import Console  # rich only to draw bars: `zoo pull` to a pipe starts without it
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True, highlight=False)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("[dim]{task.fields[detail]}"))
     bar = Progress(*columns, console=console, transient=True)

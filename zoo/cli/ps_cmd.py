@@ -10,10 +10,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from zoo import card as cards
 from zoo.errors import ServerUnreachableError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 11434
@@ -98,6 +95,11 @@ def ps(
     if as_json:
         typer.echo(json.dumps({"models": models}, indent=2))
         return
+    from rich.console import Console  # rich only when a table is drawn, not at start-up
+    from rich.table import Table
+
+    from zoo import card as cards
+
     table = Table("NAME", "SIZE", "PROCESSOR", "CONTEXT", "RUNNING", "UNTIL", box=None)
     table.columns[0].no_wrap = True
     for m in models:

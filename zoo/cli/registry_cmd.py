@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
 
-from zoo import card as cards
+# zoo.card (yaml) and rich are imported inside the verbs that use them, not each time `zoo` starts
 from zoo.cli.names import complete_model
 
 REGISTRY_HELP = "Registry URL or path (default: ZOO_REGISTRY, then ~/.config/zoo/config.yaml, then ZOO_HOME/registry)."
@@ -45,6 +42,9 @@ def _bar(label: str, quiet: bool):
     if quiet or not sys.stderr.isatty():
         yield None, None
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     prog = Progress(*columns, console=Console(stderr=True), transient=False)
@@ -77,6 +77,7 @@ def push(
       zoo push ./smollm2-sparse50 hf://me/smollm2-sparse50
       zoo push smollm2-135m-instruct-q8 smol-q8:v1 --registry ./registry
     """
+    from zoo import card as cards
     from zoo.cli.names import suggest_names
     from zoo.cli.resolve import Checkpoints, local_path
     from zoo.errors import NotFoundError
@@ -127,6 +128,7 @@ def pull(
       zoo pull hf://me/smollm2-sparse50@main --json
       zoo pull llama-7b-sparse90-int4 --yes
     """
+    from zoo import card as cards
     from zoo.cli.long_work import checked, confirm_build, step_progress
     from zoo.cli.names import suggest_names
     from zoo.registry import insecure_registries
@@ -162,6 +164,10 @@ def list_models(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -
       zoo list
       zoo list --json
     """
+    from rich.console import Console
+    from rich.table import Table
+
+    from zoo import card as cards
     from zoo.store import Store
 
     items = Store().list()
@@ -220,6 +226,9 @@ def show(
       zoo show smollm2-sparse50:v1 --json
       zoo show ./smol-sgpt50-q4
     """
+    from rich.console import Console
+
+    from zoo import card as cards
     from zoo.cli.names import suggest_names
     from zoo.cli.resolve import Checkpoints, local_path
     from zoo.registry import insecure_registries
@@ -274,6 +283,10 @@ def search(
       zoo search llama --min-sparsity 0.5 --bits 4
       zoo search --arch mpt --max-size 2GB --json
     """
+    from rich.console import Console
+    from rich.table import Table
+
+    from zoo import card as cards
     from zoo.registry import insecure_registries
     from zoo.registry.transfer import search as do_search
 
@@ -326,6 +339,7 @@ def rm(
     Examples:
       zoo rm smollm2-sparse50:v1 smol-q8 --prune
     """
+    from zoo import card as cards
     from zoo.cli.names import suggest_names
     from zoo.errors import ZooError
     from zoo.registry import parse_ref
@@ -394,6 +408,7 @@ def gc(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     Examples:
       zoo gc
     """
+    from zoo import card as cards
     from zoo.store import Store
 
     result = Store().gc()

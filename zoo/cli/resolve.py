@@ -21,11 +21,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rich.console import Console
-
+from zoo.cli.consoles import stderr_console
 from zoo.errors import ConvertError, NotFoundError, RegistryError
-
-err = Console(stderr=True, highlight=False)
 
 REGISTRY_SCHEMES = ("s3://", "hf://", "http://", "https://", "oci://")
 FILE_SUFFIXES = (".gguf", ".safetensors")  # an argument ending so names a file, never a model
@@ -77,7 +74,7 @@ def local_path(model: str, checkpoints: Checkpoints = Checkpoints.CONVERT) -> Pa
 
 
 def _note(message: str) -> None:
-    err.print(f"zoo: {message}", soft_wrap=True)  # one line, also when a parent process reads it
+    stderr_console().print(f"zoo: {message}", soft_wrap=True)  # one line, also when a parent process reads it
 
 
 def _is_name(text: str) -> bool:
@@ -210,7 +207,7 @@ def _convert_into(model: str, source: Path, entry: Path, name: str, state: dict)
     opened = open_source(source)  # ConvertError for a path that is no checkpoint, before anything is written
     staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}.partial-"))
     try:
-        with err.status(f"converting {model}", spinner="dots") as status:
+        with stderr_console().status(f"converting {model}", spinner="dots") as status:
             convert(opened, staging / name,
                     progress=lambda i, n, tensor: status.update(f"converting {model} ({i + 1}/{n} {tensor})"))
         (staging / STAMP).write_text(json.dumps(state))

@@ -9,13 +9,10 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from zoo.card import human_size
 from zoo.cli import options
+from zoo.cli.consoles import stderr_console
 from zoo.cli.names import complete_model
-
-err = Console(stderr=True, highlight=False)
 
 
 def _load(model: str, threads: int | None, ctx: int | None, quiet: bool, verify: bool = True, yes: bool = False):
@@ -27,7 +24,7 @@ def _load(model: str, threads: int | None, ctx: int | None, quiet: bool, verify:
     path = resolve_model(model, yes=yes)  # its notes go to stderr, also with --json
     t0 = time.perf_counter()
     step = f"loading {path.name} ({'verifying, ' if verify else ''}validating)"
-    with err.status(step, spinner="dots") if not quiet else _Null():
+    with stderr_console().status(step, spinner="dots") if not quiet else _Null():
         m, tok = load(path, ctx=ctx, threads=threads, verify=verify)
     t1 = time.perf_counter()
     return m, tok, {"load_s": t1 - t0, "validate_load_s": t1 - t0, "kernels_s": 0.0, "warm": set()}
@@ -54,7 +51,7 @@ def _warm(m, times: dict, prefill: bool, decode: bool, quiet: bool) -> None:
     if not need:
         return
     t0 = time.perf_counter()
-    with err.status("preparing kernels (compiles on the first run, cached afterwards)") if not quiet else _Null():
+    with stderr_console().status("preparing kernels (compiles on the first run, cached afterwards)") if not quiet else _Null():
         for kind in need:
             m.forward([0, 0] if kind == "prefill" else [0], 0)
             times["warm"].add(kind)
@@ -108,6 +105,7 @@ def run(
       zoo run SmolLM2.Q4_1.gguf "Hi"  # converted once, then cached
       zoo run ./smollm2-q4            # chat; /? lists commands, /bye or Ctrl-D to quit, Ctrl-C stops an answer
     """
+    from zoo.card import human_size
     from zoo.cli import chat
     from zoo.config import zoo_home
     from zoo.errors import RuntimeModelError
@@ -128,7 +126,7 @@ def run(
 
     def stats(res) -> None:
         if verbose:
-            err.print(f"load: {times['load_s']:.2f} s (kernels {times['kernels_s']:.2f} s)  "
+            stderr_console().print(f"load: {times['load_s']:.2f} s (kernels {times['kernels_s']:.2f} s)  "
                       f"prompt: {res.prompt_tokens} tok, {res.prefill_tps:.1f} tok/s  "
                       f"decode: {res.generated_tokens} tok, {res.decode_tps:.1f} tok/s  "
                       f"peak RSS: {human_size(peak_rss_mb() * 2**20)}  ({res.finish_reason})")
@@ -194,19 +192,20 @@ def bench(
     """
     if len(models) > 1:
         return _compare(models, threads, prompt_tokens, gen_tokens, repeats, as_json, yes)
+    from zoo.card import human_size
     from zoo.runtime.bench import measure
 
     m, tok, times = _load(models[0], threads, prompt_tokens + gen_tokens, quiet=as_json, yes=yes)
     _warm(m, times, True, True, quiet=as_json)
     _warn_if_busy(threads)
-    with err.status("benchmarking") if not as_json else _Null():
+    with stderr_console().status("benchmarking") if not as_json else _Null():
         r = measure(m, tok, prompt_tokens, gen_tokens, repeats)
     r["load_s"] = times["load_s"]
     r["threads"] = threads or __import__("numba").get_num_threads()
     if as_json:
         typer.echo(json.dumps(r))
     else:
-        err.print(f"prefill {r['prefill_tps']:.1f} tok/s ({prompt_tokens} tokens)  decode {r['decode_tps']:.1f} tok/s "
+        stderr_console().print(f"prefill {r['prefill_tps']:.1f} tok/s ({prompt_tokens} tokens)  decode {r['decode_tps']:.1f} tok/s "
                   f"({gen_tokens} tokens)  load {r['load_s']:.2f} s  peak RSS {human_size(r['peak_rss_mb'] * 2**20)}  "
                   f"threads {r['threads']}")
 
@@ -218,7 +217,7 @@ def _warn_if_busy(threads: int | None) -> None:
     cpus = os.cpu_count() or 1
     note = busy_warning(other_load(), cpus, threads or __import__("numba").get_num_threads())
     if note:
-        err.print(f"zoo: warning: {note}", soft_wrap=True)  # one line, also when a parent reads it
+        stderr_console().print(f"zoo: warning: {note}", soft_wrap=True)  # one line, also when a parent reads it
 
 
 def card_metrics(path: Path) -> dict:
@@ -244,8 +243,10 @@ def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, re
     """`zoo bench A B ...`: each model benchmarked in a child process, then one table (ratios against A)."""
     import subprocess
 
+    from rich.console import Console
     from rich.table import Table
 
+    from zoo.card import human_size
     from zoo.cli.resolve import resolve_model
     from zoo.errors import RuntimeModelError
 
@@ -256,14 +257,14 @@ def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, re
                str(prompt_tokens), "--gen-tokens", str(gen_tokens), "--repeats", str(repeats)]
         if threads:
             cmd += ["--threads", str(threads)]
-        with err.status(f"benchmarking {model}") if not as_json else _Null():
+        with stderr_console().status(f"benchmarking {model}") if not as_json else _Null():
             proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeModelError(f"{model}: benchmark failed: {last.removeprefix('zoo: error: ')}")
         for line in proc.stderr.splitlines():  # the child's busy-machine warning, sampled just before it measured
             if line.startswith("zoo: warning:"):
-                err.print(f"zoo: warning: {model}: {line.removeprefix('zoo: warning: ')}")
+                stderr_console().print(f"zoo: warning: {model}: {line.removeprefix('zoo: warning: ')}")
         size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
         rows.append({"model": model, "path": str(path), "size_bytes": size, **card_metrics(path),
                      **json.loads(proc.stdout)})
@@ -286,7 +287,7 @@ def _compare(models: list[str], threads, prompt_tokens: int, gen_tokens: int, re
                                      for r in rows))
     table.add_row("peak RSS", *(human_size(r["peak_rss_mb"] * 2**20) for r in rows))
     Console().print(table)
-    err.print(f"{prompt_tokens}-token prefill, {gen_tokens}-token greedy decode, best of {repeats}, "
+    stderr_console().print(f"{prompt_tokens}-token prefill, {gen_tokens}-token greedy decode, best of {repeats}, "
               f"{base.get('threads')} threads, each model in its own process")
 
 

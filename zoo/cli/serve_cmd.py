@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
 from zoo.cli import options
-
-err = Console(stderr=True, highlight=False)
+from zoo.cli.consoles import stderr_console
 
 
 def serve(
@@ -54,13 +52,13 @@ def serve(
         set_threads(threads)
     warning = exposure_warning(host)
     if warning:
-        err.print(f"zoo: warning: {warning}", soft_wrap=True)
+        stderr_console().print(f"zoo: warning: {warning}", soft_wrap=True)
     manager = ModelManager(keep_alive=keep, max_loaded=max_loaded, ctx=ctx, max_batch=batch)
     if models:
         served = [_served(model) for model in models]  # every name found (or built) before the first one loads
-        with err.status(f"loading {', '.join(models)}"):
+        with stderr_console().status(f"loading {', '.join(models)}"):
             names = preload(manager, served)
-        err.print(f"zoo: loaded {', '.join(names)}")
+        stderr_console().print(f"zoo: loaded {', '.join(names)}")
     run_server(manager, host, port, api_key)
 
 

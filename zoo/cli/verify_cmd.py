@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from zoo.cli.names import complete_model
 
-err = Console(stderr=True, highlight=False)
+from zoo.cli.consoles import stderr_console
+from zoo.cli.names import complete_model
 
 
 def verify(
@@ -31,7 +30,7 @@ def verify(
     """
     from zoo.errors import ChecksumError
 
-    with err.status(f"verifying {target}", spinner="dots") if not as_json else _Null() as status:
+    with stderr_console().status(f"verifying {target}", spinner="dots") if not as_json else _Null() as status:
         path, report = _verify(target, (lambda rel: status.update(f"verifying {rel}")) if status else None)
     failures = [{"path": rel, "problem": problem} for rel, problem in report.failures]
     if as_json:
