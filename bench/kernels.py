@@ -42,9 +42,8 @@ SPARSITIES = (0.0, 0.5, 0.7, 0.9)
 GROUP = 128
 TOKENS = 32
 MAX_COPY_BYTES = 1 << 30  # cap on the memory spent on streamed copies of one weight
-# tile4-q4 keeps K of 128 columns per 4-row tile (K in 16, 32, ..., 112): the level measured beside each row sparsity
-TILE4_SPARSITY = {0.125: 0.125, 0.25: 0.25, 0.375: 0.375, 0.5: 0.5, 0.6: 0.625, 0.7: 0.75, 0.75: 0.75, 0.8: 0.75,
-                  0.875: 0.875, 0.9: 0.875}
+# tile4-q4 keeps K of 128 columns per 4-row tile (K in 16, 32, 48, 64): the level measured beside each row sparsity
+TILE4_SPARSITY = {0.5: 0.5, 0.6: 0.625, 0.7: 0.75, 0.75: 0.75, 0.8: 0.75, 0.875: 0.875, 0.9: 0.875}
 
 
 def llc_bytes() -> int:

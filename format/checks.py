@@ -112,7 +112,7 @@ def _check_tiles(tilemask, qweight, cols, keep):
     width = cols - (groups - 1) * 128  # real columns of the last group, 1..128
     lo_real, hi_real = _low_bits(width), _low_bits(width - 64)
     want_real = min(keep, width)
-    lo_narrow, hi_narrow = _low_bits(keep), _low_bits(keep - 64)  # a last group narrower than keep: bits 0..keep-1
+    lo_narrow = _low_bits(keep)  # the whole pattern of a last group narrower than keep (keep <= 64)
     base = (groups - 1) * 2 * keep
     for t in range(tiles):
         for g in range(groups):
@@ -124,7 +124,7 @@ def _check_tiles(tilemask, qweight, cols, keep):
         if _popcount(lo & lo_real) + _popcount(hi & hi_real) != np.uint64(want_real):
             return TILE_PADDING, t, groups - 1
         if width < keep:
-            if lo != lo_narrow or hi != hi_narrow:
+            if lo != lo_narrow or hi != np.uint64(0):
                 return TILE_PADDING, t, groups - 1
             for r in range(4):
                 for i in range(width, keep):

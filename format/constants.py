@@ -1,4 +1,4 @@
-"""The closed tables of the zoo format v1.2: version, dtypes, encodings and their parts.
+"""The closed tables of the zoo format v1.1: version, dtypes, encodings and their parts.
 
 Everything the reader, writer and validator know about the layout is looked up here; no code is
 ever resolved from a metadata string.
@@ -11,9 +11,9 @@ from numbers import Integral
 
 import numpy as np
 
-FORMAT_VERSION = "1.2"  # the newest version this code reads and writes
+FORMAT_VERSION = "1.1"  # the newest version this code reads and writes
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 2
+FORMAT_MINOR = 1
 METADATA_KEY = "zoo"
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors limit
@@ -24,8 +24,7 @@ MASK_WORD_BITS = 64
 # tile4-q4 (SPEC.md 3.6): 4 rows share one column mask per 128-column group, K kept columns each
 TILE_ROWS = 4
 TILE_GROUP = 128  # the only group_size tile4-q4 allows
-TILE_KEEP = (16, 32, 48, 64, 80, 96, 112)  # allowed values of the tensor's "keep" metadata (K)
-TILE_KEEP_SINCE_1_2 = 64  # a keep above this needs format 1.2 (1.1 had 16..64)
+TILE_KEEP = (16, 32, 48, 64)  # allowed values of the tensor's "keep" metadata (K)
 TILE_LANE_CHUNK = 64  # lanes per 32-byte chunk of a (tile, group) block: low nibbles 0..31, high 32..63
 
 CARD_FILE = "zoo.yaml"
@@ -91,21 +90,14 @@ ENCODINGS: dict[str, Encoding] = {
 }
 
 
-def version_for(tensors) -> str:
-    """format_version a writer puts in a file holding these logical tensors' metadata: the oldest that has
-    every encoding and metadata value they use.
+def version_for(encodings) -> str:
+    """format_version a writer puts in a file holding these encodings: the oldest that has them all.
 
     A file of 1.0 encodings stays "1.0", so it is byte-identical to what a 1.0 writer made (shared-*
     shards dedupe across old and new variants) and 1.0 readers still read it.
     """
-    return "{}.{}".format(*max([(1, 0)] + [tensor_since(info) for info in tensors]))
-
-
-def tensor_since(info: dict) -> tuple[int, int]:
-    """The first format version that can express one logical tensor (its encoding, and tile4's keep)."""
-    if info["encoding"] == "tile4-q4" and info.get("keep", 0) > TILE_KEEP_SINCE_1_2:
-        return (1, 2)
-    return ENCODINGS[info["encoding"]].since
+    major, minor = max([(1, 0)] + [ENCODINGS[e].since for e in encodings])
+    return f"{major}.{minor}"
 
 
 def part_name(logical: str, suffix: str) -> str:

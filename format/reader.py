@@ -18,7 +18,7 @@ from zoo.errors import ChecksumError, FormatError, VersionError
 
 from .architectures import check_config, expected_tensors
 from .constants import (CARD_FILE, DTYPES, ENCODINGS, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, METADATA_KEY,
-                        TOKENIZER_FILE, part_name, part_shape, tensor_since, tile4_problem)
+                        TOKENIZER_FILE, part_name, part_shape, tile4_problem)
 from .encode import EncodedTensor, decode
 from .envelope import MAX_YAML_BYTES, TensorEntry, load_yaml, loads_json, parse_header
 
@@ -181,10 +181,6 @@ def _logical(name: str, info: object, entries: dict[str, TensorEntry], where: st
         problem = tile4_problem(tuple(shape), group, info["keep"])
         if problem:
             raise FormatError(f"{name}: {problem}")
-        since = tensor_since(info)
-        if version < since:
-            raise FormatError(f"{name}: tile4-q4 with keep {info['keep']} needs format_version {since[0]}.{since[1]} "
-                              f"or later, the file says {version[0]}.{version[1]}")
     names = []
     for part in spec.parts:
         physical = part_name(name, part.suffix)

@@ -123,7 +123,7 @@ class ArtifactWriter:
     def _close_shard(self, shard: _Shard) -> None:
         order = sorted(shard.entries, key=lambda e: (-DTYPES[e[1]].itemsize, e[0]))
         # each file says the oldest version that has its encodings: 1.0 files stay byte-identical (SPEC.md 2)
-        version = version_for(shard.logical.values())
+        version = version_for(info["encoding"] for info in shard.logical.values())
         meta = {"format_version": version, "config": self.config, "tensors": shard.logical}
         header = build_header({METADATA_KEY: json.dumps(meta, sort_keys=True, separators=(",", ":"))},
                               [(n, d, s, b) for n, d, s, _, b in order])

@@ -9,7 +9,7 @@ Activations stay float32 (no int8 quantization), as on the other portable kernel
     the host has AVX-512F;
   - elsewhere LLVM would scalarize a compressstore into one branch per lane (random masks mispredict
     half of them), so branch-free code instead: "bits_K" (K <= 48), two fixed walks of K set bits
-    (count trailing zeros, clear the lowest), one per mask word; "scalar" (K >= 64), one
+    (count trailing zeros, clear the lowest), one per mask word; "scalar" (K = 64), one
     unconditional store per column, the output position advancing by the column's mask bit.
 `dot`: the 4 rows of a tile on the staged activations, one function per K (constant offsets): per
 16 code bytes (= 16 lanes of the low nibbles and 16 of the high ones, SPEC lane layout), widen to
@@ -19,10 +19,8 @@ meet; per group and row one multiply-add by the row's scale into the row's accum
 
 from __future__ import annotations
 
-from .tile4_x86 import KEEPS, keep_switch, stage_loop
-
+from .tile4_x86 import KEEPS, stage_loop
 STAGES = ("compress", "scalar")
-BITS_KEEPS = tuple(k for k in KEEPS if k <= 48)  # above, the scalar stage's 128 stores beat 2K bit walks
 
 
 def _splat(ty: str, n: int, v) -> str:
@@ -157,8 +155,5 @@ attributes #0 = { nounwind "min-legal-vector-width"="512" }
 
 
 def module() -> str:
-    """The stage functions, one dot function per K and its dispatch (no target features: the host's apply)."""
-    dispatch = keep_switch("zoo_t4p_dot", "ptr %codes, ptr %scales, ptr %cbuf, i64 %ng, ptr %out",
-                           "ptr %codes, ptr %scales, ptr %cbuf, i64 %ng, ptr %out", "zoo_t4p_dot")
-    return "\n".join([stage_fn(k) for k in STAGES] + [stage_bits_fn(k) for k in BITS_KEEPS]
-                     + [dot_fn(k) for k in KEEPS] + [dispatch]) + _DECLS
+    """The stage functions and one dot function per K (no target features: the host's apply)."""
+    return "\n".join([stage_fn(k) for k in STAGES] + [stage_bits_fn(k) for k in KEEPS] + [dot_fn(k) for k in KEEPS]) + _DECLS

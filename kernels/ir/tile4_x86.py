@@ -6,15 +6,12 @@ and the 4 rows then do dense int4 work on K columns only (`dot`): the codes of a
 lanes, row r in lanes rK..rK+K-1, 64 lanes per 32-byte chunk (low nibbles lanes 0-31, high 32-63), so
 one chunk load unpacks with `and`/`shift` and meets the compacted activations replicated with period K.
 Work and bytes scale with K, and the group end (scale x activation scale) is one FMA per chunk for
-all 4 rows. One dot function per K (16 ... 112, the format's TILE_KEEP): every shuffle is a constant;
-`@zoo_t4_dot_{isa}` picks the one for a weight's K.
+all 4 rows. One dot function per K (16, 32, 48, 64): every shuffle is a constant.
 """
 
 from __future__ import annotations
 
-from zoo.format.constants import TILE_KEEP
-
-KEEPS = TILE_KEEP
+KEEPS = (16, 32, 48, 64)
 LANES = 64  # code lanes per 32-byte chunk
 
 
@@ -261,26 +258,8 @@ declare float @llvm.vector.reduce.fadd.v4f32(float, <4 x float>)
 """
 
 
-def keep_switch(name: str, params: str, args: str, callee: str) -> str:
-    """void @name(params..., i64 %keep): calls @{callee}_{K}(args) for the weight's K (a switch, so numba
-    makes one call whatever K is)."""
-    cases = " ".join(f"i64 {k}, label %k{k}" for k in KEEPS[1:])
-    arms = "".join(f"k{k}:\n  call void @{callee}_{k}({args})\n  ret void\n" for k in KEEPS)
-    return f"""define void @{name}({params}, i64 %keep) #0 {{
-entry:
-  switch i64 %keep, label %k{KEEPS[0]} [ {cases} ]
-{arms}}}
-"""
-
-
-def dot_dispatch(isa: str) -> str:
-    """void @zoo_t4_dot_{isa}(codes, scales, cbuf, xd, ng, out, keep): dot_fn of the weight's K."""
-    return keep_switch(f"zoo_t4_dot_{isa}", "ptr %codes, ptr %scales, ptr %cbuf, ptr %xd, i64 %ng, ptr %out",
-                       "ptr %codes, ptr %scales, ptr %cbuf, ptr %xd, i64 %ng, ptr %out", f"zoo_t4_dot_{isa}")
-
-
 def module(isa: str) -> str:
-    """The IR module of one instruction set: the stage function, one dot function per K, the dispatch."""
+    """The IR module of one instruction set: the stage function and one dot function per K."""
     table = _bytemask_table() if isa == "avx2" else ""
-    fns = [stage_fn(isa)] + [dot_fn(isa, k) for k in KEEPS] + [dot_dispatch(isa)]
+    fns = [stage_fn(isa)] + [dot_fn(isa, k) for k in KEEPS]
     return table + "\n".join(fns) + _DECLS + f"attributes #0 = {{ nounwind {_attrs(isa)} }}\n"

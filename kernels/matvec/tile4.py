@@ -16,7 +16,7 @@ from numba import prange
 from numba.core import config
 
 from ..intrinsics import call_intrinsic
-from ..ir import tile4_generic
+from ..ir import tile4_x86
 from ..jit import FAST, kernel
 from ..layout import Path
 from .x86 import quantize_activations
@@ -34,10 +34,12 @@ _stage512 = call_intrinsic("zoo_tile4_avx512", "zoo_t4_stage_avx512", "ppiip")
 _stage2 = call_intrinsic("zoo_tile4_avx2", "zoo_t4_stage_avx2", "ppiip")
 
 
-_dot512 = call_intrinsic("zoo_tile4_avx512", "zoo_t4_dot_avx512", "ppppipi")
+_d512_16, _d512_32, _d512_48, _d512_64 = (call_intrinsic("zoo_tile4_avx512", f"zoo_t4_dot_avx512_{k}", "ppppip")
+                                          for k in tile4_x86.KEEPS)
 
 
-_dot2 = call_intrinsic("zoo_tile4_avx2", "zoo_t4_dot_avx2", "ppppipi")
+_d2_16, _d2_32, _d2_48, _d2_64 = (call_intrinsic("zoo_tile4_avx2", f"zoo_t4_dot_avx2_{k}", "ppppip")
+                                  for k in tile4_x86.KEEPS)
 
 
 @kernel(inline=True)
@@ -55,9 +57,22 @@ def simd_tile(mask, qweight, scales, t, ng, keep, isa, xq, xd, buf, out, o):
         _stage2(mask, t * 2 * ng, xq, 0, ng, keep, buf, 0)
     q, s = t * ng * 2 * keep, t * ng * 4
     if isa == Path.AVX512:
-        _dot512(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o, keep)
+        if keep == 16:
+            _d512_16(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o)
+        elif keep == 32:
+            _d512_32(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o)
+        elif keep == 48:
+            _d512_48(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o)
+        else:
+            _d512_64(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o)
+    elif keep == 16:
+        _d2_16(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o)
+    elif keep == 32:
+        _d2_32(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o)
+    elif keep == 48:
+        _d2_48(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o)
     else:
-        _dot2(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o, keep)
+        _d2_64(qweight, q, scales, s, buf, 0, xd, 0, ng, out, o)
 
 
 @kernel(parallel=True, fastmath=FAST)
@@ -90,10 +105,11 @@ _stage_s = call_intrinsic("zoo_tile4_generic", "zoo_t4p_stage_scalar", "ppiip")
 
 
 _sb16, _sb32, _sb48 = (call_intrinsic("zoo_tile4_generic", f"zoo_t4p_stage_bits_{k}", "ppiip")
-                       for k in tile4_generic.BITS_KEEPS)
+                       for k in (16, 32, 48))
 
 
-_dot_portable = call_intrinsic("zoo_tile4_generic", "zoo_t4p_dot", "pppipi")
+_dp16, _dp32, _dp48, _dp64 = (call_intrinsic("zoo_tile4_generic", f"zoo_t4p_dot_{k}", "pppip")
+                              for k in tile4_x86.KEEPS)
 
 
 @kernel(inline=True)
@@ -116,7 +132,14 @@ def portable_tile(mask, qweight, scales, t, ng, keep, xp, cf, out, o):
     """out[o .. o+4) = the 4 rows of tile t against float32 activations xp (generic IR, float32 throughout)."""
     stage_float(mask, t, ng, keep, xp, cf)
     q, s = t * ng * 2 * keep, t * ng * 4
-    _dot_portable(qweight, q, scales, s, cf, 0, ng, out, o, keep)
+    if keep == 16:
+        _dp16(qweight, q, scales, s, cf, 0, ng, out, o)
+    elif keep == 32:
+        _dp32(qweight, q, scales, s, cf, 0, ng, out, o)
+    elif keep == 48:
+        _dp48(qweight, q, scales, s, cf, 0, ng, out, o)
+    else:
+        _dp64(qweight, q, scales, s, cf, 0, ng, out, o)
 
 
 @kernel(parallel=True, fastmath=FAST)

@@ -167,7 +167,7 @@ def test_large_weight_packs_quickly():
 @pytest.mark.parametrize("kwargs,words", [
     (dict(shape=(4, 128), keep=16, nonzero=17), ("tile 0", "group 0", "17 nonzero", "does not fit tile4 with keep 16")),
     (dict(shape=(6, 128), keep=16), ("rows (6)", "multiple of 4")),
-    (dict(shape=(4, 128), keep=20), ("keep must be one of 16, 32, 48, 64, 80, 96, 112",)),
+    (dict(shape=(4, 128), keep=20), ("keep must be one of 16, 32, 48, 64",)),
     (dict(shape=(4, 128), keep=None), ("keep must be one of",)),
     (dict(shape=(4, 128), keep=16, group_size=64), ("group_size must be 128",)),
     (dict(shape=(4, 128), keep=16, group_size=256), ("group_size must be 128",)),
@@ -226,10 +226,7 @@ def test_encoding_row():
     assert [(p.suffix, p.dtypes) for p in spec.parts] == [("tilemask", ("U64",)), ("qweight", ("U8",)),
                                                           ("scales", ("F16",))]
     assert (spec.sparse, spec.bits, spec.grouped, spec.group_multiple, spec.meta_keys) == (True, 4, True, 128, ("keep",))
-    q4, dense = {"encoding": "q4"}, {"encoding": "dense"}
-    assert version_for([q4, dense]) == "1.0"
-    assert version_for([q4, {"encoding": "tile4-q4", "keep": 64}]) == "1.1"
-    assert version_for([q4, {"encoding": "tile4-q4", "keep": 16}, {"encoding": "tile4-q4", "keep": 96}]) == "1.2"
+    assert version_for(["q4", "dense"]) == "1.0" and version_for(["q4", "tile4-q4"]) == "1.1"
 
 
 def test_writer_marks_only_files_with_tile4_as_1_1(tmp_path):
@@ -246,20 +243,6 @@ def test_writer_marks_only_files_with_tile4_as_1_1(tmp_path):
     art = open_artifact(out)
     art.validate()
     assert art.format_version == "1.1" and {t.keep for t in art.tensors.values() if t.encoding == "tile4-q4"} == {32}
-
-
-def test_wide_keeps_are_format_1_2(vectors, tmp_path):
-    """keep 80 / 96 / 112 (format 1.2): the committed vector reads and validates as 1.2; the same tensors in a
-    file that says 1.1 are refused, naming the keep and the version it needs."""
-    a = open_artifact(vectors / "tile4-q4-wide")
-    a.validate()
-    assert a.format_version == "1.2"
-    assert {t.keep for t in a.tensors.values() if t.encoding == "tile4-q4"} == {80, 96, 112}
-    dst = tmp_path / "wide"
-    shutil.copytree(vectors / "tile4-q4-wide", dst)
-    drop_card_files(dst)
-    edit(dst, lambda meta, t: meta.update(format_version="1.1"))
-    expect(dst, "tile4-q4 with keep", "needs format_version 1.2", "the file says 1.1")
 
 
 # --- every invariant, on a corrupted copy of the committed vector ------------------------------------
@@ -334,7 +317,7 @@ def test_padding_code(art):
 
 
 @pytest.mark.parametrize("change,words", [
-    (lambda m: m["tensors"][Q].update(keep=20), (Q, "keep must be one of 16, 32, 48, 64, 80, 96, 112")),
+    (lambda m: m["tensors"][Q].update(keep=20), (Q, "keep must be one of 16, 32, 48, 64")),
     (lambda m: m["tensors"][Q].update(keep=16.0), (Q, "keep must be one of")),
     (lambda m: m["tensors"][Q].pop("keep"), (Q, "needs metadata key 'keep'")),
     (lambda m: m["tensors"][Q].update(group_size=256), (Q, "group_size must be 128")),

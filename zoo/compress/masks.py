@@ -5,7 +5,7 @@ position), so the same scores always give the same mask; the k lowest are found 
 
 tile4 (the `tile4-q4` encoding, format/SPEC.md): the 4 rows of a tile (rows 4t..4t+3) share one
 column mask, and every (tile, 128-column group) keeps exactly K = 128·(1 − sparsity) columns, K in
-{16, 32, ..., 112} (the format's TILE_KEEP); a narrower last group keeps min(K, width). The tile's score of a column is the sum
+{16, 32, 48, 64}; a narrower last group keeps min(K, width). The tile's score of a column is the sum
 of its 4 rows' scores.
 """
 
@@ -18,7 +18,7 @@ from zoo.format.constants import TILE_GROUP, TILE_KEEP, TILE_ROWS
 
 PATTERNS = ("unstructured", "2:4", "4:8", "neurons", "tile4")
 
-# sparsity -> columns kept per (tile, 128-column group), from the format's table: {0.125: 112, ..., 0.5: 64, ..., 0.875: 16}
+# sparsity -> columns kept per (tile, 128-column group), from the format's table: {0.5: 64, 0.625: 48, 0.75: 32, 0.875: 16}
 TILE4_KEEP = {1 - keep / TILE_GROUP: keep for keep in sorted(TILE_KEEP, reverse=True)}
 
 

@@ -28,8 +28,7 @@ VECTORS = {
     "sparse-q4": ("sparse-q4", "F16", {}),
     "sparse-q8": ("sparse-q8", "F16", {}),
     "sparse-f16": ("sparse-f16", "F16", {}),
-    "tile4-q4": ("tile4-q4", "F16", {"keep": (16, 32, 48, 64)}),  # format 1.1
-    "tile4-q4-wide": ("tile4-q4", "F16", {"keep": (80, 96, 112)}),  # format 1.2
+    "tile4-q4": ("tile4-q4", "F16", {"keep": (16, 32, 48, 64)}),
 }
 _M = np.uint64(0xFFFFFFFFFFFFFFFF)
 
