@@ -11,12 +11,13 @@ from numbers import Integral
 
 import numpy as np
 
+from zoo.untrusted import MAX_HEADER_BYTES  # noqa: F401  (the envelope's limit, re-exported for readers)
+
 FORMAT_VERSION = "1.1"  # the newest version this code reads and writes
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 1
 METADATA_KEY = "zoo"
 
-MAX_HEADER_BYTES = 100_000_000  # the safetensors limit
 DEFAULT_GROUP_SIZE = 128
 DEFAULT_SHARD_BYTES = 2 << 30
 MASK_WORD_BITS = 64

@@ -193,7 +193,7 @@ def validate(card: Any, *, strict: bool = False, source: str = "card") -> list[s
 def parse(text: str | bytes, *, source: str = "card") -> dict:
     """Parse card YAML with a bounded safe loader (never one that builds objects; size, depth and
     alias expansion limited, zoo.format.envelope) and validate it."""
-    from zoo.format.envelope import load_yaml  # imported here: numpy is not a start-up cost of the CLI
+    from zoo.untrusted import load_yaml
 
     card = load_yaml(text, source, CardError)
     validate(card, source=source)
@@ -203,7 +203,7 @@ def parse(text: str | bytes, *, source: str = "card") -> dict:
 def load(path: str | os.PathLike, *, strict: bool = False) -> dict:
     """Read and validate a card file (a zoo.yaml or a catalog card)."""
     path = Path(path)
-    from zoo.format.envelope import MAX_YAML_BYTES
+    from zoo.untrusted import MAX_YAML_BYTES
 
     try:
         with open(path, "rb") as f:

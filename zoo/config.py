@@ -26,7 +26,7 @@ def load_config() -> dict[str, Any]:
     path = config_path()
     if not path.is_file():
         return {}
-    from zoo.format.envelope import MAX_YAML_BYTES, load_yaml  # imported here: only when there is a config file
+    from zoo.untrusted import MAX_YAML_BYTES, load_yaml  # imported here: only when there is a config file
 
     try:
         with open(path, "rb") as f:

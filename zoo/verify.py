@@ -204,7 +204,7 @@ def _stamp(path: Path, sha256: str) -> dict:
 
 def _read_cache(path: Path) -> dict[str, dict]:
     """The cached entries; {} when the cache is missing, unreadable or not what this version writes."""
-    from zoo.format.envelope import loads_json  # imported here: numpy is not a start-up cost of the CLI
+    from zoo.untrusted import loads_json
     from zoo.errors import ZooError
 
     try:
@@ -243,7 +243,7 @@ def read_card(root: Path) -> dict:
     """The card of an artifact directory, parsed within the readers' limits (CardError when missing,
     malformed or not a mapping)."""
     from zoo.errors import CardError
-    from zoo.format.envelope import MAX_YAML_BYTES, load_yaml
+    from zoo.untrusted import MAX_YAML_BYTES, load_yaml
 
     path = root / CARD_FILE
     if path.is_symlink() or not path.is_file():

@@ -253,7 +253,7 @@ def show(
 def _dir_card(path: Path) -> dict:
     """An artifact directory's card (zoo.yaml), parsed within the readers' limits; CardError when malformed."""
     from zoo.errors import CardError
-    from zoo.format.envelope import MAX_YAML_BYTES, load_yaml
+    from zoo.untrusted import MAX_YAML_BYTES, load_yaml
 
     with open(path / "zoo.yaml", "rb") as f:
         card = load_yaml(f.read(MAX_YAML_BYTES + 1), f"{path}/zoo.yaml", CardError)

@@ -224,7 +224,7 @@ def card_metrics(path: Path) -> dict:
     """bits_per_weight and perplexity from an artifact's card (None when absent), the card parsed within
     the readers' limits (CardError on a hostile or malformed one)."""
     from zoo.errors import CardError
-    from zoo.format.envelope import MAX_YAML_BYTES, load_yaml
+    from zoo.untrusted import MAX_YAML_BYTES, load_yaml
 
     card_path = path / "zoo.yaml"
     card = {}

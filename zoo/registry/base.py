@@ -105,7 +105,7 @@ MAX_MANIFEST_BYTES = 16 << 20  # a manifest is a file list and a card: kilobytes
 
 def parse_manifest(data: bytes, where: str) -> dict:
     """Parse manifest JSON within the readers' limits (size, depth, no duplicate keys) and check it."""
-    from zoo.format.envelope import loads_json  # imported here: numpy is not a start-up cost of the CLI
+    from zoo.untrusted import loads_json
 
     manifest = loads_json(data, f"{where}: manifest", RegistryError, max_bytes=MAX_MANIFEST_BYTES)
     check_manifest(manifest, where)

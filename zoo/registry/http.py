@@ -83,7 +83,7 @@ class HttpRegistry(Registry):
         return bytes(data)
 
     def _index(self) -> list[dict]:
-        from zoo.format.envelope import MAX_YAML_DEPTH, loads_json  # imported here: numpy is not a start-up cost
+        from zoo.untrusted import MAX_YAML_DEPTH, loads_json
 
         try:
             data = self._get(INDEX_FILE, INDEX_FILE, MAX_INDEX_BYTES)

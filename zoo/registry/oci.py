@@ -63,7 +63,7 @@ def _sha256_hex(data: bytes) -> str:
 def _json(data: bytes, what: str) -> Any:
     """A registry's JSON (manifest, config blob, API answer) parsed within the readers' limits: size,
     depth, no duplicate keys (RegistryError otherwise)."""
-    from zoo.format.envelope import loads_json  # imported here: numpy is not a start-up cost of the CLI
+    from zoo.untrusted import loads_json
 
     return loads_json(data, what, RegistryError, max_bytes=MAX_SMALL_BLOB)
 
@@ -277,7 +277,7 @@ class OciRegistry(Registry):
         if card_layer is None:
             raise NotZooArtifact(f"{where}: not a zoo model (no zoo manifest in its config blob and no layer "
                                  f"titled {CARD_FILE})")
-        from zoo.format.envelope import load_yaml
+        from zoo.untrusted import load_yaml
 
         what = f"{name}:{tag} {CARD_FILE}"
         card = load_yaml(self._get_small_blob(repo, card_layer.get("digest", ""), what),

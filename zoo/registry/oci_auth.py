@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from zoo.errors import RegistryError
-from zoo.format.envelope import loads_json
+from zoo.untrusted import loads_json
 
 from .oci_credhelper import TOKEN_USERNAME, helper_credentials
 

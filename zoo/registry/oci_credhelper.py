@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from zoo.errors import RegistryError
-from zoo.format.envelope import loads_json
+from zoo.untrusted import loads_json
 
 PREFIX = "docker-credential-"
 TOKEN_USERNAME = "<token>"  # docker's marker: the Secret is an identity token, not a password
