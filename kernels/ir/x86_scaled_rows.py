@@ -24,7 +24,13 @@ def _scaled_group_end(lanes: int, zero: str) -> str:
   %xsg = load float, ptr %xsp, align 4
 {zero}  %zxs = fmul float %z, %xsg
   %corr2 = call float @llvm.fma.f32(float %s, float %zxs, float %corr)
-  %sdi = insertelement <{lanes} x float> poison, float %sdf, i64 0
+{_scale_and_finish(lanes, "%corr2")}"""
+
+
+def _scale_and_finish(lanes: int, corr: str) -> str:
+    """The end of a group and of the row: the group's int32 lanes times the broadcast %sdf (scale x activation
+    scale) into the float sum, the group loop's back edge, then the row's sum minus the zero-point correction."""
+    return f"""  %sdi = insertelement <{lanes} x float> poison, float %sdf, i64 0
   %sdv = shufflevector <{lanes} x float> %sdi, <{lanes} x float> poison, <{lanes} x i32> zeroinitializer
   %fv = sitofp <{lanes} x i32> %iacc2 to <{lanes} x float>
   %accv2 = call <{lanes} x float> @llvm.fma.v{lanes}f32(<{lanes} x float> %fv, <{lanes} x float> %sdv, <{lanes} x float> %accv)
@@ -34,7 +40,7 @@ def _scaled_group_end(lanes: int, zero: str) -> str:
 done:
   %acct = fadd <{lanes} x float> %accv2, %accb
   %red = call reassoc float @llvm.vector.reduce.fadd.v{lanes}f32(float 0.0, <{lanes} x float> %acct)
-  %res = fsub float %red, %corr2
+  %res = fsub float %red, {corr}
   ret float %res
 """
 
@@ -146,19 +152,7 @@ gpre:
 gend:
   %sdq = getelementptr float, ptr %sdb, i64 %g
   %sdf = load float, ptr %sdq, align 4
-  %sdi = insertelement <16 x float> poison, float %sdf, i64 0
-  %sdv = shufflevector <16 x float> %sdi, <16 x float> poison, <16 x i32> zeroinitializer
-  %fv = sitofp <16 x i32> %iacc2 to <16 x float>
-  %accv2 = call <16 x float> @llvm.fma.v16f32(<16 x float> %fv, <16 x float> %sdv, <16 x float> %accv)
-  %g2 = add i64 %g, 1
-  %gc = icmp ult i64 %g2, %ng
-  br i1 %gc, label %gloop, label %done
-done:
-  %acct = fadd <16 x float> %accv2, %accb
-  %red = call reassoc float @llvm.vector.reduce.fadd.v16f32(float 0.0, <16 x float> %acct)
-  %res = fsub float %red, %corr
-  ret float %res
-}}
+{_scale_and_finish(16, "%corr")}}}
 """
 
 
