@@ -443,7 +443,7 @@ def unvouched_files(art: Path) -> list[str]:
     """Files the runtime reads (shards, tokenizer) whose bytes the on-disk card does not vouch for: a
     digest that differs, a file it does not list, or no readable card at all. Independent of zoo.verify."""
     from zoo.errors import ZooError
-    from zoo.format.envelope import load_yaml
+    from zoo.untrusted import load_yaml
 
     read = sorted(p for p in art.iterdir() if p.suffix == ".safetensors" or p.name == "tokenizer.json")
     try:

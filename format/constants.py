@@ -11,8 +11,6 @@ from numbers import Integral
 
 import numpy as np
 
-from zoo.untrusted import MAX_HEADER_BYTES  # noqa: F401  (the envelope's limit, re-exported for readers)
-
 FORMAT_VERSION = "1.1"  # the newest version this code reads and writes
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 1

@@ -12,8 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from zoo.errors import FormatError
-from zoo.untrusted import (MAX_HEADER_BYTES, MAX_JSON_DEPTH, MAX_YAML_BYTES, MAX_YAML_DEPTH,  # noqa: F401
-                           MAX_YAML_NODES, load_yaml, loads_json)  # re-exported: the envelope's readers use them
+from zoo.untrusted import MAX_HEADER_BYTES, loads_json
 
 from .constants import DTYPES
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from zoo.errors import ChecksumError, FormatError, VersionError
+from zoo.untrusted import MAX_YAML_BYTES, load_yaml, loads_json
 
 from .architectures import check_config, expected_tensors
 from .constants import (CARD_FILE, DTYPES, ENCODINGS, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, METADATA_KEY,
                         TOKENIZER_FILE, part_name, part_shape, tile4_problem)
 from .encode import EncodedTensor, decode
-from .envelope import MAX_YAML_BYTES, TensorEntry, load_yaml, loads_json, parse_header
+from .envelope import TensorEntry, parse_header
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 
 from zoo.config import load_config
 from zoo.errors import ConfigError
-from zoo.format.envelope import MAX_YAML_BYTES
+from zoo.untrusted import MAX_YAML_BYTES
 
 DEEP = "home: " + "[" * 100_000 + "]" * 100_000 + "\n"
 BOMB = "\n".join(["a: &a [x, x, x, x, x, x, x, x, x, x]"]

@@ -9,7 +9,7 @@ import pytest
 from zoo.card import load as load_card
 from zoo.errors import CardError, FormatError
 from zoo.format import open_artifact
-from zoo.format.envelope import load_yaml
+from zoo.untrusted import load_yaml
 from zoo.synthetic import TINY_LLAMA, write_random_model
 
 BAD_CARDS = [b"card_version: 1\ndescription: caf\xe2\x28\xa1\n", b"name: \xff\xfe\n", b"name: x\x00y\n",

@@ -17,7 +17,7 @@ from corrupt import drop_card_files, read_shard, write_shard
 from zoo import card as zoo_card
 from zoo.errors import CardError, FormatError, RegistryError
 from zoo.format import open_artifact
-from zoo.format.envelope import MAX_JSON_DEPTH, MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
+from zoo.untrusted import MAX_JSON_DEPTH, MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 from zoo.registry.base import MAX_MANIFEST_BYTES, parse_manifest
 from zoo.synthetic import TINY_LLAMA, write_random_model
 

@@ -24,7 +24,7 @@ import yaml
 
 from zoo.errors import CompressError
 from zoo.format import ArtifactWriter, decode, encode
-from zoo.format.envelope import load_yaml
+from zoo.untrusted import load_yaml
 from zoo.workdirs import compress_staging, sweep
 
 from .calibration import Calibration, calibration_windows

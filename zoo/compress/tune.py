@@ -21,7 +21,7 @@ from typing import Callable
 import yaml
 
 from zoo.errors import CompressError
-from zoo.format.envelope import loads_json
+from zoo.untrusted import loads_json
 
 from .masks import TILE4_KEEP, parse_nm
 from .pipeline import compress

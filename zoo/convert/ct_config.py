@@ -8,7 +8,7 @@ from enum import Enum
 from pathlib import Path
 
 from zoo.errors import ConvertError
-from zoo.format.envelope import MAX_YAML_BYTES, load_yaml
+from zoo.untrusted import MAX_YAML_BYTES, load_yaml
 
 from .hf_source import read_json
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from zoo.errors import ConvertError
-from zoo.format.constants import MAX_HEADER_BYTES
-from zoo.format.envelope import loads_json
+from zoo.untrusted import MAX_HEADER_BYTES, loads_json
 
 from .gguf_tokenizer import CONTROL, GPT2_SPLIT, LLAMA3_SPLIT, USER_DEFINED
 

@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import ConvertError
-from zoo.format.constants import MAX_HEADER_BYTES
-from zoo.format.envelope import loads_json
+from zoo.untrusted import MAX_HEADER_BYTES, loads_json
 
 from .source import Source, check_against_config
 

@@ -54,7 +54,7 @@ def find(manager: ModelManager, name: str) -> ModelInfo | None:
 def _directory_info(name: str, path: Path) -> ModelInfo:
     card_path = path / "zoo.yaml"
     text = card_path.read_bytes() if card_path.is_file() else b""
-    from zoo.format.envelope import load_yaml  # bounded: a hostile card is a CardError, not a hang
+    from zoo.untrusted import load_yaml  # bounded: a hostile card is a CardError, not a hang
 
     card = load_yaml(text, str(card_path), CardError) if text else {}
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
