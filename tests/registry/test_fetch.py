@@ -54,6 +54,11 @@ class BlobServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def reopen(self, pos: int):
+        """What a resumed download does: ask /blob again from `pos`; (body, the offset it starts at)."""
+        body = open_body(f"{self.url}/blob", {"Range": f"bytes={pos}-"})
+        return body, pos if body.status_code == 206 else 0
+
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
@@ -87,12 +92,8 @@ def test_a_body_cut_short_is_asked_again_from_where_it_stopped(servers):
     _, store = servers
     store.cuts = 2
 
-    def reopen(pos: int):
-        body = open_body(f"{store.url}/blob", {"Range": f"bytes={pos}-"})
-        return body, pos if body.status_code == 206 else 0
-
     first = open_body(f"{store.url}/blob", {})
-    got = b"".join(resuming(first, 0, len(BLOB), reopen, "model.safetensors", retries=3, pause=0.01))
+    got = b"".join(resuming(first, 0, len(BLOB), store.reopen, "model.safetensors", retries=3, pause=0.01))
     assert got == BLOB
     ranges = [headers.get("range") for _, headers in store.requests]
     assert ranges == [None, f"bytes={store.cut_at}-", f"bytes={2 * store.cut_at}-"]
@@ -102,11 +103,7 @@ def test_a_body_cut_more_often_than_retries_is_one_line(servers):
     _, store = servers
     store.cuts = 5
 
-    def reopen(pos: int):
-        body = open_body(f"{store.url}/blob", {"Range": f"bytes={pos}-"})
-        return body, pos if body.status_code == 206 else 0
-
     with pytest.raises(RegistryError, match=r"model.safetensors: download interrupted \(IncompleteRead\)"):
-        for _ in resuming(open_body(f"{store.url}/blob", {}), 0, len(BLOB), reopen, "model.safetensors",
+        for _ in resuming(open_body(f"{store.url}/blob", {}), 0, len(BLOB), store.reopen, "model.safetensors",
                           retries=2, pause=0.01):
             pass
