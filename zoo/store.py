@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from filelock import FileLock
 
 from zoo.errors import ChecksumError, DiskFullError, NotFoundError, RegistryError
-from zoo.workdirs import BUILD_STAGING, SNAPSHOT_STAGING, pid_alive, sweep
+from zoo.workdirs import BUILD_STAGING, INFLIGHT_MARKER, SNAPSHOT_STAGING, pid_alive, sweep
 
 from .registry.base import CHUNK, FileEntry, Registry, check_manifest, check_name, check_tag, manifest_bytes, \
     manifest_digest, parse_manifest
@@ -224,6 +224,7 @@ class Store:
         so a concurrent gc keeps them."""
         self.inflight.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / "gc.lock")):
+            sweep(self.inflight, INFLIGHT_MARKER)  # what killed pulls left (dead owners), not kept until `zoo gc`
             fd, tmp = tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=".json", dir=self.inflight)
             with os.fdopen(fd, "w") as f:
                 json.dump([e.sha256 for e in entries] + [snapshot], f)
@@ -428,7 +429,8 @@ class Store:
                 keep_blobs.update(f["sha256"] for f in manifest["files"])
                 keep_snaps.add(item["digest"])
             for marker in self.inflight.glob("*.json"):
-                pid = int(marker.name.split("-", 1)[0]) if marker.name.split("-", 1)[0].isdigit() else -1
+                named = INFLIGHT_MARKER.fullmatch(marker.name)
+                pid = int(named.group("pid")) if named else -1
                 if pid > 0 and pid_alive(pid):
                     try:
                         needed = json.loads(marker.read_text())

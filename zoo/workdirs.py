@@ -17,6 +17,7 @@ from pathlib import Path
 SNAPSHOT_STAGING = re.compile(r"\.tmp-(?P<pid>\d+)-[A-Za-z0-9_]+")  # a pull's snapshot being linked (snapshots/)
 BUILD_STAGING = re.compile(r"build-.+-(?P<pid>\d+)-[A-Za-z0-9_]+")  # zoo.build's staging (ZOO_HOME/tmp/)
 BLOB_STAGING = re.compile(r"\.[0-9a-f]{64}\.(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp")  # a push's blob in a directory registry
+INFLIGHT_MARKER = re.compile(r"(?P<pid>\d+)-[A-Za-z0-9_]+\.json")  # a running pull's digests (ZOO_HOME/inflight/)
 
 
 def compress_staging(out_name: str) -> re.Pattern[str]:

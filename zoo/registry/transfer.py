@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from zoo.build.estimate import BuildEstimate
 
 CARD_FILE = "zoo.yaml"
-INFLIGHT_MARKER = re.compile(r"(?P<pid>\d+)-[A-Za-z0-9_]+\.json")  # the store's inflight/<pid>-<random>.json
 
 
 def registry_for(ref: Ref, override: str | None = None) -> Registry:
@@ -143,12 +141,10 @@ def pull(ref: str, *, registry: str | None = None, store=None, progress: Callabl
     "layer i/N" progress (default: `log`).
     """
     from zoo.store import Store
-    from zoo.workdirs import sweep
 
     parsed = parse_ref(ref)
     reg = registry_for(parsed, registry)
     store = store or Store()
-    sweep(store.inflight, INFLIGHT_MARKER)  # what killed pulls left (their owner is dead), not kept until `zoo gc`
     try:
         return store.pull(reg, parsed.name, parsed.tag, store_name=parsed.store_name,
                           progress=progress, on_total=on_total)
