@@ -19,7 +19,7 @@ from .matmul import avx2, csr, float32, vnni, vnni_csr
 from .matmul import tile4 as tile4_matmul
 from .matvec import generic, portable, tile4, x86
 from .matvec.tile4 import GROUP as TILE4_GROUP
-from .ir.x86_tiles import AVX2_TILE
+from .ir.x86_tiles import SMALL_TILE
 
 _EMPTY_U8 = np.zeros(1, np.uint8)
 _EMPTY_U16 = np.zeros(1, np.uint16)
@@ -147,26 +147,28 @@ MATVEC = {(enc, path): (_PORTABLE_MATVEC if path == Path.PORTABLE else _X86_MATV
 
 def matmul_kernel(pw: PreparedWeight, path: Path | str, tokens: int = 32) -> str:
     """Which matmul kernel runs: "vnni" (AVX-512 tiles, int8 activations like the matvec; dense q4 with at least
-    AVX2_TILE tokens: avx2.matmul_q4's tile with ymm vpdpbusd), "vcsr"
+    SMALL_TILE tokens: avx2.matmul's tiles with ymm vpdpbusd; dense q8 too from SMALL_TILE tokens), "vcsr"
     (AVX-512, int8 activations, VNNI over the nonzeros: sparse-q4/q8 at density <= VCSR_DENSITY and at
     least vcsr_min_tokens(density) tokens),
     "csr" (float32 over the nonzeros, generic IR: sparse weights on the portable and avx2 paths,
     sparse-f16 on all), "tile4" (tile4-q4: on avx512/avx2 the matvec's int8 tiles, token by token per tile;
     portable: float32, a tile's activations gathered once for every token) or
-    "avx2" (q4 with group_size a multiple of 128 and at least AVX2_TILE tokens on the avx2 path: int8 tiles
+    "avx2" (q4 with group_size a multiple of 128 and at least SMALL_TILE tokens on the avx2 path: int8 tiles
     with vpmaddubsw) or "float" (plain numba, the rest)."""
     path = path if isinstance(path, Path) else Path[path.upper()]
     if pw.encoding == "tile4-q4":
         return "tile4"
     if pw.encoding == "sparse-f16" or (path != Path.AVX512 and pw.encoding.startswith("sparse")):
         return "csr"
-    if path == Path.AVX2 and pw.encoding == "q4" and pw.group_size % VNNI_Q4_GROUP == 0 and tokens >= AVX2_TILE:
+    if path == Path.AVX2 and pw.encoding == "q4" and pw.group_size % VNNI_Q4_GROUP == 0 and tokens >= SMALL_TILE:
         return "avx2"
     if path != Path.AVX512:
         return "float"
     if pw.encoding in ("sparse-q4", "sparse-q8"):
         vcsr = pw.density <= VCSR_DENSITY and pw.cols <= VCSR_MAX_COLS and tokens >= vcsr_min_tokens(pw.density)
         return "vcsr" if vcsr else "vnni"
+    if pw.encoding == "q8":  # the VNNI q8 tiles from SMALL_TILE tokens (tied q8 heads in batched decode)
+        return "vnni" if pw.group_size % VNNI_Q4_GROUP == 0 and tokens >= SMALL_TILE else "float"
     return "vnni" if pw.encoding == "q4" and pw.group_size % VNNI_Q4_GROUP == 0 else "float"
 
 
@@ -189,10 +191,11 @@ def _mm_csr(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) 
 
 def _mm_vnni(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:
     p, rows, cols, gs = pw.parts, pw.rows, pw.cols, pw.group_size
-    if pw.encoding == "q4" and acts.tokens >= AVX2_TILE:  # 8 tokens a tile, rows and stores in the IR, ymm vpdpbusd
-        xq, xd, xs, stride = acts.int8(gs, True)
-        avx2.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), rows, cols, gs, xq, xd,
-                       xs, stride, acts.tokens, out, 1)
+    if pw.encoding in ("q4", "q8") and acts.tokens >= SMALL_TILE:  # 8 or 4 tokens a tile, rows and stores in the IR
+        bits = 4 if pw.encoding == "q4" else 8
+        xq, xd, xs, stride = acts.int8(gs, bits == 4)
+        avx2.matmul(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), bits, rows, cols, gs, xq,
+                    xd, xs, stride, acts.tokens, out, 1, avx2.tile_tokens(acts.tokens))
     elif pw.encoding == "q4":
         xq, xd, xs, stride = acts.int8(gs, True)
         vnni.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), rows, cols, gs, xq, xd,
@@ -206,8 +209,8 @@ def _mm_vnni(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray)
 def _mm_avx2(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:
     p, gs = pw.parts, pw.group_size
     xq, xd, xs, stride = acts.int8(gs, True)
-    avx2.matmul_q4(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), pw.rows, pw.cols, gs, xq,
-                   xd, xs, stride, acts.tokens, out, 0)
+    avx2.matmul(p["qweight"], p["scales"], p.get("zeros", _EMPTY_U8), int("zeros" in p), 4, pw.rows, pw.cols, gs, xq,
+                xd, xs, stride, acts.tokens, out, 0, avx2.tile_tokens(acts.tokens))
 
 
 def _mm_vcsr(pw: PreparedWeight, path: Path, acts: Activations, out: np.ndarray) -> None:

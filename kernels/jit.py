@@ -69,9 +69,13 @@ if not any(getattr(c, "__module__", None) == __name__ for c in _registry):
     _registry[:0] = _LOCATORS
 
 
-def kernel(*, parallel: bool = False, fastmath: frozenset | set = frozenset(), inline: bool = False):
-    """@kernel(...): njit with cache=True; `inline` compiles the function into its callers (a row body)."""
+def kernel(*, parallel: bool = False, fastmath: frozenset | set = frozenset(), inline: bool = False,
+           nogil: bool = False):
+    """@kernel(...): njit with cache=True; `inline` compiles the function into its callers (a row body); `nogil`
+    releases the GIL while it runs (long calls that other Python threads, e.g. a server's event loop, wait on)."""
     options = {"cache": True}
+    if nogil:
+        options["nogil"] = True
     if parallel:
         options["parallel"] = True
     if fastmath:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import csr, generic_rows, tile4_generic, tile4_x86, vnni_csr
 from .x86_rows import attrs, dense_row, expand_lut, sparse_row, unpack_fn
 from .x86_scaled_rows import dense_q4x, sparse_rowx
-from .x86_tiles import AVX2_TILE, module_tiles, q4_tile_avx2
+from .x86_tiles import AVX2_TILES, module_tiles, q4_tile_avx2
 
 _DECLS = """
 declare <16 x i32> @llvm.x86.avx512.vpdpbusd.512(<16 x i32>, <64 x i8>, <64 x i8>)
@@ -48,7 +48,7 @@ def x86(isa: str) -> str:
     if isa == "avx512":
         fns += [dense_q4x(), sparse_rowx("q4"), sparse_rowx("q8"), module_tiles()]
     else:
-        fns += [q4_tile_avx2(AVX2_TILE)]
+        fns += [q4_tile_avx2(tt) for tt in AVX2_TILES]
     lut = expand_lut() if isa == "avx2" else ""
     return lut + "\n".join(fns) + _DECLS + f"attributes #0 = {{ nounwind {attrs(isa)} }}\n"
 

@@ -171,162 +171,24 @@ kend:
 
 def module_tiles() -> str:
     """The sparse tile kernels for TILE tokens and for one token (the remainder of a block of tokens), the q4
-    one for one token (fewer than AVX2_TILE tokens) and the dense q4 tile with VNNI (q4_tile_avx2, vnni=True)."""
+    one for one token (fewer than SMALL_TILE tokens) and the dense q4 and q8 tiles with VNNI (q4_tile_avx2, vnni=True)."""
     tiles = [f(tt) for tt in (TILE, 1) for f in (lambda n: sparse_tile("q4", n), lambda n: sparse_tile("q8", n))]
-    return "\n".join(tiles + [q4_tile(1), q4_tile_avx2(AVX2_TILE, vnni=True)])
+    dense = [q4_tile_avx2(tt, vnni=True, kind=kind) for tt in AVX2_TILES for kind in ("q4", "q8")]
+    return "\n".join(tiles + [q4_tile(1)] + dense)
 
 
 # tokens per AVX2 tile: 8 int32 + 2 float accumulators and 4 decoded code vectors in 16 ymm (the float ones spill
 # once a group); measured against 4 in one process: 1.4x faster on 4096x11008, equal on SmolLM2's shapes
 AVX2_TILE = 8
+# tokens per tile from SMALL_TILE up to AVX2_TILE - 1 (batched decode of 4-7 sequences): the codes decoded once
+# for 4 tokens instead of one call per token (SmolLM2 q4, 4 tokens, one thread: see docs/kernels.md)
+SMALL_TILE = 4
+AVX2_TILES = (AVX2_TILE, SMALL_TILE)
 
 
-def q4_tile_avx2(tt: int, vnni: bool = False) -> str:
-    """void @zoo_mm_q4x_avx2_{tt} (vnni: @zoo_mm_q4x_vnni_{tt}) (qw, nr, qstride, sstride, cols, gs, xq, xstride, sc, xdt, xst, tstride, zs, hz, zc,
-    out, ostride, skip, accum): nr q4 rows (qstride bytes and sstride scales / zeros apart) against tt tokens (a
-    multiple of 4) on an AVX2-only CPU (no VNNI): activations permuted as for q4_tile. Token t >= skip of row i
-    goes to out[t * ostride + i] (accum: added to it). The row loop and the stores are inside: a call per row,
-    and numba storing each output, cost as much as the work of a 576-column row (0.8x numpy f32 on 1536x576).
-    The last 128 columns of a row are read with a dword-masked load (`vpmaskmovd`) when the row's bytes are a
-    multiple of 4, else a byte-masked load (scalarized on AVX2: slow, but only for odd column counts).
-
-    Per 128 columns, the 64 code bytes are decoded once (and / shift / and: 4 ymm of unsigned codes) and
-    each token does 4 `vpmaddubsw` (codes x int8, 16-bit pair sums, at most 2*15*127 each), adds them in
-    16 bits (at most 4 * 3810: no overflow), one `vpmaddwd` by 1 into its int32 lanes. At a group's end,
-    two rounds of `vphaddd` fold 4 tokens' int32 lanes into one ymm [t0..t3 | t0..t3], converted once and
-    FMA'd with the 4 tokens' scale products (weight scale x activation scale) into one float accumulator; the
-    zero-point correction s z X[g] goes into the same accumulator, half in each 128-bit lane (exact halving), so
-    no correction registers are needed. A row's last 64 columns alone (576 = 4.5 x 128) take a half step.
-    xdt / xst: activation scale and scale x sum of codes, [group, token] with tstride floats a group
-    (pointers at this chunk's first group and the tile's first token).
-
-    vnni (the AVX-512 module's dense q4 matmul): the same frame, each token's 4 quads are 4 ymm `vpdpbusd` (exact
-    int32 sums, so the same numbers) in two dependency chains. It beat 8-token zmm tiles (q4_tile) by 1.2-1.7x,
-    which did 16 zmm dots per 128 columns but then, with a group of 128, 8 converts + 8 broadcast FMAs + 8 scalar
-    corrections (spilled) a group, plus a call, 8 horizontal sums and numba stores per row; zmm dots in this frame
-    (a zmm -> ymm fold per token a group) measured 1.2x slower than these ymm ones.
-    """
-    m = tt // 4
-    phis_i = "".join(f"  %ia{t} = phi <8 x i32> [zeroinitializer, %gloop], [%ian{t}, %kj]\n" for t in range(tt))
-    phis_f = "".join(f"  %fa{j} = phi <8 x float> [zeroinitializer, %rloop], [%fan{j}, %zc2]\n" for j in range(m))
-    def token_steps(tag: str, quads: tuple[int, ...]) -> str:
-        """Each token's dot with the decoded codes: quads of 32 columns (0, 1: low nibbles; 2, 3: high)."""
-        codes = ("%lo0", "%lo1", "%hi0", "%hi1")
-        text = ""
-        for t in range(tt):
-            text += f"  %xb{tag}{t} = add i64 %xoff, %xso{t}\n"
-            chains = {0: f"%ia{t}", 1: "zeroinitializer"}  # vnni: two dependency chains (quads 0, 2 and 1, 3)
-            for q in quads:
-                v = f"{tag}{t}.{q}"
-                text += (f"  %xo{v} = add i64 %xb{tag}{t}, {32 * q}\n  %xp{v} = getelementptr i8, ptr %xq, i64 %xo{v}\n"
-                         f"  %x{v} = load <32 x i8>, ptr %xp{v}, align 1\n")
-                if vnni:  # codes x int8 summed straight into int32 lanes
-                    text += (f"  %p{v} = call <8 x i32> @llvm.x86.avx512.vpdpbusd.256(<8 x i32> {chains[q % 2]}, "
-                             f"<32 x i8> {codes[q]}, <32 x i8> %x{v})\n")
-                    chains[q % 2] = f"%p{v}"
-                else:
-                    text += (f"  %p{v} = call <16 x i16> @llvm.x86.avx2.pmadd.ub.sw(<32 x i8> {codes[q]}, "
-                             f"<32 x i8> %x{v})\n")
-            if vnni:
-                text += f"  %ian{tag}{t} = add <8 x i32> {chains[0]}, {chains[1]}\n"
-                continue
-            prev = f"%p{tag}{t}.{quads[0]}"
-            for q in quads[1:]:
-                text += f"  %s{tag}{t}.{q} = add <16 x i16> {prev}, %p{tag}{t}.{q}\n"
-                prev = f"%s{tag}{t}.{q}"
-            text += (f"  %d{tag}{t} = call <8 x i32> @llvm.x86.avx2.pmadd.wd(<16 x i16> {prev}, <16 x i16> splat(i16 1))\n"
-                     f"  %ian{tag}{t} = add <8 x i32> %ia{t}, %d{tag}{t}\n")
-        return text
-
-    # a row's last 64 columns alone (576 = 4.5 x 128: SmolLM2) take the half step: 2 vpmaddubsw a token, not 4
-    step = f"""  %half = icmp ule i64 %rem, 32
-  br i1 %half, label %kh, label %kf
-kf:
-{token_steps("f", (0, 1, 2, 3))}  br label %kj
-kh:
-{token_steps("h", (0, 2))}  br label %kj
-kj:
-""" + "".join(f"  %ian{t} = phi <8 x i32> [%ianf{t}, %kf], [%ianh{t}, %kh]\n" for t in range(tt))
-    ends = ""
-    for j in range(m):
-        a, b, c, d = (f"%ian{4 * j + i}" for i in range(4))
-        ends += f"""  %hab{j} = call <8 x i32> @llvm.x86.avx2.phadd.d(<8 x i32> {a}, <8 x i32> {b})
-  %hcd{j} = call <8 x i32> @llvm.x86.avx2.phadd.d(<8 x i32> {c}, <8 x i32> {d})
-  %h{j} = call <8 x i32> @llvm.x86.avx2.phadd.d(<8 x i32> %hab{j}, <8 x i32> %hcd{j})
-  %hf{j} = sitofp <8 x i32> %h{j} to <8 x float>
-  %xdq{j} = getelementptr float, ptr %xdg, i64 {4 * j}
-  %xd4{j} = load <4 x float>, ptr %xdq{j}, align 4
-  %sd4{j} = fmul <4 x float> %xd4{j}, %sv
-  %sd8{j} = shufflevector <4 x float> %sd4{j}, <4 x float> poison, <8 x i32> <i32 0, i32 1, i32 2, i32 3, i32 0, i32 1, i32 2, i32 3>
-  %fam{j} = call <8 x float> @llvm.fma.v8f32(<8 x float> %hf{j}, <8 x float> %sd8{j}, <8 x float> %fa{j})
-  %xsq{j} = getelementptr float, ptr %xsg, i64 {4 * j}
-  %xs4{j} = load <4 x float>, ptr %xsq{j}, align 4
-  %xs8{j} = shufflevector <4 x float> %xs4{j}, <4 x float> poison, <8 x i32> <i32 0, i32 1, i32 2, i32 3, i32 0, i32 1, i32 2, i32 3>
-  %fan{j} = call <8 x float> @llvm.fma.v8f32(<8 x float> %xs8{j}, <8 x float> %szh, <8 x float> %fam{j})
-"""
-    rets = ""
-    for j in range(m):
-        rets += f"""  %rl{j} = shufflevector <8 x float> %fan{j}, <8 x float> poison, <4 x i32> <i32 0, i32 1, i32 2, i32 3>
-  %rh{j} = shufflevector <8 x float> %fan{j}, <8 x float> poison, <4 x i32> <i32 4, i32 5, i32 6, i32 7>
-  %rs{j} = fadd <4 x float> %rl{j}, %rh{j}
-"""
-        for i in range(4):
-            t = 4 * j + i
-            rets += f"""  %ok{t} = icmp uge i64 {t}, %skip
-  br i1 %ok{t}, label %st{t}, label %nx{t}
-st{t}:
-  %v{t} = extractelement <4 x float> %rs{j}, i64 {i}
-  %oo{t} = mul i64 %ostride, {t}
-  %op{t} = getelementptr float, ptr %orow, i64 %oo{t}
-  %old{t} = load float, ptr %op{t}, align 4
-  %base{t} = select i1 %accb, float %old{t}, float 0.0
-  %new{t} = fadd float %base{t}, %v{t}
-  store float %new{t}, ptr %op{t}, align 4
-  br label %nx{t}
-nx{t}:
-"""
-    return f"""define void @zoo_mm_q4x_{"vnni" if vnni else "avx2"}_{tt}(ptr %qw, i64 %nr, i64 %qstride, i64 %sstride, i64 %cols, i64 %gs, ptr %xq, i64 %xstride, ptr %sc, ptr %xdt, ptr %xst, i64 %tstride, ptr %zs, i64 %hz, float %zc, ptr %out, i64 %ostride, i64 %skip, i64 %accum) #0 {{
-entry:
-  %t0 = add i64 %cols, 127
-  %nch = lshr i64 %t0, 7
-  %cpg = lshr i64 %gs, 7
-  %t1 = add i64 %cols, 1
-  %rowbytes = lshr i64 %t1, 1
-  %t2 = add i64 %nch, %cpg
-  %t3 = sub i64 %t2, 1
-  %cpg1 = icmp eq i64 %cpg, 1
-  br i1 %cpg1, label %ng1, label %ngd
-ngd:
-  %ngq = udiv i64 %t3, %cpg
-  br label %ng1
-ng1:
-  %ng = phi i64 [%nch, %entry], [%ngq, %ngd]
-  %nrow = add i64 %nr, 0
-  %accb = icmp ne i64 %accum, 0
-  br label %rloop
-rloop:
-  %row = phi i64 [0, %ng1], [%row2, %nx{tt - 1}]
-  %qo = mul i64 %row, %qstride
-  %qwr = getelementptr i8, ptr %qw, i64 %qo
-  %so = mul i64 %row, %sstride
-  %scr = getelementptr i16, ptr %sc, i64 %so
-  %zsr = getelementptr i8, ptr %zs, i64 %so
-  %orow = getelementptr float, ptr %out, i64 %row
-{_xstrides(tt)}  br label %gloop
-gloop:
-  %g = phi i64 [0, %rloop], [%g2, %zc2]
-{phis_f}  %k0 = mul i64 %g, %cpg
-  %k1a = add i64 %k0, %cpg
-  %k1c = icmp ult i64 %k1a, %nch
-  %k1 = select i1 %k1c, i64 %k1a, i64 %nch
-  br label %kloop
-kloop:
-  %k = phi i64 [%k0, %gloop], [%k2, %kj]
-{phis_i}  %boff = mul i64 %k, 64
-  %wp = getelementptr i8, ptr %qwr, i64 %boff
-  %pfp = getelementptr i8, ptr %wp, i64 {PREFETCH}
-  call void @llvm.prefetch.p0(ptr %pfp, i32 0, i32 0, i32 1)
-  %rem = sub i64 %rowbytes, %boff
+def _q4_codes() -> str:
+    """64 code bytes (128 columns) of a q4 row at %wp, %rem bytes left in the row -> %lo0, %lo1, %hi0, %hi1."""
+    return f"""  %rem = sub i64 %rowbytes, %boff
   %full = icmp uge i64 %rem, 64
   br i1 %full, label %wf, label %wt
 wf:
@@ -375,7 +237,192 @@ wj:
   %sh1 = bitcast <16 x i16> %sh116 to <32 x i8>
   %hi0 = and <32 x i8> %sh0, splat(i8 15)
   %hi1 = and <32 x i8> %sh1, splat(i8 15)
-  %xoff = mul i64 %k, 128
+"""
+
+
+def _q8_codes() -> str:
+    """128 code bytes of a q8 row at %wp, %rem bytes left in the row -> %c0..%c3, unsigned (code + 128); bytes
+    past the row load as 0x80 (code 0, so they add nothing whatever the activations there)."""
+    full = "".join(f"  %wp{i}f = getelementptr i8, ptr %wp, i64 {32 * i}\n  %w{i}f = load <32 x i8>, ptr %wp{i}f, align 1\n"
+                   for i in range(4))
+    tail = "".join(f"""  %io{i} = add <32 x i8> {iota(32)}, splat(i8 {32 * i})
+  %mk{i} = icmp ult <32 x i8> %io{i}, %rs
+  %wp{i}t = getelementptr i8, ptr %wp, i64 {32 * i}
+  %w{i}t = call <32 x i8> @llvm.masked.load.v32i8.p0(ptr %wp{i}t, i32 1, <32 x i1> %mk{i}, <32 x i8> splat(i8 -128))
+""" for i in range(4))
+    join = "".join(f"  %w{i} = phi <32 x i8> [%w{i}f, %wf], [%w{i}t, %wt]\n" for i in range(4))
+    join += "".join(f"  %c{i} = xor <32 x i8> %w{i}, splat(i8 -128)\n" for i in range(4))
+    return f"""  %rem = sub i64 %rowbytes, %boff
+  %full = icmp uge i64 %rem, 128
+  br i1 %full, label %wf, label %wt
+wf:
+{full}  br label %wj
+wt:
+  %ri = trunc i64 %rem to i8
+  %rv = insertelement <32 x i8> poison, i8 %ri, i64 0
+  %rs = shufflevector <32 x i8> %rv, <32 x i8> poison, <32 x i32> zeroinitializer
+{tail}  br label %wj
+wj:
+{join}"""
+
+
+def q4_tile_avx2(tt: int, vnni: bool = False, kind: str = "q4") -> str:
+    """void @zoo_mm_q4x_avx2_{tt} (vnni: @zoo_mm_q4x_vnni_{tt}; kind q8: @zoo_mm_q8_vnni_{tt}) (qw, nr, qstride, sstride, cols, gs, xq, xstride, sc, xdt, xst, tstride, zs, hz, zc,
+    out, ostride, skip, accum): nr q4 rows (qstride bytes and sstride scales / zeros apart) against tt tokens (a
+    multiple of 4) on an AVX2-only CPU (no VNNI): activations permuted as for q4_tile. Token t >= skip of row i
+    goes to out[t * ostride + i] (accum: added to it). The row loop and the stores are inside: a call per row,
+    and numba storing each output, cost as much as the work of a 576-column row (0.8x numpy f32 on 1536x576).
+    The last 128 columns of a row are read with a dword-masked load (`vpmaskmovd`) when the row's bytes are a
+    multiple of 4, else a byte-masked load (scalarized on AVX2: slow, but only for odd column counts).
+
+    Per 128 columns, the 64 code bytes are decoded once (and / shift / and: 4 ymm of unsigned codes) and
+    each token does 4 `vpmaddubsw` (codes x int8, 16-bit pair sums, at most 2*15*127 each), adds them in
+    16 bits (at most 4 * 3810: no overflow), one `vpmaddwd` by 1 into its int32 lanes. At a group's end,
+    two rounds of `vphaddd` fold 4 tokens' int32 lanes into one ymm [t0..t3 | t0..t3], converted once and
+    FMA'd with the 4 tokens' scale products (weight scale x activation scale) into one float accumulator; the
+    zero-point correction s z X[g] goes into the same accumulator, half in each 128-bit lane (exact halving), so
+    no correction registers are needed. A row's last 64 columns alone (576 = 4.5 x 128) take a half step.
+    xdt / xst: activation scale and scale x sum of codes, [group, token] with tstride floats a group
+    (pointers at this chunk's first group and the tile's first token).
+
+    vnni (the AVX-512 module's dense q4 matmul): the same frame, each token's 4 quads are 4 ymm `vpdpbusd` (exact
+    int32 sums, so the same numbers) in two dependency chains. It beat 8-token zmm tiles (q4_tile) by 1.2-1.7x,
+    which did 16 zmm dots per 128 columns but then, with a group of 128, 8 converts + 8 broadcast FMAs + 8 scalar
+    corrections (spilled) a group, plus a call, 8 horizontal sums and numba stores per row; zmm dots in this frame
+    (a zmm -> ymm fold per token a group) measured 1.2x slower than these ymm ones.
+
+    kind q8 (vnni only; the dense q8 matmul, e.g. SmolLM2's tied q8 head in batched decode): the same frame over
+    128 code bytes per 128 columns (activations not permuted), signed codes made unsigned by xor 0x80 and the
+    offset taken back with zc = 128 as q4's zero point (masked tail bytes load as 0x80, i.e. code 0).
+    """
+    q8 = kind == "q8"
+    assert not q8 or vnni, "the q8 tile needs VNNI (vpmaddubsw pair sums of 255 x 127 saturate)"
+    m = tt // 4
+    phis_i = "".join(f"  %ia{t} = phi <8 x i32> [zeroinitializer, %gloop], [%ian{t}, %kj]\n" for t in range(tt))
+    phis_f = "".join(f"  %fa{j} = phi <8 x float> [zeroinitializer, %rloop], [%fan{j}, %zc2]\n" for j in range(m))
+    def token_steps(tag: str, quads: tuple[int, ...]) -> str:
+        """Each token's dot with the decoded codes: quads of 32 columns (q4: 0, 1 low nibbles, 2, 3 high)."""
+        codes = ("%c0", "%c1", "%c2", "%c3") if q8 else ("%lo0", "%lo1", "%hi0", "%hi1")
+        text = ""
+        for t in range(tt):
+            text += f"  %xb{tag}{t} = add i64 %xoff, %xso{t}\n"
+            chains = {0: f"%ia{t}", 1: "zeroinitializer"}  # vnni: two dependency chains (quads 0, 2 and 1, 3)
+            for q in quads:
+                v = f"{tag}{t}.{q}"
+                text += (f"  %xo{v} = add i64 %xb{tag}{t}, {32 * q}\n  %xp{v} = getelementptr i8, ptr %xq, i64 %xo{v}\n"
+                         f"  %x{v} = load <32 x i8>, ptr %xp{v}, align 1\n")
+                if vnni:  # codes x int8 summed straight into int32 lanes
+                    text += (f"  %p{v} = call <8 x i32> @llvm.x86.avx512.vpdpbusd.256(<8 x i32> {chains[q % 2]}, "
+                             f"<32 x i8> {codes[q]}, <32 x i8> %x{v})\n")
+                    chains[q % 2] = f"%p{v}"
+                else:
+                    text += (f"  %p{v} = call <16 x i16> @llvm.x86.avx2.pmadd.ub.sw(<32 x i8> {codes[q]}, "
+                             f"<32 x i8> %x{v})\n")
+            if vnni:
+                text += f"  %ian{tag}{t} = add <8 x i32> {chains[0]}, {chains[1]}\n"
+                continue
+            prev = f"%p{tag}{t}.{quads[0]}"
+            for q in quads[1:]:
+                text += f"  %s{tag}{t}.{q} = add <16 x i16> {prev}, %p{tag}{t}.{q}\n"
+                prev = f"%s{tag}{t}.{q}"
+            text += (f"  %d{tag}{t} = call <8 x i32> @llvm.x86.avx2.pmadd.wd(<16 x i16> {prev}, <16 x i16> splat(i16 1))\n"
+                     f"  %ian{tag}{t} = add <8 x i32> %ia{t}, %d{tag}{t}\n")
+        return text
+
+    # a row's last 64 columns alone (576 = 4.5 x 128: SmolLM2) take the half step: 2 vpmaddubsw a token, not 4
+    step = f"""  %half = icmp ule i64 %rem, {64 if q8 else 32}
+  br i1 %half, label %kh, label %kf
+kf:
+{token_steps("f", (0, 1, 2, 3))}  br label %kj
+kh:
+{token_steps("h", (0, 1) if q8 else (0, 2))}  br label %kj
+kj:
+""" + "".join(f"  %ian{t} = phi <8 x i32> [%ianf{t}, %kf], [%ianh{t}, %kh]\n" for t in range(tt))
+    ends = ""
+    for j in range(m):
+        a, b, c, d = (f"%ian{4 * j + i}" for i in range(4))
+        ends += f"""  %hab{j} = call <8 x i32> @llvm.x86.avx2.phadd.d(<8 x i32> {a}, <8 x i32> {b})
+  %hcd{j} = call <8 x i32> @llvm.x86.avx2.phadd.d(<8 x i32> {c}, <8 x i32> {d})
+  %h{j} = call <8 x i32> @llvm.x86.avx2.phadd.d(<8 x i32> %hab{j}, <8 x i32> %hcd{j})
+  %hf{j} = sitofp <8 x i32> %h{j} to <8 x float>
+  %xdq{j} = getelementptr float, ptr %xdg, i64 {4 * j}
+  %xd4{j} = load <4 x float>, ptr %xdq{j}, align 4
+  %sd4{j} = fmul <4 x float> %xd4{j}, %sv
+  %sd8{j} = shufflevector <4 x float> %sd4{j}, <4 x float> poison, <8 x i32> <i32 0, i32 1, i32 2, i32 3, i32 0, i32 1, i32 2, i32 3>
+  %fam{j} = call <8 x float> @llvm.fma.v8f32(<8 x float> %hf{j}, <8 x float> %sd8{j}, <8 x float> %fa{j})
+  %xsq{j} = getelementptr float, ptr %xsg, i64 {4 * j}
+  %xs4{j} = load <4 x float>, ptr %xsq{j}, align 4
+  %xs8{j} = shufflevector <4 x float> %xs4{j}, <4 x float> poison, <8 x i32> <i32 0, i32 1, i32 2, i32 3, i32 0, i32 1, i32 2, i32 3>
+  %fan{j} = call <8 x float> @llvm.fma.v8f32(<8 x float> %xs8{j}, <8 x float> %szh, <8 x float> %fam{j})
+"""
+    rets = ""
+    for j in range(m):
+        rets += f"""  %rl{j} = shufflevector <8 x float> %fan{j}, <8 x float> poison, <4 x i32> <i32 0, i32 1, i32 2, i32 3>
+  %rh{j} = shufflevector <8 x float> %fan{j}, <8 x float> poison, <4 x i32> <i32 4, i32 5, i32 6, i32 7>
+  %rs{j} = fadd <4 x float> %rl{j}, %rh{j}
+"""
+        for i in range(4):
+            t = 4 * j + i
+            rets += f"""  %ok{t} = icmp uge i64 {t}, %skip
+  br i1 %ok{t}, label %st{t}, label %nx{t}
+st{t}:
+  %v{t} = extractelement <4 x float> %rs{j}, i64 {i}
+  %oo{t} = mul i64 %ostride, {t}
+  %op{t} = getelementptr float, ptr %orow, i64 %oo{t}
+  %old{t} = load float, ptr %op{t}, align 4
+  %base{t} = select i1 %accb, float %old{t}, float 0.0
+  %new{t} = fadd float %base{t}, %v{t}
+  store float %new{t}, ptr %op{t}, align 4
+  br label %nx{t}
+nx{t}:
+"""
+    if q8:
+        rowbytes = "  %rowbytes = add i64 %cols, 0\n"
+        loads = _q8_codes()
+    else:
+        rowbytes = "  %t1 = add i64 %cols, 1\n  %rowbytes = lshr i64 %t1, 1\n"
+        loads = _q4_codes()
+    name = f"zoo_mm_q8_vnni_{tt}" if q8 else f"zoo_mm_q4x_{'vnni' if vnni else 'avx2'}_{tt}"
+    return f"""define void @{name}(ptr %qw, i64 %nr, i64 %qstride, i64 %sstride, i64 %cols, i64 %gs, ptr %xq, i64 %xstride, ptr %sc, ptr %xdt, ptr %xst, i64 %tstride, ptr %zs, i64 %hz, float %zc, ptr %out, i64 %ostride, i64 %skip, i64 %accum) #0 {{
+entry:
+  %t0 = add i64 %cols, 127
+  %nch = lshr i64 %t0, 7
+  %cpg = lshr i64 %gs, 7
+{rowbytes}  %t2 = add i64 %nch, %cpg
+  %t3 = sub i64 %t2, 1
+  %cpg1 = icmp eq i64 %cpg, 1
+  br i1 %cpg1, label %ng1, label %ngd
+ngd:
+  %ngq = udiv i64 %t3, %cpg
+  br label %ng1
+ng1:
+  %ng = phi i64 [%nch, %entry], [%ngq, %ngd]
+  %nrow = add i64 %nr, 0
+  %accb = icmp ne i64 %accum, 0
+  br label %rloop
+rloop:
+  %row = phi i64 [0, %ng1], [%row2, %nx{tt - 1}]
+  %qo = mul i64 %row, %qstride
+  %qwr = getelementptr i8, ptr %qw, i64 %qo
+  %so = mul i64 %row, %sstride
+  %scr = getelementptr i16, ptr %sc, i64 %so
+  %zsr = getelementptr i8, ptr %zs, i64 %so
+  %orow = getelementptr float, ptr %out, i64 %row
+{_xstrides(tt)}  br label %gloop
+gloop:
+  %g = phi i64 [0, %rloop], [%g2, %zc2]
+{phis_f}  %k0 = mul i64 %g, %cpg
+  %k1a = add i64 %k0, %cpg
+  %k1c = icmp ult i64 %k1a, %nch
+  %k1 = select i1 %k1c, i64 %k1a, i64 %nch
+  br label %kloop
+kloop:
+  %k = phi i64 [%k0, %gloop], [%k2, %kj]
+{phis_i}  %boff = mul i64 %k, {128 if q8 else 64}
+  %wp = getelementptr i8, ptr %qwr, i64 %boff
+  %pfp = getelementptr i8, ptr %wp, i64 {PREFETCH}
+  call void @llvm.prefetch.p0(ptr %pfp, i32 0, i32 0, i32 1)
+{loads}  %xoff = mul i64 %k, 128
 {step}  %k2 = add i64 %k, 1
   %kc = icmp ult i64 %k2, %k1
   br i1 %kc, label %kloop, label %gend

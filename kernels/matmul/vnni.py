@@ -1,8 +1,8 @@
 """AVX-512 matrix-matrix kernels (prefill): int8 activations x int4 / sparse weight codes, VNNI tiles.
 
-Dense q4 with at least 8 tokens runs avx2.matmul_q4 with vnni=1 (its tile with ymm vpdpbusd: 1.2-1.7x the
+Dense q4 with at least 4 tokens runs avx2.matmul with vnni=1 (its tile with ymm vpdpbusd: 1.2-1.7x the
 8-token zmm q4 tiles this module had, which spent more on the per-group scaling and the per-row call than on
-the dots); matmul_q4 here takes the fewer-than-8-token rest, one token a call.
+the dots); matmul_q4 here takes the fewer-than-4-token rest, one token a call.
 
 Each token's activations are quantized to int8 per group (quantize_tokens, as the matvec does; the
 caller quantizes once per input, see kernels/activations.py), then
@@ -111,8 +111,8 @@ def _store(res, out, rows, r, t0, n, first):
 
 @kernel(parallel=True)
 def matmul_q4(qweight, scales, zeros, has_zeros, rows, cols, group_size, xq, xd, xs, stride, tokens, out):
-    """q4 rows (group_size a multiple of 128) x fewer than AVX2_TILE tokens, one token a call (from 8 tokens on,
-    avx2.matmul_q4 with vnni=1 runs); xq, xd, xs, stride: quantize_tokens(x, ..., permute=True) of x float32
+    """q4 rows (group_size a multiple of 128) x fewer than SMALL_TILE tokens, one token a call (from 4 tokens on,
+    avx2.matmul with vnni=1 runs); xq, xd, xs, stride: quantize_tokens(x, ..., permute=True) of x float32
     [tokens, cols]; out [tokens * rows]. Loops: row blocks (parallel) > column chunks > tokens > rows."""
     n_groups = (cols + group_size - 1) // group_size
     row_len = (cols + 1) // 2
