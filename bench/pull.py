@@ -10,7 +10,9 @@ distribution registry, as tests/registry/oci_server.py starts it) on loopback, t
          copy, copy_file_range, never a hard link: a store shares no inode with a registry)
   curl   curl every blob from nginx into a fresh directory (one process per file)
   pull   `zoo pull http://…/NAME` into a fresh ZOO_HOME (the whole command)
-  curl   curl every blob from the OCI registry (GET /v2/REPO/blobs/sha256:…) into a fresh directory
+  curl   curl every blob from the OCI registry (GET /v2/REPO/blobs/sha256:…) into a fresh directory; and
+         `curl | tee FILE | openssl dgst -sha256`, the same download that also hashes what it writes, as a
+         pull does (OpenSSL's sha256, as Python's hashlib: coreutils' sha256sum is 2-3x slower here)
   pull   `zoo pull NAME --registry oci://…` into a fresh ZOO_HOME (the whole command)
 and the same pulls as library calls in this process (no interpreter start-up); the local pull is also
 compared with `cp && sync` (the store fsyncs what it writes).
@@ -96,6 +98,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--layers", type=int, default=8, help="decoder layers of the 7B-shaped model (≈ 100 MB each)")
     args = parser.parse_args()
+    missing = [tool for tool in ("curl", "openssl") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"bench/pull.py needs {' and '.join(missing)} on PATH")
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     config = dict(LLAMA_7B, n_layers=args.layers)
@@ -119,8 +124,8 @@ def main() -> None:
     env = dict(os.environ, ZOO_CONFIG=str(work / "no-config.yaml"))
     env.pop("ZOO_REGISTRY", None)
     zoo = [sys.executable, "-m", "zoo.cli.main", "pull"]
-    keys = ("cp", "cp+sync", "pull-local", "lib-local", "curl", "pull-nginx", "lib-nginx", "curl-oci", "pull-oci",
-            "lib-oci")
+    keys = ("cp", "cp+sync", "pull-local", "lib-local", "curl", "pull-nginx", "lib-nginx", "curl-oci", "curl-oci+sha",
+            "pull-oci", "lib-oci")
     times: dict[str, list[float]] = {k: [] for k in keys}
     cpu: dict[str, list[float]] = {k: [] for k in keys}  # client user+sys seconds
     server_cpu: dict[str, list[float]] = {k: [] for k in keys}  # docker-registry's user+sys seconds
@@ -153,6 +158,10 @@ def main() -> None:
             out = _fresh(work / "out")
             commands("curl-oci", *(["curl", "-sfL", "-o", str(out / p.name),
                                     f"http://{oci.host}/v2/zoo/bench/blobs/sha256:{p.name}"] for p in blobs))
+            out = _fresh(work / "out")
+            commands("curl-oci+sha", *(["sh", "-c", 'curl -sfL "$1" | tee "$2" | openssl dgst -sha256', "curl",
+                                        f"http://{oci.host}/v2/zoo/bench/blobs/sha256:{p.name}", str(out / p.name)]
+                                       for p in blobs))
             home = _fresh(work / "home")
             commands("pull-oci", [*zoo, "bench", "--registry", oci_url], env=dict(env, ZOO_HOME=str(home)))
             record("lib-oci", _pull_in_process(work / "home", "bench", oci_url, oci.proc.pid))
@@ -180,6 +189,10 @@ def main() -> None:
     print(f"| local directory, against a durable copy | cp && sync {med['cp+sync']:.2f} s | {rate['cp+sync']:.0f} | "
           f"{med['pull-local']:.2f} s | {rate['pull-local']:.0f} | {med['cp+sync'] / med['pull-local']:.0%} | "
           f"{med['lib-local']:.2f} s | {rate['lib-local']:.0f} | {med['cp+sync'] / med['lib-local']:.0%} |")
+    print(f"| OCI, against curl that also hashes (`curl | tee | openssl dgst`) | {med['curl-oci+sha']:.2f} s | "
+          f"{rate['curl-oci+sha']:.0f} | {med['pull-oci']:.2f} s | {rate['pull-oci']:.0f} | "
+          f"{med['curl-oci+sha'] / med['pull-oci']:.0%} | {med['lib-oci']:.2f} s | {rate['lib-oci']:.0f} | "
+          f"{med['curl-oci+sha'] / med['lib-oci']:.0%} |")
     print("\nCPU seconds per GB (median; client user+sys, the command's includes interpreter start-up)\n")
     print("| source | plain copy | `zoo pull` command | library pull | "
           "docker-registry server: copy / command / library |")
@@ -195,7 +208,9 @@ def main() -> None:
                       "ratio_local_library": med["cp"] / med["lib-local"],
                       "ratio_nginx_library": med["curl"] / med["lib-nginx"],
                       "ratio_oci": med["curl-oci"] / med["pull-oci"],
-                      "ratio_oci_library": med["curl-oci"] / med["lib-oci"]}))
+                      "ratio_oci_library": med["curl-oci"] / med["lib-oci"],
+                      "ratio_oci_hashing_curl": med["curl-oci+sha"] / med["pull-oci"],
+                      "ratio_oci_library_hashing_curl": med["curl-oci+sha"] / med["lib-oci"]}))
 
 
 if __name__ == "__main__":
