@@ -171,6 +171,35 @@ def _attention_heads(q, k_cache, v_cache, n_keys, scale, n_heads, head_dim, out)
                n_keys - 1, out[h * head_dim:(h + 1) * head_dim], scores)
 
 
+@kernel(parallel=True, fastmath=FAST)
+def batch_attention(q, k, v, positions, slots, layer, k_all, v_all, cos, sin, interleaved, out):
+    """A batched decode step's attention in one Llama block: sequence b's token sits at positions[b] and its KV
+    cache is k_all[slots[b]], v_all[slots[b]]. RoPE on q[b] and k[b], k[b] and v[b] stored at that position, then
+    each head attends over positions 0..positions[b] into out[b] (one parallel region over every sequence's heads).
+
+    q, out float32 [B, n_heads * head_dim]; k, v [B, n_kv * head_dim]; k_all, v_all float32 [n_slots, n_layers,
+    n_kv, ctx, head_dim]; positions, slots int64 [B]. The same arithmetic as decode_llama's per-token attention.
+    """
+    B = q.shape[0]
+    n_kv, head_dim = k_all.shape[2], k_all.shape[4]
+    n_heads = q.shape[1] // head_dim
+    group = n_heads // n_kv
+    scale = np.float32(1.0) / np.sqrt(np.float32(head_dim))
+    for b in range(B):
+        pos, s = positions[b], slots[b]
+        _rope(q[b], n_heads, head_dim, pos, cos, sin, interleaved)
+        _rope(k[b], n_kv, head_dim, pos, cos, sin, interleaved)
+        for kvh in range(n_kv):
+            k_all[s, layer, kvh, pos, :] = k[b, kvh * head_dim:(kvh + 1) * head_dim]
+            v_all[s, layer, kvh, pos, :] = v[b, kvh * head_dim:(kvh + 1) * head_dim]
+    for i in prange(B * n_heads):
+        b, h = i // n_heads, i % n_heads
+        pos, s, kvh = positions[b], slots[b], h // group
+        scores = np.empty(pos + 1, np.float32)
+        attend(q[b, h * head_dim:(h + 1) * head_dim], k_all[s, layer, kvh], v_all[s, layer, kvh], pos + 1, scale,
+               np.float32(0.0), pos, out[b, h * head_dim:(h + 1) * head_dim], scores)
+
+
 @kernel(fastmath=FAST)
 def decode_llama(meta, isa, norms, eps, x, h, qkv, att, hid, k_cache, v_cache, pos, n_heads,
                  head_dim, cos, sin, interleaved, logits, serial_attention=SERIAL_ATTENTION):

@@ -4,7 +4,7 @@ every sequence's current token together.
 `BatchRunner.decode(tokens, positions, slots)` puts the B tokens through every block as a [B, dim]
 matrix, so each linear layer is one `zoo.kernels.linear` call on B rows (its matmul path: every weight
 is read once per step for all sequences); RoPE, the KV write and attention run per sequence, at its own
-position, on its own slot. Prefill of a new sequence is `Model.forward` on that sequence's slot.
+position, on its own slot (Llama: one `batch_attention` call a block for all of them). Prefill of a new sequence is `Model.forward` on that sequence's slot.
 
 Greedy answers equal the one-sequence answers token for token only where the matmul kernels reproduce
 the one-token kernels' numbers (q4 with group 128 on AVX-512 quantizes activations to int8 as the matvec
@@ -22,6 +22,7 @@ import numpy as np
 
 import zoo.kernels as K
 from zoo.errors import RuntimeModelError
+from zoo.kernels.decode import batch_attention
 
 from .embedding import embed_rows
 from .model import Model, lazy_zeros
@@ -43,10 +44,11 @@ class BatchRunner:
         if not 1 <= max_batch <= model.chunk:
             raise RuntimeModelError(f"batch size must be between 1 and {model.chunk}, got {max_batch}")
         self.model, self.max_batch = model, max_batch
-        shape = model.k_cache.shape
-        # slot 0 is the Model's own cache; the others are allocated lazily (zero pages cost no RSS)
-        self._slots = [KVSlot(0, model.k_cache, model.v_cache)]
-        self._slots += [KVSlot(i, lazy_zeros(shape), lazy_zeros(shape)) for i in range(1, max_batch)]
+        # every slot's cache in one array (zero pages cost no RSS until written), so one kernel call reaches all
+        # of a step's sequences: [max_batch, n_layers, n_kv, ctx, head_dim]
+        self.k_all = lazy_zeros((max_batch, *model.k_cache.shape))
+        self.v_all = lazy_zeros((max_batch, *model.v_cache.shape))
+        self._slots = [KVSlot(i, self.k_all[i], self.v_all[i]) for i in range(max_batch)]
         self._free = list(reversed(self._slots))  # pop() hands out slot 0 first
 
     # ---- slots -------------------------------------------------------------------------------
@@ -98,9 +100,10 @@ class BatchRunner:
             with self._on(slots[0]):
                 return m.forward(tokens, positions[0])[None, :]
         x = embed_rows(m.w["token_embd.weight"], tokens, m.x[:B])  # [B, dim]
+        pos_ids = np.array(positions, np.int64), np.array([slot.index for slot in slots], np.int64)
         for layer in range(m.n_layers):
             if m.arch == "llama":
-                self._llama_block(layer, x, positions, slots)
+                self._llama_block(layer, x, *pos_ids)
             else:
                 self._mpt_block(layer, x, positions, slots)
         norm = K.rmsnorm if m.arch == "llama" else K.layernorm
@@ -117,18 +120,17 @@ class BatchRunner:
             slot.v[layer, :, pos] = v[b].reshape(m.n_kv, m.head_dim)
             K.attention(q[b:b + 1], slot.k[layer], slot.v[layer], pos + 1, out[b:b + 1], alibi_slopes=m.slopes)
 
-    def _llama_block(self, i: int, x: np.ndarray, positions: list[int], slots: list[KVSlot]) -> None:
+    def _llama_block(self, i: int, x: np.ndarray, positions: np.ndarray, slot_ids: np.ndarray) -> None:
+        """Block i on x [B, dim] in place; sequence b at positions[b] on slot slot_ids[b] (int64 arrays)."""
         m, B, b, eps = self.model, x.shape[0], f"blk.{i}.", self.model.config["norm_eps"]
         h = K.quantize_input(K.rmsnorm(x, m.norms[b + "attn_norm.weight"], eps, m.h[:B]))  # q, k, v share it
-        q = m._lin(h, b + "attn_q.weight", m.q[:B]).reshape(B, m.n_heads, m.head_dim)
+        q = m._lin(h, b + "attn_q.weight", m.q[:B])  # [B, n_heads*head_dim]
         k = m._lin(h, b + "attn_k.weight", m.k[:B])  # [B, n_kv*head_dim]
         v = m._lin(h, b + "attn_v.weight", m.v[:B])
-        for row, pos in enumerate(positions):
-            K.rope(q[row], pos, m.cos, m.sin, m.rope_layout)
-            K.rope(k[row].reshape(m.n_kv, m.head_dim), pos, m.cos, m.sin, m.rope_layout)
-        att = m.att[:B].reshape(B, m.n_heads, m.head_dim)
-        self._attend(i, q, k, v, positions, slots, att)
-        x += m._lin(att.reshape(B, -1), b + "attn_output.weight", m.o[:B])
+        att = m.att[:B]
+        batch_attention(q, k, v, positions, slot_ids, i, self.k_all, self.v_all, m.cos, m.sin,
+                        m.rope_layout == "interleaved", att)  # RoPE, KV writes and attention of every sequence
+        x += m._lin(att, b + "attn_output.weight", m.o[:B])
         h = K.quantize_input(K.rmsnorm(x, m.norms[b + "ffn_norm.weight"], eps, m.h[:B]))  # gate, up share it
         hidden = m.lin[b + "ffn_up.weight"].rows
         gate = m._lin(h, b + "ffn_gate.weight", m.gate[:B * hidden].reshape(B, hidden))
