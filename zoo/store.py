@@ -424,10 +424,8 @@ class Store:
         with FileLock(str(self.root / "gc.lock")):
             keep_blobs: set[str] = set()
             keep_snaps: set[str] = set()
-            for item in self.list():
-                manifest = self.get_manifest(item["name"], item["tag"])
-                keep_blobs.update(f["sha256"] for f in manifest["files"])
-                keep_snaps.add(item["digest"])
+            # running pulls' markers first, then the manifests: a pull writes its manifest before it drops its
+            # marker, so one finishing meanwhile is seen in one or the other (the other order lost its snapshot)
             for marker in self.inflight.glob("*.json"):
                 named = INFLIGHT_MARKER.fullmatch(marker.name)
                 pid = int(named.group("pid")) if named else -1
@@ -440,6 +438,10 @@ class Store:
                     keep_snaps.update(needed)
                 else:
                     marker.unlink(missing_ok=True)
+            for item in self.list():
+                manifest = self.get_manifest(item["name"], item["tag"])
+                keep_blobs.update(f["sha256"] for f in manifest["files"])
+                keep_snaps.add(item["digest"])
             for path in _entries(self.blobs):
                 digest = path.name.split(".", 1)[0]
                 if digest in keep_blobs:

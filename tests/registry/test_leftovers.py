@@ -48,6 +48,41 @@ def test_gc_keeps_the_snapshot_a_running_pull_is_making(zoo_env):
     assert store.gc()["snapshots_removed"] == 1 and not snapshot.exists()
 
 
+def test_gc_keeps_a_pull_that_finishes_between_its_reads(zoo_env, tiny_artifact):
+    """A pull that writes its manifest and drops its marker while gc runs keeps its snapshot: gc reads the
+    markers before the manifests. Here the pull finishes right after gc listed the manifests; reading them
+    first lost the snapshot (bench/faults.py pull-during-gc, S3, 1 trial in 10, 2026-12-07)."""
+    push(tiny_artifact, "tiny", registry=str(zoo_env / "reg"))
+    pull("tiny", registry=str(zoo_env / "reg"), store=Store())
+
+    pending: dict[str, bytes] = {}  # the manifest the pull will write, once it is "running"
+
+    class FinishingPull(Store):
+        """The store as gc sees it while a pull of tiny:latest is between its snapshot and its manifest."""
+
+        def list(self) -> list[dict]:
+            items = super().list()
+            if pending:  # the pull finishes now: manifest written, then its marker dropped
+                manifest.write_bytes(pending.pop("manifest"))
+                marker.unlink()
+            return items
+
+    store = FinishingPull()
+    [item] = store.list()
+    snapshot = store.snapshots / item["digest"]
+    manifest = store.root / "manifests" / "tiny" / "latest.json"
+    marker = store.inflight / f"{os.getppid()}-x.json"
+    assert manifest.is_file() and snapshot.is_dir()
+    manifest_bytes = pending["manifest"] = manifest.read_bytes()
+    blobs = [store.blob_path(f["sha256"]) for f in json.loads(manifest_bytes)["files"]]
+    manifest.unlink()
+    store.inflight.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps([b.name for b in blobs] + [item["digest"]]))  # as Store.pull registers it
+    store.gc()
+    assert snapshot.is_dir() and all(b.is_file() for b in blobs)
+    assert manifest.is_file() and not marker.exists()  # the pull did finish during gc
+
+
 def test_a_new_compress_removes_what_a_killed_one_left(tmp_path):
     from zoo.compress import Recipe, compress
     from zoo.synthetic import TINY_LLAMA, write_random_model
