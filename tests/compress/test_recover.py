@@ -69,7 +69,9 @@ def _first_layer(tiny_llama, recipe: Recipe):
 def test_recovery_lowers_the_held_out_error_and_keeps_masks_and_encodings(tiny_llama, opts):
     recipe = Recipe(samples=64, seq_len=64, **opts).validated()
     config, x, target, encoded, decoded, masks = _first_layer(tiny_llama, recipe)
+    one_shot = {n: v.copy() for n, v in decoded.items()}
     new_enc, new_dec, report = recover_block(config, 0, encoded, masks, decoded, x, target, recipe.bits, 16384, 0)
+    decoded = one_shot  # recover_block trains `decoded`'s weights in place
     assert report.replaced and report.loss_after < 0.97 * report.loss_before, report
     # the report's error is the stored block's, on the held-out windows: recompute it with the numpy reference
     held = held_out(x.shape[0], 0, 0)
@@ -111,13 +113,49 @@ def test_untrained_state_re_encodes_to_the_same_bytes(tiny_llama, opts):
 
 
 def test_no_improvement_keeps_the_one_shot_block(tiny_llama):
-    """A block already equal to its target (nothing compressed away... at f16 on an exact target) is not replaced."""
+    """A block already equal to its target (nothing compressed away... at f16 on an exact target) is not replaced,
+    and the decoded weights returned are the one-shot ones again (training overwrote the arrays passed in)."""
     recipe = Recipe(samples=64, seq_len=64, method="wanda", sparsity=0.5, bits=16).validated()
     config, x, _, encoded, decoded, masks = _first_layer(tiny_llama, recipe)
     target = np.stack([block_forward(config, decoded, x[s], 0) for s in range(x.shape[0])])
-    new_enc, _, report = recover_block(config, 0, encoded, masks, decoded, x, target, 16, 512, 0)
+    one_shot = {n: v.copy() for n, v in decoded.items()}
+    new_enc, new_dec, report = recover_block(config, 0, encoded, masks, decoded, x, target, 16, 512, 0)
     assert not report.replaced and report.loss_after == report.loss_before
     assert all(new_enc[n] is encoded[n] for n in encoded)
+    assert all(np.array_equal(new_dec[n], one_shot[n]) for n in one_shot)
+
+
+def test_fake_quant_linear_matches_autograd_and_keeps_no_weight_sized_tensor(tiny_llama, monkeypatch):
+    """The custom STE linear computes the plain autograd expression's output and gradients (clipped codes, a zero
+    scale and pruned weights included) while saving for backward nothing weight-sized but the weight and its mask."""
+    import zoo.compress.torch_block as torch_block
+    from zoo.compress.recover import Trainable
+
+    monkeypatch.setattr(torch_block, "ROWS_AT_ONCE", 48)  # the 128 rows in three parts, the last one short
+    recipe = Recipe(samples=64, seq_len=64, method="wanda", sparsity=0.5, bits=4).validated()
+    _, _, _, encoded, decoded, masks = _first_layer(tiny_llama, recipe)
+    name = "blk.0.ffn_down.weight"
+    rng = np.random.default_rng(5)
+    w = decoded[name] * rng.uniform(0.5, 1.6, decoded[name].shape).astype(np.float32)  # off grid, some codes clip
+    plain, fused = (Trainable(torch, encoded[name], masks[name], w.copy(), 4) for _ in range(2))
+    for t in (plain, fused):
+        with torch.no_grad():
+            t.scales[3, 0] = 0.0  # a dead group
+    x = torch.from_numpy(rng.standard_normal((2, 16, w.shape[1])).astype(np.float32))
+    g = torch.from_numpy(rng.standard_normal((2, 16, w.shape[0])).astype(np.float32))
+    x_plain, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (x_plain @ plain.effective(torch).T).backward(g)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = fused.linear(x_fused)
+    y.backward(g)
+    np.testing.assert_array_equal(y.detach().numpy(), (x @ plain.effective(torch).detach().T).numpy())
+    for a, b in ((plain.weight, fused.weight), (plain.scales, fused.scales), (x_plain, x_fused)):
+        np.testing.assert_allclose(b.grad.numpy(), a.grad.numpy(), rtol=1e-5, atol=1e-6 * float(a.grad.abs().max()))
+    assert float(plain.weight.grad.abs().max()) > 0 and not np.any(fused.weight.grad.numpy()[~masks[name]])
+    shared = (fused.weight.data_ptr(), fused.mask.data_ptr())  # the parameter and the layer's bool mask
+    big = [t for t in saved if t.numel() >= w.size and t.data_ptr() not in shared]
+    assert not big, [tuple(t.shape) for t in big]
 
 
 RECOVER = dict(method="sparsegpt", sparsity=0.5, pattern="tile4", bits=4, quantizer="gptq", samples=8, seq_len=64,

@@ -8,6 +8,10 @@ it stays exactly 0), and a quantized weight trains through fake quantization wit
 estimator on its own group grid, so the stored codes are the trained ones. The block is re-encoded in
 the encoding it had; if the stored result does not beat the one-shot block on the held-out
 calibration windows, the one-shot block is kept. PyTorch (the `train` extra) is imported here only.
+
+Memory, for streaming a 7B: the block's float32 weights are held once (trained in place), their gradients
+and Adam's two moments during the steps, each fake-quantized weight and its intermediates only briefly
+(torch_block.FakeQuantLinear); a Llama-2-7B block peaks at 5.25 GiB of RSS (bench/compress_7b.py).
 """
 
 from __future__ import annotations
@@ -57,15 +61,18 @@ class BlockRecovery:
 
 
 class Trainable:
-    """One linear's trainable state: float weights (masked) and, when quantized, f32 group scales."""
+    """One linear's trainable state: float weights (masked) and, when quantized, f32 group scales.
+
+    The weights are `weight`'s memory (float32, C order, writable: else a copy), trained in place, and the
+    bool mask is `mask`'s: a 7B block's float32 copy is 0.8 GB, a float32 mask as much again."""
 
     def __init__(self, torch, enc: EncodedTensor, mask: np.ndarray | None, weight: np.ndarray, bits: int):
         self.enc, self.bits = enc, bits
         self.np_mask = mask
-        self.mask = None if mask is None else torch.from_numpy(mask.astype(np.float32))
-        self.weight = torch.nn.Parameter(torch.from_numpy(weight.copy()))
+        self.mask = None if mask is None else torch.from_numpy(np.require(mask, np.bool_, "C"))
+        self.weight = torch.nn.Parameter(torch.from_numpy(np.require(weight, np.float32, ["C", "W"])))
         self.quantized = bits < 16
-        self.scales = None
+        self.scales, self.group, self.qmax = None, 0, 0
         if self.quantized:
             self.qmax = QMAX[bits]
             self.group = enc.group_size
@@ -74,21 +81,26 @@ class Trainable:
         else:  # float weights: the step an int4 grid of group 128 would have
             self.step = float(group_scales(weight, mask, 128, QMAX[4]).astype(np.float32).mean())
 
-    def _per_column(self, torch, s):
-        return torch.repeat_interleave(s, self.group, dim=1)[:, :self.weight.shape[1]]
-
     def effective(self, torch):
-        """The weight the block computes with: masked, and fake-quantized on the group grid (STE rounding)."""
+        """The weight the block computes with, as one autograd expression (distillation's model takes whole
+        weights; `linear` computes the same product without keeping these weight-sized intermediates)."""
         w = self.weight
         if self.quantized:
-            s = self._per_column(torch, self.scales)
+            s = torch.repeat_interleave(self.scales, self.group, dim=1)[:, :w.shape[1]]
             live = s > 0
-            # the codes see the scale as a constant: a scale's gradient is then its codes' (scaling the group), not
-            # LSQ's round(q) - q, which is 0 on the grid the one-shot weights start on (Adam turned that into noise)
             q = w / torch.where(live, s, torch.ones_like(s)).detach()
-            q = q + (torch.round(q) - q).detach()
+            q = q + (torch.round(q) - q).detach()  # STE rounding; the codes see the scale as a constant (`linear`)
             w = torch.where(live, q.clamp(-self.qmax, self.qmax) * s, torch.zeros_like(w))
         return w if self.mask is None else w * self.mask
+
+    def linear(self, x):
+        """x @ W.T for the weight the block computes with: masked, and fake-quantized on the group grid (STE).
+
+        The codes see the scale as a constant: a scale's gradient is then its codes' (scaling the group), not
+        LSQ's round(q) - q, which is 0 on the grid the one-shot weights start on (Adam turned that into noise)."""
+        from .torch_block import FakeQuantLinear
+
+        return FakeQuantLinear.apply(x, self.weight, self.scales, self.mask, self.group, self.qmax)
 
     def encoded(self) -> EncodedTensor:
         """The trained weight stored in the encoding it came in (codes from the f16 scales actually stored)."""
@@ -161,6 +173,8 @@ def recover_block(config: dict, layer: int, encoded: dict[str, EncodedTensor], m
 
     x, target: float32 [windows, seq_len, dim]; `tokens` is the budget of calibration tokens the optimizer
     sees (repeats counted); `bits` the recipe's code bits (16: float weights, no fake quantization).
+    The 2-D arrays of `decoded` are trained in place (use the returned dict): one block's float32 weights are
+    held once, the one-shot ones come back from `encoded` if the block is kept.
     """
     torch = require_torch()
     from .torch_block import BlockForward
@@ -178,18 +192,19 @@ def recover_block(config: dict, layer: int, encoded: dict[str, EncodedTensor], m
     before = _loss(torch, block, {**fixed, **{n: torch.from_numpy(decoded[n]) for n in train}}, x_held, target_held)
     steps = max(1, tokens // (BATCH_WINDOWS * seq_len))
     opt, sched = optimizer(torch, train, STEP_LR, steps)
+    linears = {n: tr.linear for n, tr in train.items()}
     for pick in batches(fit, steps, np.random.default_rng([seed, layer])):
-        t = torch.from_numpy(target[pick])
-        y = block({**fixed, **{n: tr.effective(torch) for n, tr in train.items()}}, torch.from_numpy(x[pick]))
-        loss = token_error(y, t)
-        opt.zero_grad(set_to_none=True)
+        loss = token_error(block({**fixed, **linears}, torch.from_numpy(x[pick])), torch.from_numpy(target[pick]))
         loss.backward()
         opt.step()
         sched.step()
+        opt.zero_grad(set_to_none=True)  # a gradient per weight is 0.8 GB on a 7B block: not kept through the forward
+    del opt, sched, linears  # Adam's moments: twice the weights
     new_enc = {n: tr.encoded() for n, tr in train.items()}
     new_dec = {n: decode(e) for n, e in new_enc.items()}
     after = _loss(torch, block, {**fixed, **{n: torch.from_numpy(v) for n, v in new_dec.items()}}, x_held, target_held)
     replaced = after < before
-    if replaced:
-        encoded, decoded = {**encoded, **new_enc}, {**decoded, **new_dec}
-    return encoded, decoded, BlockRecovery(before, min(after, before), steps, time.monotonic() - start, replaced)
+    if not replaced:  # `decoded`'s 2-D arrays hold the trained weights now: the one-shot ones again, from their codes
+        new_enc, new_dec = {}, {n: decode(encoded[n]) for n in train}
+    return ({**encoded, **new_enc}, {**decoded, **new_dec},
+            BlockRecovery(before, min(after, before), steps, time.monotonic() - start, replaced))
