@@ -23,6 +23,7 @@ MASK_WORD_BITS = 64
 # tile4-q4 (SPEC.md 3.6): 4 rows share one column mask per 128-column group, K kept columns each
 TILE_ROWS = 4
 TILE_GROUP = 128  # the only group_size tile4-q4 allows
+MAX_GROUP_SIZE = 1 << 24  # the largest group_size a reader accepts (int64 arithmetic in the kernels stays exact)
 TILE_KEEP = (16, 32, 48, 64)  # allowed values of the tensor's "keep" metadata (K)
 TILE_LANE_CHUNK = 64  # lanes per 32-byte chunk of a (tile, group) block: low nibbles 0..31, high 32..63
 

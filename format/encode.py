@@ -13,8 +13,8 @@ import numpy as np
 
 from zoo.errors import FormatError
 
-from .constants import (DEFAULT_GROUP_SIZE, ENCODINGS, MASK_WORD_BITS, TILE_GROUP, TILE_LANE_CHUNK, TILE_ROWS,
-                        bf16_to_f32, f32_to_bf16, n_groups, n_words, tile4_problem)
+from .constants import (DEFAULT_GROUP_SIZE, ENCODINGS, MASK_WORD_BITS, MAX_GROUP_SIZE, TILE_GROUP, TILE_LANE_CHUNK,
+                        TILE_ROWS, bf16_to_f32, f32_to_bf16, n_groups, n_words, tile4_problem)
 
 
 @dataclass
@@ -55,8 +55,9 @@ def _check_group(encoding: str, group_size: int | None) -> int | None:
     spec = ENCODINGS[encoding]
     if not spec.grouped:
         return None
-    if group_size is None or group_size <= 0 or group_size % spec.group_multiple:
-        raise FormatError(f"{encoding}: group_size must be a positive multiple of {spec.group_multiple}")
+    if group_size is None or not 0 < group_size <= MAX_GROUP_SIZE or group_size % spec.group_multiple:
+        raise FormatError(f"{encoding}: group_size must be a positive multiple of {spec.group_multiple} up to "
+                          f"{MAX_GROUP_SIZE}")
     return int(group_size)
 
 

@@ -18,8 +18,8 @@ from zoo.errors import ChecksumError, FormatError, VersionError
 from zoo.untrusted import MAX_YAML_BYTES, load_yaml, loads_json
 
 from .architectures import check_config, expected_tensors
-from .constants import (CARD_FILE, DTYPES, ENCODINGS, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, METADATA_KEY,
-                        TOKENIZER_FILE, part_name, part_shape, tile4_problem)
+from .constants import (CARD_FILE, DTYPES, ENCODINGS, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_VERSION, MAX_GROUP_SIZE,
+                        METADATA_KEY, TOKENIZER_FILE, part_name, part_shape, tile4_problem)
 from .encode import EncodedTensor, decode
 from .envelope import TensorEntry, parse_header
 
@@ -168,8 +168,10 @@ def _logical(name: str, info: object, entries: dict[str, TensorEntry], where: st
         raise FormatError(f"{name}: {spec.name} needs a 2-D shape, got {shape}")
     group = info.get("group_size")
     if spec.grouped:
-        if not isinstance(group, int) or isinstance(group, bool) or group <= 0 or group % spec.group_multiple:
-            raise FormatError(f"{name}: group_size must be a positive multiple of {spec.group_multiple}, got {group!r}")
+        if (not isinstance(group, int) or isinstance(group, bool) or not 0 < group <= MAX_GROUP_SIZE
+                or group % spec.group_multiple):
+            raise FormatError(f"{name}: group_size must be a positive multiple of {spec.group_multiple} up to "
+                              f"{MAX_GROUP_SIZE}, got {group!r}")
     elif group is not None:
         raise FormatError(f"{name}: {spec.name} takes no group_size")
     extra = set(info) - {"encoding", "shape", "group_size", *spec.meta_keys}

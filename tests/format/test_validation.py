@@ -109,6 +109,7 @@ def test_scales_not_finite(art):
     (lambda m: m["tensors"][W].update(encoding="sparse-q3"), (W, "unknown encoding")),
     (lambda m: m["tensors"][W].update(shape=[137, 40]), (W, "shape")),
     (lambda m: m["tensors"][W].update(group_size=96), (W, "group_size")),
+    (lambda m: m["tensors"][W].update(group_size=2 ** 63), (W, "group_size")),  # fuzz case: OverflowError in the plan
     (lambda m: m["tensors"][W].update(extra=1), (W, "unknown metadata")),
     (lambda m: m["config"].update(hidden_dim=100), ("config",)),
     (lambda m: m["config"].update(arch="gpt5"), ("unknown architecture",)),
