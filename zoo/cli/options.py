@@ -41,8 +41,8 @@ def output_dir(value: Path | None) -> Path | None:
     return value
 
 
-def threads() -> Any:
-    return typer.Option(None, "--threads", min=1, help="Kernel threads (default: all CPUs).")
+def threads(help: str = "Kernel threads (default: all CPUs).") -> Any:
+    return typer.Option(None, "--threads", min=1, help=help)
 
 
 def ctx(default: int | None, help: str) -> Any:

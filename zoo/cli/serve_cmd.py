@@ -20,7 +20,8 @@ def serve(
                                    "is unloaded)."),
     batch: int = typer.Option(8, "--batch", min=1, max=128, help="Requests to one model decoded together "
                               "(continuous batching; more wait their turn)."),
-    threads: int = options.threads(),
+    threads: int = options.threads("Kernel threads (default: all CPUs but one, which the event loop and local "
+                                   "clients need)."),
     ctx: int = options.ctx(None, "Context length of each loaded model (default: the model's, at most 4096)."),
     api_key: str = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Require "
                                 "'Authorization: Bearer KEY' on every request (or set ZOO_API_KEY)."),
@@ -40,7 +41,7 @@ def serve(
     from zoo.runtime import set_threads
     from zoo.serve import ModelManager, parse_duration
     from zoo.serve.errors import ApiError
-    from zoo.serve.server import exposure_warning, preload, serve as run_server
+    from zoo.serve.server import default_threads, exposure_warning, preload, serve as run_server
 
     try:
         keep = parse_duration(keep_alive)
@@ -48,8 +49,7 @@ def serve(
         raise typer.BadParameter(str(bad), param_hint="--keep-alive") from None
     if models and len(models) > max_loaded:
         raise RuntimeModelError(f"--models names {len(models)} models but --max-loaded is {max_loaded}")
-    if threads:
-        set_threads(threads)
+    set_threads(threads or default_threads())
     warning = exposure_warning(host)
     if warning:
         stderr_console().print(f"zoo: warning: {warning}", soft_wrap=True)

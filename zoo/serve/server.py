@@ -23,6 +23,16 @@ GRACEFUL_S = 5  # seconds running generations get to finish once the server is a
 BACKSTOP_S = 30  # then uvicorn cancels whatever still runs (a load or a pull cannot be interrupted)
 
 
+def default_threads() -> int:
+    """Kernel threads a server uses unless told: one CPU fewer than numba's, at least 1. Its event loop and the
+    clients on the same machine need a core; a kernel region that loses one of its threads to them stalls (2 vCPUs:
+    1 thread decodes 4 streams at 2.35x one and the API keeps 98% of in-process speed, 2 threads 0.71x and 59%,
+    bench/results/serve.md)."""
+    import numba
+
+    return max(1, numba.config.NUMBA_NUM_THREADS - 1)
+
+
 def exposure_warning(host: str) -> str | None:
     """A warning when `host` is not a loopback address (other machines could reach the server)."""
     try:
