@@ -59,7 +59,8 @@ def check_memory(parameters: int, windows: int, seq_len: int, vocab: int) -> Non
 
 
 class _Model:
-    """Logits of a Llama/MPT model in torch from a {name: tensor} mapping (weights may be trainable views)."""
+    """Logits of a Llama/MPT model in torch from a {name: tensor} mapping (a block linear may be a function of its
+    input instead: a Trainable's FakeQuantLinear)."""
 
     def __init__(self, config: dict, seq_len: int):
         from .torch_block import BlockForward
@@ -131,7 +132,7 @@ def distill(source, staged: Path, writer: ArtifactWriter, tokens: np.ndarray, bi
         batch = torch.from_numpy(tokens[pick])
         with torch.no_grad():
             target = model(torch, teacher, batch)
-        loss = _kl(torch, model(torch, {**fixed, **{n: t.effective(torch) for n, t in train.items()}}, batch), target)
+        loss = _kl(torch, model(torch, {**fixed, **{n: t.linear for n, t in train.items()}}, batch), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -81,18 +81,6 @@ class Trainable:
         else:  # float weights: the step an int4 grid of group 128 would have
             self.step = float(group_scales(weight, mask, 128, QMAX[4]).astype(np.float32).mean())
 
-    def effective(self, torch):
-        """The weight the block computes with, as one autograd expression (distillation's model takes whole
-        weights; `linear` computes the same product without keeping these weight-sized intermediates)."""
-        w = self.weight
-        if self.quantized:
-            s = torch.repeat_interleave(self.scales, self.group, dim=1)[:, :w.shape[1]]
-            live = s > 0
-            q = w / torch.where(live, s, torch.ones_like(s)).detach()
-            q = q + (torch.round(q) - q).detach()  # STE rounding; the codes see the scale as a constant (`linear`)
-            w = torch.where(live, q.clamp(-self.qmax, self.qmax) * s, torch.zeros_like(w))
-        return w if self.mask is None else w * self.mask
-
     def linear(self, x):
         """x @ W.T for the weight the block computes with: masked, and fake-quantized on the group grid (STE).
 
