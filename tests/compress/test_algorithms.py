@@ -115,11 +115,43 @@ def test_quantized_zeros_stay_zero(layer, method, quantizer, bits):
     assert rel_error(x, w, t) < (0.5 if bits == 8 else 1.0)
 
 
-def test_joint_gptq_beats_prune_then_rtn(layer):
+@pytest.mark.parametrize("act_order", [False, True])
+def test_sparsegpt_with_gptq_beats_prune_then_rtn(layer, act_order):
     x, w, stats = layer
-    joint = compress_linear(w, stats, LinearRecipe(method="sparsegpt", sparsity=0.5, bits=4, quantizer="gptq"))[0]
+    gptq = compress_linear(w, stats, LinearRecipe(method="sparsegpt", sparsity=0.5, bits=4, quantizer="gptq",
+                                                  act_order=act_order))[0]
     then_rtn = compress_linear(w, stats, LinearRecipe(method="sparsegpt", sparsity=0.5, bits=4, quantizer="rtn"))[0]
-    assert rel_error(x, w, joint) <= rel_error(x, w, then_rtn)
+    assert rel_error(x, w, gptq) <= rel_error(x, w, then_rtn)
+
+
+@pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.3), ("unstructured", 0.5), ("2:4", 0.5),
+                                              ("tile4", 0.5)])
+def test_sparsegpt_act_order_quantizes_under_the_float_sweeps_mask(layer, pattern, sparsity):
+    """With act-order, SparseGPT's float sweep chooses the mask and GPTQ act-order quantizes under it: the mask
+    is exactly the float sweep's, pruned weights stay zero, the scales are static groups of the updated weights."""
+    _, w, stats = layer
+    t, mask = compress_linear(w, stats, LinearRecipe(method="sparsegpt", sparsity=sparsity, pattern=pattern, bits=4,
+                                                     quantizer="gptq", act_order=True))
+    pruned = obs_compress(w, stats.xtx, sparsity=sparsity, pattern=pattern, factor=stats.inverse_factor(0.01))
+    np.testing.assert_array_equal(mask, pruned.mask)
+    assert np.all(decode(t)[~mask] == 0)
+    gptq = obs_compress(pruned.weight, stats.xtx, fixed_mask=mask, bits=4, group_size=128, act_order=True)
+    _, static = rtn(pruned.weight, mask, 4, 128)
+    np.testing.assert_array_equal(gptq.scales, static)
+    np.testing.assert_array_equal(decode(t), gptq.weight)
+
+
+@pytest.mark.parametrize("bits", [4, 3])
+@pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.3), ("unstructured", 0.5), ("tile4", 0.5)])
+def test_sparsegpt_act_order_error_below_the_joint_sweep(layer, bits, pattern, sparsity):
+    """Outlier input features (the fixture's, as in LLMs) make the column order matter more than quantizing in
+    SparseGPT's own sweep: on SmolLM2, 30% int4 went from x1.441 to x1.222 dense perplexity."""
+    x, w, stats = layer
+    e = {ao: rel_error(x, w, compress_linear(w, stats, LinearRecipe(method="sparsegpt", sparsity=sparsity,
+                                                                    pattern=pattern, bits=bits, quantizer="gptq",
+                                                                    act_order=ao))[0])
+         for ao in (False, True)}
+    assert e[True] < e[False], e
 
 
 @pytest.mark.parametrize("encoding,bits", [("q8", 8), ("q4", 4)])

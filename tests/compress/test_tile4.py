@@ -207,14 +207,14 @@ def test_pack_hands_codes_tile_mask_scales_and_keep_to_pack_tile4_q4(layer, monk
 def test_tile4_q4_decodes_to_the_pruned_weights(layer, method, quantizer):
     _, w, stats = layer
     t, mask = compress_linear(w, stats, LinearRecipe(method=method, sparsity=0.75, pattern="tile4", bits=4,
-                                                     quantizer=quantizer))
+                                                     quantizer=quantizer, act_order=False))
     assert t.encoding == "tile4-q4"
     dense = decode(t)
     assert np.all(dense[~mask] == 0)
     assert np.count_nonzero(dense) <= mask.sum()
     assert_tile4(unpack_mask(np.asarray(t.parts["tilemask"]), COLS).repeat(4, axis=0), 32)
     np.testing.assert_array_equal(unpack_mask(np.asarray(t.parts["tilemask"]), COLS).repeat(4, axis=0), mask)
-    if quantizer == "gptq":  # the stored codes and scales are exactly the joint sweep's
+    if quantizer == "gptq":  # without act-order the stored codes and scales are exactly the joint sweep's
         res = obs_compress(w, stats.xtx, sparsity=0.75, pattern="tile4", bits=4, group_size=128)
         np.testing.assert_array_equal(dense, res.weight)
     if quantizer == "rtn":  # round to nearest of the pruned weights: within half a step of each group's grid

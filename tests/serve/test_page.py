@@ -209,7 +209,8 @@ def test_the_charts_draw_every_measured_point_and_mark_the_pareto_front(page, se
         drawn = page.eval_on_selector_all(f"{selector} circle.point", "cs => cs.map(c => c.dataset.id)")
         front = page.eval_on_selector_all(f"{selector} circle.point.front", "cs => cs.map(c => c.dataset.id)")
         assert set(drawn) == measured
-        assert set(front) == {p["id"] for p in chart["points"] if p["front"]} and 0 < len(front) < len(drawn)
+        # every point can be on the front (each faster card measured worse): the page marks what the API computed
+        assert set(front) == {p["id"] for p in chart["points"] if p["front"]} and 0 < len(front) <= len(drawn)
         assert page.locator(f"{selector} polyline.pareto-line").count() == 1
 
 

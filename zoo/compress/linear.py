@@ -76,7 +76,7 @@ class LinearRecipe:
     quantizer: str = "rtn"
     blocksize: int = 128
     percdamp: float = 0.01
-    act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT)
+    act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (after SparseGPT's sweep)
 
     @property
     def prunes(self) -> bool:
@@ -100,10 +100,16 @@ def compress_linear(w: np.ndarray, stats: InputStats | None, recipe: LinearRecip
     mask = None
     keep = tile4_keep(r.sparsity) if r.prunes and r.pattern == "tile4" else None  # tile4-q4's K
     if r.prunes and r.method == "sparsegpt":
-        joint = quant and r.quantizer == "gptq"
+        gptq = quant and r.quantizer == "gptq"
+        joint = gptq and not r.act_order  # one sweep: SparseGPT's masks and GPTQ's codes column by column
         res = obs_compress(w, stats.xtx, sparsity=r.sparsity, pattern=r.pattern, bits=r.bits if joint else None,
                            group_size=r.group_size, blocksize=r.blocksize, percdamp=r.percdamp,
                            factor=stats.inverse_factor(r.percdamp))
+        if gptq and r.act_order:  # SparseGPT's float sweep chose the mask; GPTQ act-order quantizes under it
+            mask = res.mask
+            res = obs_compress(res.weight, stats.xtx, fixed_mask=mask, bits=r.bits, group_size=r.group_size,
+                               blocksize=r.blocksize, percdamp=r.percdamp, act_order=True)
+            return pack(res.weight, mask, r.bits, r.group_size, res.codes, res.scales, keep=keep), mask
         if joint:
             return pack(res.weight, res.mask, r.bits, r.group_size, res.codes, res.scales, keep=keep), res.mask
         return pack(res.weight, res.mask, r.bits, r.group_size, keep=keep), res.mask

@@ -36,7 +36,7 @@ class Recipe:
     sensitivity_lambda: float = 0.1  # the sensitivity profile's half-width (docs/compress.md, "sensitivity")
     percdamp: float = 0.01
     blocksize: int = 128
-    act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (not with SparseGPT pruning)
+    act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (SparseGPT: a second sweep)
     recover: str = "none"  # blockwise | distill | both: train the kept weights back towards the dense model (masks fixed)
     recover_tokens: int = 131072  # calibration tokens each block's recovery, and distillation, trains on (repeats counted)
 
@@ -102,9 +102,8 @@ class Recipe:
 
     @property
     def uses_act_order(self) -> bool:
-        """act-order in effect: GPTQ quantizes, and SparseGPT is not choosing the mask in the same sweep."""
-        return self.act_order and self.bits < 16 and self.quantizer == "gptq" and \
-            not (self.method == "sparsegpt" and self.sparsity and self.pattern != "neurons")
+        """act-order in effect: GPTQ quantizes (after SparseGPT's own sweep chose the mask, when it prunes)."""
+        return self.act_order and self.bits < 16 and self.quantizer == "gptq"
 
     def for_layer(self, sparsity: float) -> LinearRecipe:
         """The per-linear recipe of a layer whose sparsity the profile fixed."""
