@@ -54,7 +54,8 @@ PROFILE = typer.Option("uniform", "--profile", help="Per-layer sparsity: uniform
 GROUP = options.group_size(128, "Quantization group size (multiple of 64 when sparse).")
 QUANTIZER = typer.Option("rtn", "--quantizer", help="rtn | gptq.")
 ACT_ORDER = typer.Option(True, "--act-order/--no-act-order",
-                         help="GPTQ: quantize columns by decreasing Hessian diagonal (static groups).")
+                         help="GPTQ: quantize columns by decreasing Hessian diagonal (static groups); with "
+                              "SparseGPT, a second sweep under its mask (--no-act-order: one joint sweep).")
 OWL_LAMBDA = typer.Option(None, "--owl-lambda", help="OWL: half-width of the per-layer sparsity range (default: Recipe's).")
 OWL_M = typer.Option(None, "--owl-m", help="OWL: a weight is an outlier above M x its layer's mean Wanda score.")
 SENS_LAMBDA = typer.Option(None, "--sensitivity-lambda",
