@@ -99,25 +99,20 @@ def compress_linear(w: np.ndarray, stats: InputStats | None, recipe: LinearRecip
         raise CompressError(f"{r.method}/{r.quantizer} needs calibration statistics")
     mask = None
     keep = tile4_keep(r.sparsity) if r.prunes and r.pattern == "tile4" else None  # tile4-q4's K
+    gptq = quant and r.quantizer == "gptq"
     if r.prunes and r.method == "sparsegpt":
-        gptq = quant and r.quantizer == "gptq"
         joint = gptq and not r.act_order  # one sweep: SparseGPT's masks and GPTQ's codes column by column
         res = obs_compress(w, stats.xtx, sparsity=r.sparsity, pattern=r.pattern, bits=r.bits if joint else None,
                            group_size=r.group_size, blocksize=r.blocksize, percdamp=r.percdamp,
                            factor=stats.inverse_factor(r.percdamp))
-        if gptq and r.act_order:  # SparseGPT's float sweep chose the mask; GPTQ act-order quantizes under it
-            mask = res.mask
-            res = obs_compress(res.weight, stats.xtx, fixed_mask=mask, bits=r.bits, group_size=r.group_size,
-                               blocksize=r.blocksize, percdamp=r.percdamp, act_order=True)
-            return pack(res.weight, mask, r.bits, r.group_size, res.codes, res.scales, keep=keep), mask
         if joint:
             return pack(res.weight, res.mask, r.bits, r.group_size, res.codes, res.scales, keep=keep), res.mask
-        return pack(res.weight, res.mask, r.bits, r.group_size, keep=keep), res.mask
-    if r.prunes:
+        w, mask = res.weight, res.mask  # the float sweep's; with GPTQ, act-order quantizes under this mask below
+    elif r.prunes:
         scores = magnitude_scores(w) if r.method == "magnitude" else wanda_scores(w, stats.col_norms)
         mask = select(scores, r.sparsity, r.pattern, r.scope if r.method == "magnitude" else "row")
         w = np.where(mask, w, np.float32(0))
-    if quant and r.quantizer == "gptq":
+    if gptq:
         res = obs_compress(w, stats.xtx, fixed_mask=mask, bits=r.bits, group_size=r.group_size,
                            blocksize=r.blocksize, percdamp=r.percdamp, act_order=r.act_order,
                            factor=None if r.act_order else stats.inverse_factor(r.percdamp))
