@@ -362,16 +362,21 @@ def decode(t: EncodedTensor) -> np.ndarray:
 
 
 def stored_scales(t: EncodedTensor) -> np.ndarray:
-    """The group scales of a symmetric quantized tensor (q8, q4 without zeros, sparse-q4/q8, tile4-q4) as
-    float16 [rows, groups], row by row whatever the stored order (tile4-q4 stores them tile by tile)."""
-    if t.encoding not in ("q8", "q4", "sparse-q8", "sparse-q4", "tile4-q4") or "zeros" in t.parts:
-        raise FormatError(f"{t.encoding}{' with zero points' if 'zeros' in t.parts else ''}: no symmetric group scales")
+    """The group scales of a quantized tensor (q8, q4, sparse-q4/q8, tile4-q4) as float16 [rows, groups], row by
+    row whatever the stored order (tile4-q4 stores them tile by tile); q4's zero points: `stored_zeros`."""
+    if t.encoding not in ("q8", "q4", "sparse-q8", "sparse-q4", "tile4-q4"):
+        raise FormatError(f"{t.encoding}: no group scales")
     scales = np.asarray(t.parts["scales"])
     if t.encoding != "tile4-q4":
         return scales
     rows, cols = t.shape
     tiles, groups = rows // TILE_ROWS, n_groups(cols, TILE_GROUP)
     return np.ascontiguousarray(scales.reshape(tiles, groups, TILE_ROWS).transpose(0, 2, 1).reshape(rows, groups))
+
+
+def stored_zeros(t: EncodedTensor) -> np.ndarray | None:
+    """The zero points uint8 [rows, groups] of a q4 tensor that stores them; None for a symmetric encoding."""
+    return np.asarray(t.parts["zeros"]) if t.encoding == "q4" and "zeros" in t.parts else None
 
 
 def tile4_columns(tilemask: np.ndarray, keep: int) -> np.ndarray:

@@ -77,6 +77,7 @@ SCHEMA: dict[str, Any] = {
                 "sensitivity": {"type": ["object", "null"]},  # the sensitivity profile's lambda and measured layer errors
                 "code_bits": _NULL_INT,  # 3-bit codes stored in 4-bit containers
                 "act_order": {"type": ["boolean", "null"]},  # GPTQ: columns in decreasing Hessian-diagonal order
+                "zero_points": {"type": ["boolean", "null"]},  # q4 with a zero point per group (grid [min, max])
                 "encodings": {"type": ["object", "null"]},  # zoo compress: encoding -> how many matrices got it
                 "encoding_reasons": {"type": ["object", "null"]},  # zoo compress: encoding -> why (one line)
                 "recovery": {"type": ["object", "null"]},  # zoo compress --recover: settings and measured losses

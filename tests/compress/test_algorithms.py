@@ -164,6 +164,46 @@ def test_rtn_matches_the_format_reference(layer, encoding, bits):
         np.testing.assert_array_equal(ours.parts[k], ref.parts[k])
 
 
+def test_rtn_zero_points_match_the_format_reference(layer):
+    _, w, _ = layer
+    lopsided = w + np.float32(0.8)  # most groups one-signed: the zero point moves off 8
+    ours, _ = compress_linear(lopsided, None, LinearRecipe(method="magnitude", bits=4, zero_points=True))
+    ref = encode(lopsided, "q4", group_size=128, zeros=True)
+    assert set(ours.parts) == set(ref.parts) == {"qweight", "scales", "zeros"}
+    for k in ref.parts:
+        np.testing.assert_array_equal(ours.parts[k], ref.parts[k])
+    assert np.asarray(ours.parts["zeros"]).min() < 8
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_zero_points_on_their_grid_and_better_on_lopsided_weights(layer, act_order):
+    """Codes stay in [-z, 15 - z] of their group, the weights are exactly codes x scales, the stored tensor decodes
+    to them, and on weights of one sign GPTQ with zero points beats both symmetric GPTQ and RTN with zero points."""
+    x, w, stats = layer
+    lopsided = w + np.float32(0.8)
+    res = obs_compress(lopsided, stats.xtx, bits=4, group_size=64, act_order=act_order, zero_points=True)
+    z = np.repeat(res.zeros.astype(np.int16), 64, axis=1)
+    assert np.all(res.codes >= -z) and np.all(res.codes <= 15 - z)
+    expect = res.codes.astype(np.float32) * np.repeat(res.scales.astype(np.float32), 64, axis=1)
+    np.testing.assert_array_equal(res.weight, expect)
+    e = {zp: rel_error(x, lopsided, compress_linear(lopsided, stats, LinearRecipe(
+        method="magnitude", bits=4, group_size=64, quantizer="gptq", act_order=act_order, zero_points=zp))[0])
+        for zp in (False, True)}
+    rtn_zp = rel_error(x, lopsided, compress_linear(lopsided, stats, LinearRecipe(
+        method="magnitude", bits=4, group_size=64, zero_points=True))[0])
+    assert e[True] < e[False] and e[True] < rtn_zp, (e, rtn_zp)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_zero_points_keep_pruned_weights_zero(layer, method):
+    """A pruned weight stored in q4 with zero points is code z: exactly zero again."""
+    _, w, stats = layer
+    t, mask = compress_linear(w + np.float32(0.8), stats, LinearRecipe(
+        method=method, sparsity=0.5, bits=4, quantizer="gptq", zero_points=True))
+    assert t.encoding == "q4" and "zeros" in t.parts
+    assert np.all(decode(t)[~mask] == 0) and np.count_nonzero(decode(t)[mask]) > 0.9 * mask.sum()
+
+
 def test_gptq_codes_on_the_grid(layer):
     _, w, stats = layer
     res = obs_compress(w, stats.xtx, bits=4, group_size=64)

@@ -41,6 +41,21 @@ def test_compress_json_and_eval(tiny_llama, tmp_path):
     assert r["windows"] * 31 == r["tokens_scored"] and len(r["text_sha256"]) == 64
 
 
+def test_compress_zero_points_from_the_cli(tiny_llama, tmp_path):
+    """--zero-points stores every linear as q4 with zero points, the card says so, and the runtime evaluates it."""
+    from zoo.format import open_artifact
+
+    out = tmp_path / "zp"
+    proc = zoo("compress", str(tiny_llama), "-o", str(out), "--bits", "4", "--quantizer", "gptq", "--zero-points",
+               "--samples", "4", "--seq-len", "32", "--ctx", "32", "--eval-windows", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads(proc.stdout)["card"]
+    assert card["compression"]["zero_points"] is True and card["metrics"]["perplexity"]["value"] > 1
+    tensors = open_artifact(out).tensors
+    linears = [t for n, t in tensors.items() if n.startswith("blk.") and len(t.shape) == 2]
+    assert linears and all(t.encoding == "q4" and "zeros" in t.parts for t in linears)
+
+
 def test_compress_sensitivity_profile_from_the_cli(tiny_llama, tmp_path):
     out = tmp_path / "s60"
     proc = zoo("compress", str(tiny_llama), "-o", str(out), "--method", "wanda", "--sparsity", "0.6",
@@ -76,6 +91,9 @@ def test_sweep_writes_table_csv_json_png(tiny_llama, tmp_path):
     (["compress", "{model}", "-o", "{tmp}/o", "--method", "obs", "--sparsity", "0.5"], 1, "unknown method"),
     (["compress", "{model}", "-o", "{tmp}/o", "--bits", "5"], 2, "--bits"),
     (["compress", "{model}", "-o", "{model}", "--sparsity", "0.5"], 1, "already exists"),
+    (["compress", "{model}", "-o", "{tmp}/o", "--bits", "8", "--zero-points"], 1, "plain q4 only"),
+    (["compress", "{model}", "-o", "{tmp}/o", "--bits", "4", "--pattern", "tile4", "--sparsity", "0.5",
+      "--zero-points"], 1, "plain q4 only"),
     (["eval", "{model}", "--text", "/nonexistent.txt"], 1, "cannot read text"),
     (["eval", "{model}", "--engine", "gpu"], 1, "engine must be"),
     (["sweep", "{model}", "--sparsity", "a,b"], 1, "comma-separated"),

@@ -65,6 +65,7 @@ def _first_layer(tiny_llama, recipe: Recipe):
     dict(method="sparsegpt", sparsity=0.9, bits=4),  # sparse-q4
     dict(method="wanda", sparsity=0.5, bits=16),  # sparse-f16: no fake quantization
     dict(sparsity=0.0, bits=4),  # q4, nothing pruned
+    dict(method="wanda", sparsity=0.5, bits=4, quantizer="gptq", zero_points=True),  # q4 with zero points
 ])
 def test_recovery_lowers_the_held_out_error_and_keeps_masks_and_encodings(tiny_llama, opts):
     recipe = Recipe(samples=64, seq_len=64, **opts).validated()
@@ -90,6 +91,8 @@ def test_recovery_lowers_the_held_out_error_and_keeps_masks_and_encodings(tiny_l
         if enc.encoding in ("tile4-q4", "sparse-q4", "sparse-f16"):
             assert np.array_equal(next(iter(v for k, v in new_enc[name].parts.items() if k in ("tilemask", "bitmask"))),
                                   next(iter(v for k, v in enc.parts.items() if k in ("tilemask", "bitmask"))))
+        if "zeros" in enc.parts:  # zero points are fixed: the weights and scales train around them
+            assert np.array_equal(new_enc[name].parts["zeros"], enc.parts["zeros"])
         assert not np.array_equal(new_dec[name], decoded[name]), f"{name} did not train"
 
 
@@ -97,6 +100,7 @@ def test_recovery_lowers_the_held_out_error_and_keeps_masks_and_encodings(tiny_l
     dict(method="sparsegpt", sparsity=0.75, pattern="tile4", bits=4, quantizer="gptq"),
     dict(method="wanda", sparsity=0.5, bits=4), dict(method="sparsegpt", sparsity=0.9, bits=4),
     dict(method="wanda", sparsity=0.9, bits=8), dict(sparsity=0.0, bits=8), dict(method="wanda", sparsity=0.5, bits=16),
+    dict(method="wanda", sparsity=0.5, bits=4, quantizer="gptq", zero_points=True),
 ])
 def test_untrained_state_re_encodes_to_the_same_bytes(tiny_llama, opts):
     """The trainable form (float weights, f32 scales, mask) of every encoding stores back bit for bit."""
@@ -133,20 +137,28 @@ def _plain_fake_quant(t) -> torch.Tensor:
     live = s > 0
     q = w / torch.where(live, s, torch.ones_like(s)).detach()
     q = q + (torch.round(q) - q).detach()
-    w = torch.where(live, q.clamp(-t.qmax, t.qmax) * s, torch.zeros_like(w))
+    if t.zeros is None:
+        q = q.clamp(-t.qmax, t.qmax)
+    else:
+        z = torch.repeat_interleave(t.zeros, t.group, dim=1)[:, :w.shape[1]]
+        q = q.clamp(-z, 15 - z)
+    w = torch.where(live, q * s, torch.zeros_like(w))
     return w if t.mask is None else w * t.mask
 
 
-def test_fake_quant_linear_matches_autograd_and_keeps_no_weight_sized_tensor(tiny_llama, monkeypatch):
+@pytest.mark.parametrize("zero_points", [False, True])
+def test_fake_quant_linear_matches_autograd_and_keeps_no_weight_sized_tensor(tiny_llama, monkeypatch, zero_points):
     """The custom STE linear computes the plain autograd expression's output and gradients (clipped codes, a zero
-    scale and pruned weights included) while saving for backward nothing weight-sized but the weight and its mask."""
+    scale and pruned weights included; zero points clip each group at its own bounds) while saving for backward
+    nothing weight-sized but the weight and its mask."""
     import zoo.compress.torch_block as torch_block
     from zoo.compress.recover import Trainable
 
     monkeypatch.setattr(torch_block, "ROWS_AT_ONCE", 48)  # the 128 rows in three parts, the last one short
-    recipe = Recipe(samples=64, seq_len=64, method="wanda", sparsity=0.5, bits=4).validated()
+    recipe = Recipe(samples=64, seq_len=64, method="wanda", sparsity=0.5, bits=4, zero_points=zero_points).validated()
     _, _, _, encoded, decoded, masks = _first_layer(tiny_llama, recipe)
     name = "blk.0.ffn_down.weight"
+    assert ("zeros" in encoded[name].parts) == zero_points
     rng = np.random.default_rng(5)
     w = decoded[name] * rng.uniform(0.5, 1.6, decoded[name].shape).astype(np.float32)  # off grid, some codes clip
     plain, fused = (Trainable(torch, encoded[name], masks[name], w.copy(), 4) for _ in range(2))

@@ -23,7 +23,7 @@ _spec.loader.exec_module(harness)
 
 PROMPTS = ["hello world", "the quick brown fox", "once upon a time", "what is two and two", "tell me a story",
            "good morning", "name three colors", "why is the sky blue"]
-N = 24
+N = 64
 
 
 def _unbatched(model, tok, prompt: str, n: int, chat: bool = True):

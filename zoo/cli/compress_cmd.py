@@ -56,6 +56,9 @@ QUANTIZER = typer.Option("rtn", "--quantizer", help="rtn | gptq.")
 ACT_ORDER = typer.Option(True, "--act-order/--no-act-order",
                          help="GPTQ: quantize columns by decreasing Hessian diagonal (static groups); with "
                               "SparseGPT, a second sweep under its mask (--no-act-order: one joint sweep).")
+ZERO_POINTS = typer.Option(False, "--zero-points",
+                           help="4 bits: store a zero point per group (plain q4), so each group's grid spans its own "
+                                "[min, max] instead of ±absmax: 16 levels, not 15, where the weights are lopsided.")
 OWL_LAMBDA = typer.Option(None, "--owl-lambda", help="OWL: half-width of the per-layer sparsity range (default: Recipe's).")
 OWL_M = typer.Option(None, "--owl-m", help="OWL: a weight is an outlier above M x its layer's mean Wanda score.")
 SENS_LAMBDA = typer.Option(None, "--sensitivity-lambda",
@@ -97,6 +100,7 @@ def compress_cmd(
     group_size: int = GROUP,
     quantizer: str = QUANTIZER,
     act_order: bool = ACT_ORDER,
+    zero_points: bool = ZERO_POINTS,
     owl_lambda: float = OWL_LAMBDA,
     owl_m: float = OWL_M,
     sensitivity_lambda: float = SENS_LAMBDA,
@@ -135,7 +139,8 @@ def compress_cmd(
     recipe = _recipe(method, sparsity if sparsity is not None else (None if ":" in pattern else 0.0), pattern, profile,
                      bits, group_size, quantizer, samples, seq_len, seed, act_order, owl_lambda, owl_m,
                      sensitivity_lambda)
-    recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated)
+    recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated,
+                     zero_points=zero_points)
     source = _source(src, quiet)
     t0 = time.monotonic()
     # on a terminal, a bar per phase with ETA (on stderr, also with --json)

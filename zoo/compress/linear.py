@@ -15,7 +15,7 @@ from zoo.format import EncodedTensor
 
 from .masks import magnitude_scores, select, tile4_keep, wanda_scores
 from .obs import hessian, inverse_hessian_factor, obs_compress
-from .quant import pack
+from .quant import pack, rtn_zero_points
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
 QUANTIZERS = ("rtn", "gptq")
@@ -77,6 +77,7 @@ class LinearRecipe:
     blocksize: int = 128
     percdamp: float = 0.01
     act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (after SparseGPT's sweep)
+    zero_points: bool = False  # q4: each group's grid spans its own [min, max] (stored zero points)
 
     @property
     def prunes(self) -> bool:
@@ -104,9 +105,10 @@ def compress_linear(w: np.ndarray, stats: InputStats | None, recipe: LinearRecip
         joint = gptq and not r.act_order  # one sweep: SparseGPT's masks and GPTQ's codes column by column
         res = obs_compress(w, stats.xtx, sparsity=r.sparsity, pattern=r.pattern, bits=r.bits if joint else None,
                            group_size=r.group_size, blocksize=r.blocksize, percdamp=r.percdamp,
-                           factor=stats.inverse_factor(r.percdamp))
+                           zero_points=joint and r.zero_points, factor=stats.inverse_factor(r.percdamp))
         if joint:
-            return pack(res.weight, res.mask, r.bits, r.group_size, res.codes, res.scales, keep=keep), res.mask
+            return pack(res.weight, res.mask, r.bits, r.group_size, res.codes, res.scales, keep=keep,
+                        zeros=res.zeros), res.mask
         w, mask = res.weight, res.mask  # the float sweep's; with GPTQ, act-order quantizes under this mask below
     elif r.prunes:
         scores = magnitude_scores(w) if r.method == "magnitude" else wanda_scores(w, stats.col_norms)
@@ -115,6 +117,9 @@ def compress_linear(w: np.ndarray, stats: InputStats | None, recipe: LinearRecip
     if gptq:
         res = obs_compress(w, stats.xtx, fixed_mask=mask, bits=r.bits, group_size=r.group_size,
                            blocksize=r.blocksize, percdamp=r.percdamp, act_order=r.act_order,
-                           factor=None if r.act_order else stats.inverse_factor(r.percdamp))
-        return pack(res.weight, mask, r.bits, r.group_size, res.codes, res.scales, keep=keep), mask
+                           zero_points=r.zero_points, factor=None if r.act_order else stats.inverse_factor(r.percdamp))
+        return pack(res.weight, mask, r.bits, r.group_size, res.codes, res.scales, keep=keep, zeros=res.zeros), mask
+    if quant and r.zero_points:
+        codes, scales, zeros = rtn_zero_points(w, mask, r.group_size)
+        return pack(w, mask, r.bits, r.group_size, codes, scales, keep=keep, zeros=zeros), mask
     return pack(w, mask, r.bits, r.group_size, keep=keep), mask

@@ -1,8 +1,10 @@
-"""Symmetric group quantization on the zoo format's grid (SPEC.md 3.5) and packing into encodings.
+"""Group quantization on the zoo format's grid (SPEC.md 3.5) and packing into encodings.
 
 Codes are signed integers q with w ≈ q · scale[r, c // group_size]; scales are f16 and computed over
 the kept (mask = True) weights of a group only, so pruned weights stay exactly zero and do not widen
-the grid. 3 bits is stored in the 4-bit containers with codes limited to [-3, 3].
+the grid. Symmetric codes lie in [-qmax, qmax]; 3 bits is stored in the 4-bit containers with codes
+limited to [-3, 3]. With zero points (plain q4 only) a group's grid spans its own [min, max] (0 included):
+the stored u = q + z lies in [0, 15], so q lies in [-z, 15 - z] and a pruned weight (q = 0) is still 0.
 
 Which encoding `pack` chooses for a 4-bit (or 3-bit) weight:
 - tile4 mask (`keep` = K given) -> `tile4-q4`, the encoding the decode kernels skip columns in;
@@ -20,6 +22,7 @@ from zoo.errors import CompressError
 from zoo.format import EncodedTensor, encode, pack_q4, pack_q8, pack_sparse
 
 QMAX = {8: 127, 4: 7, 3: 3}
+ZERO_POINT_LEVELS = 15  # q4 with zero points: stored codes u in [0, 15]
 # below this share of pruned weights a 4-bit weight without a tile pattern is stored as plain q4 (pruned = code 0):
 # the format 1.0 bitmask decodes slower than q4 below ~70-85% (bench/RESULTS.md: sparse-q4 vs q4 matvec 0.70 / 0.93 /
 # 1.09x at 50 / 70 / 90% on a Zen 4, 0.67-0.81 / 1.10 / 1.45-1.52x at 50 / 75 / 90% on an Intel AVX-512, 0.4-0.9x on
@@ -42,21 +45,47 @@ def f16_scale(absmax: np.ndarray, qmax: int) -> np.ndarray:
     return s
 
 
-def group_scales(w: np.ndarray, mask: np.ndarray | None, group_size: int, qmax: int) -> np.ndarray:
-    """Per-group scales float16 [rows, ceil(cols/group_size)] from the absmax of kept weights."""
+def _grouped(w: np.ndarray, mask: np.ndarray | None, group_size: int) -> np.ndarray:
+    """Kept weights float32 [rows, groups, group_size], pruned and padding positions 0."""
     rows, cols = w.shape
     g = -(-cols // group_size)
     padded = np.zeros((rows, g * group_size), np.float32)
-    padded[:, :cols] = np.abs(w) if mask is None else np.where(mask, np.abs(w), 0)
-    return f16_scale(padded.reshape(rows, g, group_size).max(axis=2), qmax)
+    padded[:, :cols] = w if mask is None else np.where(mask, w, 0)
+    return padded.reshape(rows, g, group_size)
 
 
-def codes_for(w: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
-    """clip(rint(w / s), -qmax, qmax), 0 where s = 0; scale broadcasts against w (float32 per column)."""
+def group_scales(w: np.ndarray, mask: np.ndarray | None, group_size: int, qmax: int) -> np.ndarray:
+    """Per-group scales float16 [rows, ceil(cols/group_size)] from the absmax of kept weights."""
+    return f16_scale(np.abs(_grouped(w, mask, group_size)).max(axis=2), qmax)
+
+
+def group_zero_points(w: np.ndarray, mask: np.ndarray | None, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scales f16, zero points uint8) [rows, groups] of q4 with zero points: each group's kept weights span
+    [min(lo, 0), max(hi, 0)] on 15 steps (SPEC.md 3.5); a group of zeros has scale 0 and zero point 8."""
+    grouped = _grouped(w, mask, group_size)
+    lo, hi = np.minimum(grouped.min(axis=2), 0), np.maximum(grouped.max(axis=2), 0)
+    scales = f16_scale(hi - lo, ZERO_POINT_LEVELS)
+    s = scales.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zeros = np.where(s > 0, np.clip(np.rint(-lo / np.where(s > 0, s, 1)), 0, ZERO_POINT_LEVELS), 8)
+    return scales, zeros.astype(np.uint8)
+
+
+def code_bounds(zeros: np.ndarray | None, qmax: int) -> tuple[np.ndarray | int, np.ndarray | int]:
+    """(lowest, highest) signed code: ±qmax, or per position [-z, 15 - z] for zero points z (any shape)."""
+    if zeros is None:
+        return -qmax, qmax
+    z = np.asarray(zeros, np.float32)
+    return -z, ZERO_POINT_LEVELS - z
+
+
+def codes_for(w: np.ndarray, scale: np.ndarray, qmax: int, zeros: np.ndarray | None = None) -> np.ndarray:
+    """clip(rint(w / s), lowest, highest) (`code_bounds`), 0 where s = 0; scale (and zeros) broadcast against w."""
     s = np.asarray(scale, np.float32)
+    lo, hi = code_bounds(zeros, qmax)
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(s > 0, np.rint(w / np.where(s > 0, s, 1)), 0)
-    return np.clip(q, -qmax, qmax).astype(np.int8)
+    return np.clip(q, lo, hi).astype(np.int8)
 
 
 def per_column(scales: np.ndarray, group_size: int, cols: int) -> np.ndarray:
@@ -74,18 +103,30 @@ def rtn(w: np.ndarray, mask: np.ndarray | None, bits: int, group_size: int) -> t
     return codes, scales
 
 
+def rtn_zero_points(w: np.ndarray, mask: np.ndarray | None, group_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round-to-nearest on q4's zero-point grid: (codes int8 [rows, cols] in [-z, 15 - z], scales f16, zeros u8)."""
+    scales, zeros = group_zero_points(w, mask, group_size)
+    cols = w.shape[1]
+    codes = codes_for(w, per_column(scales, group_size, cols), 0, per_column(zeros, group_size, cols))
+    if mask is not None:
+        codes[~mask] = 0
+    return codes, scales, zeros
+
+
 def dequantize(codes: np.ndarray, scales: np.ndarray, group_size: int) -> np.ndarray:
     """float32 [rows, cols] = codes · scales."""
     return codes.astype(np.float32) * per_column(scales, group_size, codes.shape[1])
 
 
 def pack(w: np.ndarray, mask: np.ndarray | None, bits: int, group_size: int,
-         codes: np.ndarray | None = None, scales: np.ndarray | None = None, keep: int | None = None) -> EncodedTensor:
+         codes: np.ndarray | None = None, scales: np.ndarray | None = None, keep: int | None = None,
+         zeros: np.ndarray | None = None) -> EncodedTensor:
     """Encode one linear weight: dense/q8/q4, sparse-*, or tile4-q4 (the choice: module docstring).
 
     With bits 16 the values are stored as f16 (`w` already holds the final weights, zeros pruned).
     With bits 8/4/3 give `codes`/`scales` (GPTQ) or let RTN pick them from `w`. `keep`: the mask is
-    tile4's with K = keep columns per (4-row tile, 128-column group).
+    tile4's with K = keep columns per (4-row tile, 128-column group). `zeros` (uint8 [rows, groups], with
+    `codes`): q4 with zero points, which only plain q4 stores.
     """
     sparse = mask is not None and not bool(mask.all())
     if sparse and bits <= 4 and keep is None and (  # a row's count rounds by one weight
@@ -97,6 +138,9 @@ def pack(w: np.ndarray, mask: np.ndarray | None, bits: int, group_size: int,
         return pack_sparse("sparse-f16", mask, np.where(mask, w, 0).astype(np.float16), None, None)
     if codes is None:
         codes, scales = rtn(w, mask, bits, group_size)
+    if zeros is not None and (sparse or bits != 4):
+        raise CompressError("zero points are stored by plain q4 only: not at "
+                            f"{bits} bits{' or with a sparse encoding' if sparse else ''}")
     if sparse and bits <= 4 and keep is not None:
         if group_size != 128:
             raise CompressError(f"tile4-q4 needs group size 128, got {group_size}")
@@ -113,4 +157,6 @@ def pack(w: np.ndarray, mask: np.ndarray | None, bits: int, group_size: int,
         raise CompressError(f"quantized tensors need a group size that is a multiple of 32, got {group_size}")
     if bits == 8:
         return pack_q8(codes, scales, group_size)
+    if zeros is not None:
+        return pack_q4((codes + per_column(zeros, group_size, codes.shape[1])).astype(np.uint8), scales, group_size, zeros)
     return pack_q4((codes + 8).astype(np.uint8), scales, group_size)

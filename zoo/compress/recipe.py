@@ -9,6 +9,7 @@ from zoo.errors import CompressError
 from .linear import METHODS, QUANTIZERS, LinearRecipe
 from .masks import PATTERNS, TILE4_KEEP, parse_nm, pattern_sparsity
 from .profile import PROFILES
+from .quant import SPARSE_Q4_MIN_SPARSITY
 from .distill import DISTILL_LR
 from .recover import BATCH_WINDOWS, HELD_OUT, RECOVER_MODES, STEP_LR
 
@@ -37,6 +38,7 @@ class Recipe:
     percdamp: float = 0.01
     blocksize: int = 128
     act_order: bool = True  # GPTQ: columns by decreasing Hessian diagonal, static groups (SparseGPT: a second sweep)
+    zero_points: bool = False  # int4 stored as plain q4 with a zero point per group: the grid spans [min, max]
     recover: str = "none"  # blockwise | distill | both: train the kept weights back towards the dense model (masks fixed)
     recover_tokens: int = 131072  # calibration tokens each block's recovery, and distillation, trains on (repeats counted)
 
@@ -87,6 +89,9 @@ class Recipe:
                                 f"got {self.calib_generated}")
         if not 0 < self.percdamp < 1:
             raise CompressError("dampening must be in (0, 1)")
+        if self.zero_points and (self.bits != 4 or self.pattern == "tile4" or sparsity >= SPARSE_Q4_MIN_SPARSITY):
+            raise CompressError("zero points are stored by plain q4 only: they need --bits 4, no tile4 pattern and "
+                                f"sparsity below {SPARSE_Q4_MIN_SPARSITY:g} (sparser weights are stored as sparse-q4)")
         if self.recover not in RECOVER_MODES:
             raise CompressError(f"unknown recovery {self.recover!r} (known: {', '.join(RECOVER_MODES)})")
         if self.recover != "none" and self.recover_tokens < 1:
@@ -109,7 +114,8 @@ class Recipe:
         """The per-linear recipe of a layer whose sparsity the profile fixed."""
         return LinearRecipe(method=self.method, sparsity=sparsity, pattern=self.pattern, scope=self.scope,
                             bits=self.bits, group_size=self.group_size, quantizer=self.quantizer,
-                            blocksize=self.blocksize, percdamp=self.percdamp, act_order=self.uses_act_order)
+                            blocksize=self.blocksize, percdamp=self.percdamp, act_order=self.uses_act_order,
+                            zero_points=self.zero_points)
 
     def card(self) -> dict:
         """The recipe as the card's `compression` mapping (calibration added by the pipeline)."""
@@ -121,6 +127,8 @@ class Recipe:
                "dampening": self.percdamp, "blocksize": self.blocksize}
         if quantized and self.quantizer == "gptq":
             out["act_order"] = self.uses_act_order
+        if self.zero_points:
+            out["zero_points"] = True
         if self.bits == 3:  # 3-bit codes live in the 4-bit containers: the card states the storage bits
             out["bits"], out["code_bits"] = 4, 3
         if self.method == "magnitude":

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.errors import CompressError
-from zoo.format import EncodedTensor, decode, stored_scales
+from zoo.format import EncodedTensor, decode, stored_scales, stored_zeros
 
 from .quant import QMAX, codes_for, group_scales, pack, per_column
 from .windows import compress_threads
@@ -61,7 +61,8 @@ class BlockRecovery:
 
 
 class Trainable:
-    """One linear's trainable state: float weights (masked) and, when quantized, f32 group scales.
+    """One linear's trainable state: float weights (masked) and, when quantized, f32 group scales (q4's zero
+    points, when stored, stay fixed).
 
     The weights are `weight`'s memory (float32, C order, writable: else a copy), trained in place, and the
     bool mask is `mask`'s: a 7B block's float32 copy is 0.8 GB, a float32 mask as much again."""
@@ -72,11 +73,14 @@ class Trainable:
         self.mask = None if mask is None else torch.from_numpy(np.require(mask, np.bool_, "C"))
         self.weight = torch.nn.Parameter(torch.from_numpy(np.require(weight, np.float32, ["C", "W"])))
         self.quantized = bits < 16
-        self.scales, self.group, self.qmax = None, 0, 0
+        self.scales, self.zeros, self.group, self.qmax = None, None, 0, 0
         if self.quantized:
             self.qmax = QMAX[bits]
             self.group = enc.group_size
             self.scales = torch.nn.Parameter(torch.from_numpy(stored_scales(enc).astype(np.float32)))
+            zeros = stored_zeros(enc)  # q4 with zero points: fixed, the scales and weights train around them
+            self.np_zeros = zeros
+            self.zeros = None if zeros is None else torch.from_numpy(zeros.astype(np.float32))
             self.step = float(self.scales.detach().abs().mean())
         else:  # float weights: the step an int4 grid of group 128 would have
             self.step = float(group_scales(weight, mask, 128, QMAX[4]).astype(np.float32).mean())
@@ -88,7 +92,7 @@ class Trainable:
         LSQ's round(q) - q, which is 0 on the grid the one-shot weights start on (Adam turned that into noise)."""
         from .torch_block import FakeQuantLinear
 
-        return FakeQuantLinear.apply(x, self.weight, self.scales, self.mask, self.group, self.qmax)
+        return FakeQuantLinear.apply(x, self.weight, self.scales, self.zeros, self.mask, self.group, self.qmax)
 
     def encoded(self) -> EncodedTensor:
         """The trained weight stored in the encoding it came in (codes from the f16 scales actually stored)."""
@@ -97,10 +101,13 @@ class Trainable:
         if not self.quantized:
             return pack(w if mask is None else np.where(mask, w, np.float32(0)), mask, 16, self.enc.group_size or 128)
         scales = np.maximum(self.scales.detach().numpy(), 0).astype(np.float16)
-        codes = codes_for(w, per_column(scales, self.group, w.shape[1]), self.qmax)
+        zeros = self.np_zeros
+        cols = w.shape[1]
+        codes = codes_for(w, per_column(scales, self.group, cols), self.qmax,
+                          None if zeros is None else per_column(zeros, self.group, cols))
         if mask is not None:
             codes[~mask] = 0
-        return pack(w, mask, self.bits, self.group, codes, scales, keep=self.enc.keep)
+        return pack(w, mask, self.bits, self.group, codes, scales, keep=self.enc.keep, zeros=zeros)
 
 
 def token_error(y, t):

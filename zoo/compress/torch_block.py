@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from zoo.runtime.reference import alibi_slopes, rope_inv_freq
 
+from .quant import ZERO_POINT_LEVELS
+
 
 def _rope_tables(config: dict, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos, sin float32 [tokens, 1, head_dim/2] at positions 0..tokens-1 (angles in float64, as the reference)."""
@@ -51,30 +53,40 @@ def _group_sum(t: torch.Tensor, group: int, groups: int) -> torch.Tensor:
     return F.pad(t, (0, groups * group - t.shape[1])).view(t.shape[0], groups, group).sum(-1)
 
 
-def _codes(weight: torch.Tensor, scales: torch.Tensor, mask: torch.Tensor | None, group: int,
-           qmax: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _codes(weight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, mask: torch.Tensor | None,
+           group: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(codes, s, through) of a masked weight on its group grid: s the scales per column; codes float32
-    clamp(round(weight / s), -qmax, qmax), 0 where the weight is pruned or its scale is not positive; through
-    (bool) where the straight-through estimator passes the weight's gradient (live and its code not clipped)."""
-    s = torch.repeat_interleave(scales, group, dim=1)[:, :weight.shape[1]]
+    clamp(round(weight / s), lowest, highest) — ±qmax, or [-z, 15 - z] for zero points z — 0 where the weight is
+    pruned or its scale is not positive; through (bool) where the straight-through estimator passes the weight's
+    gradient (live and its code not clipped)."""
+    cols = weight.shape[1]
+    s = torch.repeat_interleave(scales, group, dim=1)[:, :cols]
     live = s > 0
     if mask is not None:
         live.logical_and_(mask)
     codes = (weight / torch.where(live, s, 1.0)).round_()
-    through = live & (codes.abs() <= qmax)
-    codes.clamp_(-qmax, qmax).masked_fill_(~live, 0.0)
+    if zeros is None:
+        through = live & (codes.abs() <= qmax)
+        codes.clamp_(-qmax, qmax)
+    else:
+        low = -torch.repeat_interleave(zeros, group, dim=1)[:, :cols]
+        high = low + ZERO_POINT_LEVELS
+        through = live & (codes >= low) & (codes <= high)
+        codes = torch.maximum(torch.minimum(codes, high, out=high), low, out=low)
+    codes.masked_fill_(~live, 0.0)
     return codes, s, through
 
 
-def _fake_quant(weight: torch.Tensor, scales: torch.Tensor, mask: torch.Tensor | None, group: int, qmax: int,
-                grad_w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _fake_quant(weight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None, mask: torch.Tensor | None,
+                group: int, qmax: int, grad_w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(W = codes * s, the scales' gradient or None), built ROWS_AT_ONCE rows at a time; given dL/dW `grad_w`,
     the scales' gradient is taken from it and it becomes the weight's (zeroed where the STE stops) in place."""
     w = torch.empty_like(weight)
     grad_scales = None if grad_w is None else torch.empty_like(scales)
     for r in range(0, weight.shape[0], ROWS_AT_ONCE):
         rows = slice(r, r + ROWS_AT_ONCE)
-        codes, s, through = _codes(weight[rows], scales[rows], None if mask is None else mask[rows], group, qmax)
+        codes, s, through = _codes(weight[rows], scales[rows], None if zeros is None else zeros[rows],
+                                   None if mask is None else mask[rows], group, qmax)
         if grad_w is not None:
             grad_scales[rows] = _group_sum(codes * grad_w[rows], group, scales.shape[1])
             grad_w[rows].mul_(through)
@@ -83,27 +95,28 @@ def _fake_quant(weight: torch.Tensor, scales: torch.Tensor, mask: torch.Tensor |
 
 
 class FakeQuantLinear(torch.autograd.Function):
-    """x @ W.T for W = mask * clamp(round(weight / s), -qmax, qmax) * s, s the `scales` repeated over their groups
-    of columns (W = mask * weight when `scales` is None), differentiable by the straight-through estimator.
+    """x @ W.T for W = mask * clamp(round(weight / s), lowest, highest) * s, s the `scales` repeated over their
+    groups of columns and the bounds ±qmax or, given fixed `zeros`, [-z, 15 - z] (W = mask * weight when `scales`
+    is None), differentiable by the straight-through estimator.
 
     W is rebuilt in backward rather than saved: autograd on the plain expression keeps about five
     weight-sized tensors per linear until backward (scales per column, quotient, clamped codes, product,
     masked product); here W is the only one, and only while its product runs. Gradients: the weight's is W's
     where `_codes` lets it through; a scale's is its group's sum of W's gradient times the codes (the codes see
-    the scale as a constant)."""
+    the scale as a constant); the zero points do not train."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, mask: torch.Tensor | None,
-                group: int, qmax: int) -> torch.Tensor:
-        ctx.save_for_backward(x, weight, scales, mask)
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, zeros: torch.Tensor | None,
+                mask: torch.Tensor | None, group: int, qmax: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight, scales, zeros, mask)
         ctx.group, ctx.qmax = group, qmax
         if scales is None:
             return x @ (weight if mask is None else weight * mask).T
-        return x @ _fake_quant(weight, scales, mask, group, qmax)[0].T
+        return x @ _fake_quant(weight, scales, zeros, mask, group, qmax)[0].T
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        x, weight, scales, mask = ctx.saved_tensors
+        x, weight, scales, zeros, mask = ctx.saved_tensors
         grad_w = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])  # dL/dW [out, in]
         grad_x = grad_scales = None
         if scales is None:
@@ -111,10 +124,10 @@ class FakeQuantLinear(torch.autograd.Function):
             if mask is not None:
                 grad_w.mul_(mask)
         else:
-            w, grad_scales = _fake_quant(weight, scales, mask, ctx.group, ctx.qmax, grad_w)
+            w, grad_scales = _fake_quant(weight, scales, zeros, mask, ctx.group, ctx.qmax, grad_w)
         if ctx.needs_input_grad[0]:
             grad_x = g @ w
-        return grad_x, grad_w, grad_scales, None, None, None
+        return grad_x, grad_w, grad_scales, None, None, None, None
 
 
 class BlockForward:
