@@ -216,6 +216,10 @@ def test_recovery_repeats_byte_for_byte_and_differs_from_one_shot(tiny_llama, tm
     assert "recovery" not in one_shot["compression"]
     weights = "model-00001.safetensors"
     assert _digests(tmp_path / "a" / "m")[weights] != _digests(tmp_path / "c" / "m")[weights]
+    slow = compress(tiny_llama, tmp_path / "d" / "m", Recipe(**{**RECOVER, "recover_lr": 0.003}), evaluate=False)
+    assert slow["compression"]["recovery"]["learning_rate"].startswith("0.003 x")  # the rate is the recipe's
+    assert a["compression"]["recovery"]["learning_rate"].startswith("0.04 x")
+    assert slow["compression"]["recovery"]["error_after"] != a["compression"]["recovery"]["error_after"]
     art = open_artifact(tmp_path / "a" / "m")
     assert all(t.encoding == "tile4-q4" for n, t in art.tensors.items() if n.endswith("attn_q.weight"))
 
@@ -225,6 +229,8 @@ def test_bad_recovery_options_are_refused():
         Recipe(recover="distil").validated()
     with pytest.raises(CompressError, match="--recover-tokens must be a positive"):
         Recipe(recover="blockwise", recover_tokens=0).validated()
+    with pytest.raises(CompressError, match="--recover-lr must be in"):
+        Recipe(recover="blockwise", recover_lr=0.0).validated()
     assert Recipe(recover="blockwise").uses_calibration  # recovery needs the calibration windows even for RTN
 
 

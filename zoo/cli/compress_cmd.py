@@ -82,6 +82,10 @@ RECOVER = typer.Option("none", "--recover",
                             "(masks fixed) to match the dense block on the calibration windows | distill: train the "
                             "whole compressed model on the dense model's next-token distributions (KL) | both: "
                             "blockwise, then distill (needs zoo-llm[train]).")
+RECOVER_LR = typer.Option(None, "--recover-lr",
+                          help="Block-wise recovery's Adam learning rate, in units of each weight's mean quantization "
+                               "step (default 0.04, for pruned weights; q4 with zero points, whose one-shot error is "
+                               "small, wants ~0.003).")
 RECOVER_TOKENS = typer.Option(131072, "--recover-tokens", min=1,
                               help="Calibration tokens each block's recovery, and distillation, trains on "
                                    "(repeats counted).")
@@ -111,6 +115,7 @@ def compress_cmd(
     calib_generated: int = CALIB_GENERATED,
     recover: str = RECOVER,
     recover_tokens: int = RECOVER_TOKENS,
+    recover_lr: float = RECOVER_LR,
     eval_text: Path = EVAL_TEXT,
     eval_windows: int = EVAL_WINDOWS,
     ctx: int = CTX,
@@ -140,7 +145,7 @@ def compress_cmd(
                      bits, group_size, quantizer, samples, seq_len, seed, act_order, owl_lambda, owl_m,
                      sensitivity_lambda)
     recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated,
-                     zero_points=zero_points)
+                     zero_points=zero_points, **({} if recover_lr is None else {"recover_lr": recover_lr}))
     source = _source(src, quiet)
     t0 = time.monotonic()
     # on a terminal, a bar per phase with ETA (on stderr, also with --json)

@@ -196,7 +196,7 @@ def stream_compress(source, writer: ArtifactWriter, recipe: Recipe, calib: Calib
             from .recover import recover_block
 
             encoded, decoded, rec = recover_block(config, i, encoded, masks, decoded, x, dense_x, recipe.bits,
-                                                  recipe.recover_tokens, recipe.seed)
+                                                  recipe.recover_tokens, recipe.seed, recipe.recover_lr)
             recoveries.append(rec)
         del masks
         for name in sorted(encoded):

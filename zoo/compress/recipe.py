@@ -41,6 +41,7 @@ class Recipe:
     zero_points: bool = False  # int4 stored as plain q4 with a zero point per group: the grid spans [min, max]
     recover: str = "none"  # blockwise | distill | both: train the kept weights back towards the dense model (masks fixed)
     recover_tokens: int = 131072  # calibration tokens each block's recovery, and distillation, trains on (repeats counted)
+    recover_lr: float = STEP_LR  # block-wise recovery's Adam rate, x each tensor's mean quantization step
 
     def validated(self) -> "Recipe":
         """A copy with the sparsity implied by the pattern filled in; CompressError on bad options."""
@@ -96,6 +97,8 @@ class Recipe:
             raise CompressError(f"unknown recovery {self.recover!r} (known: {', '.join(RECOVER_MODES)})")
         if self.recover != "none" and self.recover_tokens < 1:
             raise CompressError(f"--recover-tokens must be a positive number of tokens, got {self.recover_tokens}")
+        if not 0 < self.recover_lr < 1:
+            raise CompressError(f"--recover-lr must be in (0, 1) quantization steps, got {self.recover_lr}")
         return Recipe(**{**asdict(self), "sparsity": sparsity})
 
     @property
@@ -143,7 +146,7 @@ class Recipe:
                                "trains": "kept weights and group scales; masks fixed; codes by fake quantization "
                                          "(straight-through rounding)"}
             if self.recover in ("blockwise", "both"):
-                out["recovery"]["learning_rate"] = (f"{STEP_LR:g} x the tensor's mean quantization step (weights and "
+                out["recovery"]["learning_rate"] = (f"{self.recover_lr:g} x the tensor's mean quantization step (weights and "
                                                     "scales), Adam, cosine decay to 0")
             if self.recover in ("distill", "both"):
                 out["recovery"]["distill"] = {

@@ -31,7 +31,9 @@ RECOVER_MODES = ("none", "blockwise", "distill", "both")  # both: block-wise, th
 BATCH_WINDOWS = 4  # calibration windows per optimizer step
 # Adam's learning rate, in units of each tensor's mean quantization step (its mean group scale; for float weights the
 # int4 step their group absmax would give), cosine-decayed to 0: 0.04 is 3e-3 on SmolLM2's int4 weights (mean scale
-# ~0.07), the best of 1e-4..3e-2 measured there (docs/compress.md, "recovery"), and keeps q8's 16x finer grid stable
+# ~0.07), the best of 1e-4..3e-2 measured there (docs/compress.md, "recovery"), and keeps q8's 16x finer grid stable.
+# A weight whose one-shot codes are already close (GPTQ q4 with zero points, block error ~0.002) wants less: at 0.04
+# no SmolLM2 block beat its one-shot codes, at 0.003 every one tried did (Recipe.recover_lr, docs/compress.md)
 STEP_LR = 0.04
 HELD_OUT = 8  # one calibration window in 8 judges the training (reconstruction error before/after) instead of feeding it
 
@@ -163,11 +165,12 @@ def batches(fit: np.ndarray, steps: int, rng: np.random.Generator):
 
 def recover_block(config: dict, layer: int, encoded: dict[str, EncodedTensor], masks: dict[str, np.ndarray | None],
                   decoded: dict[str, np.ndarray], x: np.ndarray, target: np.ndarray, bits: int, tokens: int,
-                  seed: int) -> tuple[dict[str, EncodedTensor], dict[str, np.ndarray], BlockRecovery]:
+                  seed: int, lr: float = STEP_LR) -> tuple[dict[str, EncodedTensor], dict[str, np.ndarray], BlockRecovery]:
     """Train block `layer`'s linears so block(x) ≈ target; returns (encoded, decoded, report) for the stored result.
 
     x, target: float32 [windows, seq_len, dim]; `tokens` is the budget of calibration tokens the optimizer
-    sees (repeats counted); `bits` the recipe's code bits (16: float weights, no fake quantization).
+    sees (repeats counted); `bits` the recipe's code bits (16: float weights, no fake quantization); `lr` Adam's
+    rate in units of each tensor's mean quantization step.
     The 2-D arrays of `decoded` are trained in place (use the returned dict): one block's float32 weights are
     held once, the one-shot ones come back from `encoded` if the block is kept.
     """
@@ -186,7 +189,7 @@ def recover_block(config: dict, layer: int, encoded: dict[str, EncodedTensor], m
     x_held, target_held = x[held], target[held]
     before = _loss(torch, block, {**fixed, **{n: torch.from_numpy(decoded[n]) for n in train}}, x_held, target_held)
     steps = max(1, tokens // (BATCH_WINDOWS * seq_len))
-    opt, sched = optimizer(torch, train, STEP_LR, steps)
+    opt, sched = optimizer(torch, train, lr, steps)
     linears = {n: tr.linear for n, tr in train.items()}
     for pick in batches(fit, steps, np.random.default_rng([seed, layer])):
         loss = token_error(block({**fixed, **linears}, torch.from_numpy(x[pick])), torch.from_numpy(target[pick]))
