@@ -88,7 +88,7 @@ def test_zoo_build_reproduces_the_cards_digests(name, tmp_path):
     env = dict(os.environ, ZOO_HOME=str(home), ZOO_CONFIG=str(tmp_path / "none.yaml"))
     for var in ("ZOO_REGISTRY", "ZOO_CATALOG", "OPENBLAS_CORETYPE"):
         env.pop(var, None)
-    proc = subprocess.run([sys.executable, "-m", "zoo.cli.main", "build", name, "--json"],
+    proc = subprocess.run([sys.executable, "-m", "zoo.cli.main", "build", name, "--yes", "--json"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
