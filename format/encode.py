@@ -296,17 +296,25 @@ def encode(w: np.ndarray, encoding: str, group_size: int = DEFAULT_GROUP_SIZE, z
     return pack_sparse(encoding, mask, stored, scales, g)
 
 
+def q4_zero_point_grid(grouped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scales f16, zero points u8) [rows, groups] of q4 with zero points for weights [rows, groups, group]: each
+    group spans [min(lo, 0), max(hi, 0)] on 15 steps (SPEC.md 3.5); a group of zeros has scale 0, zero point 8."""
+    lo, hi = np.minimum(grouped.min(axis=2), 0), np.maximum(grouped.max(axis=2), 0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scales = ((hi - lo) / np.float32(15)).astype(np.float16)
+    s = scales.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(s > 0, np.clip(np.rint(-lo / np.where(s > 0, s, 1)), 0, 15), 8).astype(np.uint8)
+    return scales, z
+
+
 def _encode_q4_asymmetric(w: np.ndarray, g: int) -> EncodedTensor:
     rows, cols = w.shape
     ng = n_groups(cols, g)
     padded = np.zeros((rows, ng * g), np.float32)
     padded[:, :cols] = w
-    grouped = padded.reshape(rows, ng, g)
-    lo, hi = np.minimum(grouped.min(axis=2), 0), np.maximum(grouped.max(axis=2), 0)
-    scales = ((hi - lo) / np.float32(15)).astype(np.float16)
-    s = scales.astype(np.float32)
+    scales, z = q4_zero_point_grid(padded.reshape(rows, ng, g))
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(s > 0, np.clip(np.rint(-lo / np.where(s > 0, s, 1)), 0, 15), 8).astype(np.uint8)
         sc = _per_column(scales, g, cols)
         zc = np.repeat(z, g, axis=1)[:, :cols].astype(np.float32)
         u = np.where(sc > 0, np.rint(w / np.where(sc > 0, sc, 1)) + zc, zc)

@@ -140,7 +140,7 @@ def distill(source, staged: Path, writer: ArtifactWriter, tokens: np.ndarray, bi
         if progress:
             done = step + 1
             left = (time.monotonic() - start) / done * (steps - done)
-            progress(f"distill: step {done}/{steps}, KL {float(loss):.4f} (eta {int(left // 60)}m{int(left % 60):02d}s)")
+            progress(f"distill: step {done}/{steps}, KL {loss.item():.4f} (eta {int(left // 60)}m{int(left % 60):02d}s)")
     trained = {n: t.encoded() for n, t in train.items()}
     after = held_kl({**fixed, **{n: torch.from_numpy(decode(e)) for n, e in trained.items()}})
     replaced = after < before

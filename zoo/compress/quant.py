@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.errors import CompressError
-from zoo.format import EncodedTensor, encode, pack_q4, pack_q8, pack_sparse
+from zoo.format import EncodedTensor, encode, pack_q4, pack_q8, pack_sparse, q4_zero_point_grid
 
 QMAX = {8: 127, 4: 7, 3: 3}
 ZERO_POINT_LEVELS = 15  # q4 with zero points: stored codes u in [0, 15]
@@ -60,15 +60,12 @@ def group_scales(w: np.ndarray, mask: np.ndarray | None, group_size: int, qmax: 
 
 
 def group_zero_points(w: np.ndarray, mask: np.ndarray | None, group_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scales f16, zero points uint8) [rows, groups] of q4 with zero points: each group's kept weights span
-    [min(lo, 0), max(hi, 0)] on 15 steps (SPEC.md 3.5); a group of zeros has scale 0 and zero point 8."""
-    grouped = _grouped(w, mask, group_size)
-    lo, hi = np.minimum(grouped.min(axis=2), 0), np.maximum(grouped.max(axis=2), 0)
-    scales = f16_scale(hi - lo, ZERO_POINT_LEVELS)
-    s = scales.astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        zeros = np.where(s > 0, np.clip(np.rint(-lo / np.where(s > 0, s, 1)), 0, ZERO_POINT_LEVELS), 8)
-    return scales, zeros.astype(np.uint8)
+    """(scales f16, zero points uint8) [rows, groups] of q4 with zero points over the kept weights: the format's
+    grid (zoo.format.q4_zero_point_grid) with pruned positions left out of each group's range."""
+    scales, zeros = q4_zero_point_grid(_grouped(w, mask, group_size))
+    if not np.all(np.isfinite(scales)):
+        raise CompressError("weights too large or not finite for f16 scales")
+    return scales, zeros
 
 
 def code_bounds(zeros: np.ndarray | None, qmax: int) -> tuple[np.ndarray | int, np.ndarray | int]:
