@@ -89,6 +89,9 @@ def test_card_records_distillation_and_both(tiny_llama, tmp_path):
     both = compress(tiny_llama, tmp_path / "b", Recipe(**BASE, **opts, recover="both"), evaluate=False)
     rec = both["compression"]["recovery"]
     assert rec["mode"] == "both" and len(rec["error_before"]) == 2 and rec["distill"]["replaced"] in (True, False)
+    # after block-wise recovery distillation trains at the lower rate, and the card says which
+    assert card["compression"]["recovery"]["distill"]["learning_rate"].startswith("0.01 x")
+    assert rec["distill"]["learning_rate"].startswith("0.003 x")
     shown = yaml.safe_load((tmp_path / "b" / "zoo.yaml").read_text())["compression"]["recovery"]
     assert shown["distill"]["kl_before"] == rec["distill"]["kl_before"]
 

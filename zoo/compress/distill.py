@@ -27,6 +27,14 @@ from .windows import compress_threads
 # Adam's learning rate in units of each tensor's mean quantization step, as block-wise recovery's STEP_LR; end to end
 # every step moves all blocks at once: on SmolLM2 tile4 50%, 16 steps, 0.01 beat 0.003 (docs/compress.md, "distillation")
 DISTILL_LR = 0.01
+# after block-wise recovery (`--recover both`) 0.01 lowers the training KL but not the held-out one on SmolLM2 sparse50
+# and q4; 0.003 lowers both (bench/results/recover.md, sessions 8 and 15)
+DISTILL_AFTER_BLOCKWISE_LR = 0.003
+
+
+def distill_lr(after_blockwise: bool) -> float:
+    """Distillation's Adam rate (x each tensor's mean quantization step) for its starting point."""
+    return DISTILL_AFTER_BLOCKWISE_LR if after_blockwise else DISTILL_LR
 BYTES_PER_PARAM = 24  # teacher + student f32, gradient, Adam's two moments, mask and decoded copies
 MEMORY_SHARE = 0.7  # of the memory available now, what distillation may plan to use
 
@@ -89,11 +97,11 @@ def _kl(torch, student_logits, teacher_logits):
 
 
 def distill(source, staged: Path, writer: ArtifactWriter, tokens: np.ndarray, bits: int, budget: int, seed: int,
-            pruned: bool, progress=None) -> DistillReport:
+            pruned: bool, lr: float = DISTILL_LR, progress=None) -> DistillReport:
     """Train the compressed artifact `staged` towards `source` on calibration windows `tokens` [windows, seq_len]
     for `budget` tokens (repeats counted) and write the result (trained, or `staged` as it was if no better on
     the held-out windows) into `writer`, every tensor in the encoding it had. `pruned`: the recipe pruned, so a
-    zero of a weight stored without a mask (q4 holding pruned zeros as codes) stays zero."""
+    zero of a weight stored without a mask (q4 holding pruned zeros as codes) stays zero. `lr`: `distill_lr`."""
     torch = require_torch()
     start = time.monotonic()
     config = source.config
@@ -127,7 +135,7 @@ def distill(source, staged: Path, writer: ArtifactWriter, tokens: np.ndarray, bi
 
     before = held_kl({**fixed, **{n: t.weight.detach() for n, t in train.items()}})  # untrained: the decoded weights
     steps = max(1, budget // (BATCH_WINDOWS * seq_len))
-    opt, sched = optimizer(torch, train, DISTILL_LR, steps)
+    opt, sched = optimizer(torch, train, lr, steps)
     for step, pick in enumerate(batches(fit, steps, np.random.default_rng([seed, 17]))):
         batch = torch.from_numpy(tokens[pick])
         with torch.no_grad():

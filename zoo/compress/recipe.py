@@ -10,7 +10,7 @@ from .linear import METHODS, QUANTIZERS, LinearRecipe
 from .masks import PATTERNS, TILE4_KEEP, parse_nm, pattern_sparsity
 from .profile import PROFILES
 from .quant import SPARSE_Q4_MIN_SPARSITY
-from .distill import DISTILL_LR
+from .distill import distill_lr
 from .recover import BATCH_WINDOWS, HELD_OUT, RECOVER_MODES, STEP_LR
 
 BITS = (16, 8, 4, 3)
@@ -151,5 +151,5 @@ class Recipe:
             if self.recover in ("distill", "both"):
                 out["recovery"]["distill"] = {
                     "objective": "KL(dense || compressed) of the next-token distributions at every calibration position",
-                    "learning_rate": f"{DISTILL_LR:g} x the tensor's mean quantization step, Adam, cosine decay to 0"}
+                    "learning_rate": f"{distill_lr(self.recover == 'both'):g} x the tensor's mean quantization step, Adam, cosine decay to 0"}
         return out
