@@ -30,11 +30,6 @@ DISTILL_LR = 0.01
 # after block-wise recovery (`--recover both`) 0.01 lowers the training KL but not the held-out one on SmolLM2 sparse50
 # and q4; 0.003 lowers both (bench/results/recover.md, sessions 8 and 15)
 DISTILL_AFTER_BLOCKWISE_LR = 0.003
-
-
-def distill_lr(after_blockwise: bool) -> float:
-    """Distillation's Adam rate (x each tensor's mean quantization step) for its starting point."""
-    return DISTILL_AFTER_BLOCKWISE_LR if after_blockwise else DISTILL_LR
 BYTES_PER_PARAM = 24  # teacher + student f32, gradient, Adam's two moments, mask and decoded copies
 MEMORY_SHARE = 0.7  # of the memory available now, what distillation may plan to use
 
@@ -101,7 +96,8 @@ def distill(source, staged: Path, writer: ArtifactWriter, tokens: np.ndarray, bi
     """Train the compressed artifact `staged` towards `source` on calibration windows `tokens` [windows, seq_len]
     for `budget` tokens (repeats counted) and write the result (trained, or `staged` as it was if no better on
     the held-out windows) into `writer`, every tensor in the encoding it had. `pruned`: the recipe pruned, so a
-    zero of a weight stored without a mask (q4 holding pruned zeros as codes) stays zero. `lr`: `distill_lr`."""
+    zero of a weight stored without a mask (q4 holding pruned zeros as codes) stays zero. `lr`: Adam's rate in
+    mean quantization steps (the recipe's `distill_lr`)."""
     torch = require_torch()
     start = time.monotonic()
     config = source.config

@@ -364,12 +364,12 @@ def _compress(src, out_dir, recipe, calib_text, eval_text, eval_ctx, eval_window
             reports, edges, recoveries = stream_compress(source, streamed, recipe, calib, layer_sparsity, progress)
             distilled = None
             if distilling:
-                from .distill import distill, distill_lr
+                from .distill import distill
 
                 streamed.finish({"card_version": 1, "name": "pre-distill"})
                 pruned = bool(recipe.sparsity) and recipe.pattern != "neurons"
                 distilled = distill(source, pre_dir, writer, calib.tokens, recipe.bits, recipe.recover_tokens,
-                                    recipe.seed, pruned, distill_lr(recipe.recover == "both"), progress)
+                                    recipe.seed, pruned, recipe.distill_lr, progress)
                 shutil.rmtree(pre_dir, ignore_errors=True)
             for w in filter(None, (writer, one_shot)):
                 if source.tokenizer_json:

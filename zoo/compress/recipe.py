@@ -10,7 +10,7 @@ from .linear import METHODS, QUANTIZERS, LinearRecipe
 from .masks import PATTERNS, TILE4_KEEP, parse_nm, pattern_sparsity
 from .profile import PROFILES
 from .quant import SPARSE_Q4_MIN_SPARSITY
-from .distill import distill_lr
+from .distill import DISTILL_AFTER_BLOCKWISE_LR, DISTILL_LR
 from .recover import BATCH_WINDOWS, HELD_OUT, RECOVER_MODES, STEP_LR
 
 BITS = (16, 8, 4, 3)
@@ -109,6 +109,11 @@ class Recipe:
             (self.bits < 16 and self.quantizer == "gptq")
 
     @property
+    def distill_lr(self) -> float:
+        """Distillation's Adam rate (x each tensor's mean quantization step): lower after block-wise recovery."""
+        return DISTILL_AFTER_BLOCKWISE_LR if self.recover == "both" else DISTILL_LR
+
+    @property
     def uses_act_order(self) -> bool:
         """act-order in effect: GPTQ quantizes (after SparseGPT's own sweep chose the mask, when it prunes)."""
         return self.act_order and self.bits < 16 and self.quantizer == "gptq"
@@ -151,5 +156,5 @@ class Recipe:
             if self.recover in ("distill", "both"):
                 out["recovery"]["distill"] = {
                     "objective": "KL(dense || compressed) of the next-token distributions at every calibration position",
-                    "learning_rate": f"{distill_lr(self.recover == 'both'):g} x the tensor's mean quantization step, Adam, cosine decay to 0"}
+                    "learning_rate": f"{self.distill_lr:g} x the tensor's mean quantization step, Adam, cosine decay to 0"}
         return out
