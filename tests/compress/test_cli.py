@@ -85,6 +85,21 @@ def test_sweep_writes_table_csv_json_png(tiny_llama, tmp_path):
     assert (out / "magnitude-unstructured-s0.9-b4" / "zoo.yaml").is_file()
 
 
+
+def test_sweep_zero_points_go_to_the_plain_q4_points(tiny_llama, tmp_path):
+    """zoo sweep --zero-points: the points stored as plain q4 carry zero points, the sparse-q4 and q8 ones are built
+    as without the flag (their encodings have none) instead of the sweep failing."""
+    from zoo.format import open_artifact
+
+    out = tmp_path / "sweep"
+    proc = zoo("sweep", str(tiny_llama), "--method", "magnitude", "--sparsity", "0.3,0.9", "--bits", "4,8", "-o", str(out),
+               "--zero-points", "--ctx", "32", "--eval-windows", "2", "-q")
+    assert proc.returncode == 0, proc.stderr
+    for point in ("s0.3-b4", "s0.3-b8", "s0.9-b4", "s0.9-b8"):
+        linears = [t for n, t in open_artifact(out / f"magnitude-unstructured-{point}").tensors.items()
+                   if n.startswith("blk.") and len(t.shape) == 2]
+        assert linears and all(("zeros" in t.parts) == (point == "s0.3-b4") for t in linears), point
+
 @pytest.mark.parametrize("args,code,needle", [
     (["compress", "/nonexistent/model.gguf", "-o", "{tmp}/o", "--sparsity", "0.5"], 1, "no such file"),
     (["compress", "{model}", "-o", "{tmp}/o", "--sparsity", "0.5", "--pattern", "4:2"], 1, "0 < N < M"),

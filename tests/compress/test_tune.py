@@ -88,3 +88,30 @@ def test_bad_settings_are_one_line(tiny_llama, tmp_path, kwargs, message):
     with pytest.raises(CompressError, match=message) as err:
         tune(tiny_llama, tmp_path / "x", RECIPE, work=tmp_path / "w", **{"patterns": ["unstructured"], **kwargs}, **FAST)
     assert "\n" not in str(err.value)
+
+
+def test_zero_points_go_to_the_points_stored_as_plain_q4(tiny_llama, tmp_path):
+    """A --zero-points tune stores a zero point per group in its q4 point (more bytes) and builds its tile4 and 8-bit
+    points as a tune without them does (tile4-q4 and q8 have no zero points: the recipe alone would be refused)."""
+    zero = Recipe(**{**RECIPE.__dict__, "zero_points": True})
+    sizes = []
+    for name, recipe in (("plain", RECIPE), ("zero", zero)):
+        result = tune(tiny_llama, tmp_path / name, recipe, max_ratio=100.0, objective="size", patterns=["tile4"],
+                      bits=[4, 8], work=tmp_path / f"{name}.tune", **FAST)
+        sizes.append({r["key"]: r["size_bytes"] for r in result["points"]})
+        assert result["best"]["pattern"] == "tile4" and open_artifact(tmp_path / name).card["compression"].get(
+            "zero_points") is None
+    plain, zero_sizes = sizes
+    assert plain.keys() == zero_sizes.keys() and len(plain) == 6  # q4, q8 and the four tile4 levels
+    for key in plain:
+        assert (zero_sizes[key] > plain[key]) == (key == "unstructured-s0-b4"), key
+
+
+def test_at_point_keeps_zero_points_only_where_plain_q4_stores_them():
+    zero = Recipe(method="wanda", zero_points=True)
+    assert zero.at_point("unstructured", 0.5, 4).validated().zero_points
+    for pattern, sparsity, bits in (("tile4", 0.5, 4), ("unstructured", 0.95, 4), ("unstructured", 0.0, 8), ("2:4", 0.5, 8)):
+        point = zero.at_point(pattern, sparsity, bits).validated()
+        assert not point.zero_points and (point.pattern, point.bits) == (pattern, bits)
+    with pytest.raises(CompressError, match="plain q4"):
+        Recipe(method="wanda", pattern="tile4", sparsity=0.5, bits=4, zero_points=True).validated()

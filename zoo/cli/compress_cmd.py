@@ -36,14 +36,14 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 def _recipe(method, sparsity, pattern, profile, bits, group_size, quantizer, samples, seq_len, seed,
-            act_order=True, owl_lambda=None, owl_m=None, sensitivity_lambda=None):
+            act_order=True, owl_lambda=None, owl_m=None, sensitivity_lambda=None, zero_points=False):
     from zoo.compress import Recipe
 
     owl = {k: v for k, v in (("owl_lambda", owl_lambda), ("owl_m", owl_m), ("sensitivity_lambda", sensitivity_lambda))
            if v is not None}
     return Recipe(method=method, sparsity=sparsity, pattern=pattern, profile=profile, bits=bits,
                   group_size=group_size, quantizer=quantizer, samples=samples, seq_len=seq_len, seed=seed,
-                  act_order=act_order, **owl)
+                  act_order=act_order, zero_points=zero_points, **owl)
 
 
 METHOD = typer.Option("sparsegpt", "--method", "-m", help="magnitude | wanda | sparsegpt.")
@@ -57,8 +57,9 @@ ACT_ORDER = typer.Option(True, "--act-order/--no-act-order",
                          help="GPTQ: quantize columns by decreasing Hessian diagonal (static groups); with "
                               "SparseGPT, a second sweep under its mask (--no-act-order: one joint sweep).")
 ZERO_POINTS = typer.Option(False, "--zero-points",
-                           help="4 bits: store a zero point per group (plain q4), so each group's grid spans its own "
-                                "[min, max] instead of ±absmax: 16 levels, not 15, where the weights are lopsided.")
+                           help="4 bits stored as plain q4 (in a sweep or tune: the points stored so): a zero point "
+                                "per group, so each group's grid spans its own [min, max] instead of ±absmax: 16 "
+                                "levels, not 15, where the weights are lopsided.")
 OWL_LAMBDA = typer.Option(None, "--owl-lambda", help="OWL: half-width of the per-layer sparsity range (default: Recipe's).")
 OWL_M = typer.Option(None, "--owl-m", help="OWL: a weight is an outlier above M x its layer's mean Wanda score.")
 SENS_LAMBDA = typer.Option(None, "--sensitivity-lambda",
@@ -143,9 +144,9 @@ def compress_cmd(
         raise typer.BadParameter("must be 16, 8 or 4", param_hint="--bits")
     recipe = _recipe(method, sparsity if sparsity is not None else (None if ":" in pattern else 0.0), pattern, profile,
                      bits, group_size, quantizer, samples, seq_len, seed, act_order, owl_lambda, owl_m,
-                     sensitivity_lambda)
+                     sensitivity_lambda, zero_points)
     recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated,
-                     zero_points=zero_points, **({} if recover_lr is None else {"recover_lr": recover_lr}))
+                     **({} if recover_lr is None else {"recover_lr": recover_lr}))
     source = _source(src, quiet)
     t0 = time.monotonic()
     # on a terminal, a bar per phase with ETA (on stderr, also with --json)
@@ -179,6 +180,7 @@ def sweep_cmd(
     group_size: int = GROUP,
     quantizer: str = QUANTIZER,
     act_order: bool = ACT_ORDER,
+    zero_points: bool = ZERO_POINTS,
     owl_lambda: float = OWL_LAMBDA,
     owl_m: float = OWL_M,
     sensitivity_lambda: float = SENS_LAMBDA,
@@ -210,7 +212,7 @@ def sweep_cmd(
     if any(b not in (16, 8, 4) for b in bit_list):
         raise typer.BadParameter("each must be 16, 8 or 4", param_hint="--bits")
     recipe = _recipe(method, 0.0, pattern, profile, 16, group_size, quantizer, samples, seq_len, seed, act_order,
-                     owl_lambda, owl_m, sensitivity_lambda)
+                     owl_lambda, owl_m, sensitivity_lambda, zero_points)
     with stdout_to_stderr(as_json):
         result = sweep(_source(src, quiet), recipe, _floats(sparsity, "--sparsity"), bit_list, out, calib_text=calib,
                        eval_text=eval_text, eval_ctx=ctx, eval_windows=eval_windows or None, speed=speed,
@@ -245,6 +247,7 @@ def tune_cmd(
     bits: str = typer.Option("4", "--bits", "-b", help="Comma-separated bit widths to try (4, 8)."),
     method: str = METHOD,
     quantizer: str = typer.Option("gptq", "--quantizer", help="rtn | gptq."),
+    zero_points: bool = ZERO_POINTS,
     calib: list[str] = CALIB,
     samples: int = typer.Option(32, "--samples", min=1, help="Calibration windows."),
     seq_len: int = SEQ_LEN,
@@ -264,13 +267,15 @@ def tune_cmd(
     Examples:
       zoo tune model.gguf -o smol-best --max-ppl-ratio 1.3 --objective decode
       zoo tune model.gguf -o smol-small --max-ppl-ratio 2 --objective size --patterns unstructured --bits 4,8
+      zoo tune model.gguf -o smol-zp --max-ppl-ratio 1.3 --zero-points
     """
     from dataclasses import replace
 
     from zoo.compress.tune import tune
     from zoo.errors import CompressError
 
-    recipe = _recipe(method, 0.0, "unstructured", "uniform", 4, 128, quantizer, samples, seq_len, seed)
+    recipe = _recipe(method, 0.0, "unstructured", "uniform", 4, 128, quantizer, samples, seq_len, seed,
+                     zero_points=zero_points)
     recipe = replace(recipe, recover=recover, recover_tokens=recover_tokens, calib_generated=calib_generated)
     bit_list = [int(b) for b in _floats(bits, "--bits")]
     with stdout_to_stderr(as_json):

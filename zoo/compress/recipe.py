@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from zoo.errors import CompressError
 
@@ -90,7 +90,7 @@ class Recipe:
                                 f"got {self.calib_generated}")
         if not 0 < self.percdamp < 1:
             raise CompressError("dampening must be in (0, 1)")
-        if self.zero_points and (self.bits != 4 or self.pattern == "tile4" or sparsity >= SPARSE_Q4_MIN_SPARSITY):
+        if self.zero_points and not _stored_as_plain_q4(self.pattern, sparsity, self.bits):
             raise CompressError("zero points are stored by plain q4 only: they need --bits 4, no tile4 pattern and "
                                 f"sparsity below {SPARSE_Q4_MIN_SPARSITY:g} (sparser weights are stored as sparse-q4)")
         if self.recover not in RECOVER_MODES:
@@ -100,6 +100,12 @@ class Recipe:
         if not 0 < self.recover_lr < 1:
             raise CompressError(f"--recover-lr must be in (0, 1) quantization steps, got {self.recover_lr}")
         return Recipe(**{**asdict(self), "sparsity": sparsity})
+
+    def at_point(self, pattern: str, sparsity: float, bits: int) -> "Recipe":
+        """This recipe at another (pattern, sparsity, bits) point of a sweep or tune; zero points only where the point
+        is stored as plain q4 (a sparse or 8-bit point of a `--zero-points` search is stored as it always is)."""
+        zero_points = self.zero_points and _stored_as_plain_q4(pattern, pattern_sparsity(pattern, sparsity), bits)
+        return replace(self, pattern=pattern, sparsity=sparsity, bits=bits, zero_points=zero_points)
 
     @property
     def uses_calibration(self) -> bool:
@@ -158,3 +164,8 @@ class Recipe:
                     "objective": "KL(dense || compressed) of the next-token distributions at every calibration position",
                     "learning_rate": f"{self.distill_lr:g} x the tensor's mean quantization step, Adam, cosine decay to 0"}
         return out
+
+
+def _stored_as_plain_q4(pattern: str, sparsity: float, bits: int) -> bool:
+    """Whether weights pruned to `sparsity` in `pattern` at `bits` are stored as plain q4 (the encoding with zero points)."""
+    return bits == 4 and pattern != "tile4" and sparsity < SPARSE_Q4_MIN_SPARSITY

@@ -61,7 +61,7 @@ def sweep(src, recipe: Recipe, sparsities: list[float], bits: list[int], out_dir
         points = []
         for s in sparsities:
             for b in bits:
-                r = Recipe(**{**recipe.__dict__, "sparsity": s, "bits": b})
+                r = recipe.at_point(recipe.pattern, s, b)
                 target = root / f"{r.method}-{r.pattern.replace(':', 'of')}-s{s:g}-b{b}"
                 if progress:
                     progress(f"sweep point sparsity {s:g}, {b} bits -> {target.name}")

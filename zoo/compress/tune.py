@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -112,7 +112,7 @@ class _Tuner:
         """Compress `p` into WORK/<key> (evaluated on both texts); returns (path, card)."""
         base = self.state["base"]
         target = self.work / p.key
-        recipe = replace(self.recipe, pattern=p.pattern, sparsity=p.sparsity, bits=p.bits)
+        recipe = self.recipe.at_point(p.pattern, p.sparsity, p.bits)
         card = compress(self.source, target, recipe, calib_text=self.calib_text, eval_ctx=self.eval_ctx,
                         eval_windows=self.eval_windows,
                         base_perplexity={"perplexity": base["perplexity"]},
@@ -204,9 +204,10 @@ def tune(src, out_dir: str | Path, recipe: Recipe, *, max_ratio: float, objectiv
     if out_dir.exists():
         raise CompressError(f"{out_dir}: already exists (choose another -o)")
     for pattern in patterns:
-        replace(recipe, pattern=pattern, sparsity=levels(pattern)[0], bits=4).validated()  # unknown pattern: one line
+        recipe.at_point(pattern, levels(pattern)[0], 4).validated()  # unknown pattern: one line
     work = Path(work) if work is not None else out_dir.with_name(out_dir.name + ".tune")
-    tuner = _Tuner(src, recipe.validated(), work, max_ratio, objective, eval_ctx, eval_windows, calib_text, progress)
+    base = recipe.at_point("unstructured", 0.0, 4).validated()  # the q4 point: zero points kept if asked for
+    tuner = _Tuner(src, base, work, max_ratio, objective, eval_ctx, eval_windows, calib_text, progress)
     tuner.search(list(patterns), list(bits))
     rows = tuner.rows()
     best = tuner.best(rows)
