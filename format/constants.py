@@ -19,6 +19,7 @@ METADATA_KEY = "zoo"
 DEFAULT_GROUP_SIZE = 128
 DEFAULT_SHARD_BYTES = 2 << 30
 MASK_WORD_BITS = 64
+Q4_TOP_CODE = 15  # q4's unsigned codes u lie in [0, 15]; with zero points a group spans 15 steps
 
 # tile4-q4 (SPEC.md 3.6): 4 rows share one column mask per 128-column group, K kept columns each
 TILE_ROWS = 4

@@ -13,7 +13,7 @@ import numpy as np
 
 from zoo.errors import FormatError
 
-from .constants import (DEFAULT_GROUP_SIZE, ENCODINGS, MASK_WORD_BITS, MAX_GROUP_SIZE, TILE_GROUP, TILE_LANE_CHUNK,
+from .constants import (DEFAULT_GROUP_SIZE, ENCODINGS, MASK_WORD_BITS, MAX_GROUP_SIZE, Q4_TOP_CODE, TILE_GROUP, TILE_LANE_CHUNK,
                         TILE_ROWS, bf16_to_f32, f32_to_bf16, n_groups, n_words, tile4_problem)
 
 
@@ -301,10 +301,10 @@ def q4_zero_point_grid(grouped: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     group spans [min(lo, 0), max(hi, 0)] on 15 steps (SPEC.md 3.5); a group of zeros has scale 0, zero point 8."""
     lo, hi = np.minimum(grouped.min(axis=2), 0), np.maximum(grouped.max(axis=2), 0)
     with np.errstate(over="ignore", invalid="ignore"):
-        scales = ((hi - lo) / np.float32(15)).astype(np.float16)
+        scales = ((hi - lo) / np.float32(Q4_TOP_CODE)).astype(np.float16)
     s = scales.astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(s > 0, np.clip(np.rint(-lo / np.where(s > 0, s, 1)), 0, 15), 8).astype(np.uint8)
+        z = np.where(s > 0, np.clip(np.rint(-lo / np.where(s > 0, s, 1)), 0, Q4_TOP_CODE), 8).astype(np.uint8)
     return scales, z
 
 
@@ -318,7 +318,7 @@ def _encode_q4_asymmetric(w: np.ndarray, g: int) -> EncodedTensor:
         sc = _per_column(scales, g, cols)
         zc = np.repeat(z, g, axis=1)[:, :cols].astype(np.float32)
         u = np.where(sc > 0, np.rint(w / np.where(sc > 0, sc, 1)) + zc, zc)
-    return pack_q4(np.clip(u, 0, 15).astype(np.uint8), scales, g, z)
+    return pack_q4(np.clip(u, 0, Q4_TOP_CODE).astype(np.uint8), scales, g, z)
 
 
 def kept_mask(t: EncodedTensor) -> np.ndarray | None:

@@ -22,9 +22,10 @@ import numba
 import numpy as np
 
 from zoo.errors import CompressError
+from zoo.format import Q4_TOP_CODE
 
 from .masks import TILE_GROUP, n_pruned, parse_nm, prune_lowest_global, prune_nm, prune_tile4, tile4_keep
-from .quant import ZERO_POINT_LEVELS, f16_scale, group_scales, group_zero_points, per_column, qmax_of
+from .quant import f16_scale, group_scales, group_zero_points, per_column, qmax_of
 
 
 @dataclass
@@ -114,7 +115,7 @@ def obs_compress(w: np.ndarray, h: np.ndarray, *, sparsity: float = 0.0, pattern
     qmax = qmax_of(bits) if bits is not None else None
     if zero_points and bits != 4:
         raise CompressError(f"zero points apply to 4-bit codes, not {bits}")
-    qlo, qhi = (0, ZERO_POINT_LEVELS) if zero_points else (-(qmax or 0), qmax or 0)
+    qlo, qhi = (0, Q4_TOP_CODE) if zero_points else (-(qmax or 0), qmax or 0)
     if tile4 and (blocksize != TILE_GROUP or (qmax is not None and group_size != TILE_GROUP)):
         raise CompressError(f"SparseGPT with pattern tile4 needs blocksize and group size {TILE_GROUP} "
                             f"(the tile's column group), got {blocksize} and {group_size}")

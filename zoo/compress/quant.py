@@ -19,10 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from zoo.errors import CompressError
-from zoo.format import EncodedTensor, encode, pack_q4, pack_q8, pack_sparse, q4_zero_point_grid
+from zoo.format import Q4_TOP_CODE, EncodedTensor, encode, pack_q4, pack_q8, pack_sparse, q4_zero_point_grid
 
 QMAX = {8: 127, 4: 7, 3: 3}
-ZERO_POINT_LEVELS = 15  # q4 with zero points: stored codes u in [0, 15]
 # below this share of pruned weights a 4-bit weight without a tile pattern is stored as plain q4 (pruned = code 0):
 # the format 1.0 bitmask decodes slower than q4 below ~70-85% (bench/RESULTS.md: sparse-q4 vs q4 matvec 0.70 / 0.93 /
 # 1.09x at 50 / 70 / 90% on a Zen 4, 0.67-0.81 / 1.10 / 1.45-1.52x at 50 / 75 / 90% on an Intel AVX-512, 0.4-0.9x on
@@ -39,10 +38,14 @@ def qmax_of(bits: int) -> int:
 def f16_scale(absmax: np.ndarray, qmax: int) -> np.ndarray:
     """f16(absmax / qmax) as float16, refusing values f16 cannot hold."""
     with np.errstate(over="ignore", invalid="ignore"):
-        s = (np.asarray(absmax, np.float32) / np.float32(qmax)).astype(np.float16)
-    if not np.all(np.isfinite(s)):
+        return _finite((np.asarray(absmax, np.float32) / np.float32(qmax)).astype(np.float16))
+
+
+def _finite(scales: np.ndarray) -> np.ndarray:
+    """`scales` unchanged if f16 held every one, else CompressError: a weight too large (or not finite) for f16."""
+    if not np.all(np.isfinite(scales)):
         raise CompressError("weights too large or not finite for f16 scales")
-    return s
+    return scales
 
 
 def _grouped(w: np.ndarray, mask: np.ndarray | None, group_size: int) -> np.ndarray:
@@ -63,9 +66,7 @@ def group_zero_points(w: np.ndarray, mask: np.ndarray | None, group_size: int) -
     """(scales f16, zero points uint8) [rows, groups] of q4 with zero points over the kept weights: the format's
     grid (zoo.format.q4_zero_point_grid) with pruned positions left out of each group's range."""
     scales, zeros = q4_zero_point_grid(_grouped(w, mask, group_size))
-    if not np.all(np.isfinite(scales)):
-        raise CompressError("weights too large or not finite for f16 scales")
-    return scales, zeros
+    return _finite(scales), zeros
 
 
 def code_bounds(zeros: np.ndarray | None, qmax: int) -> tuple[np.ndarray | int, np.ndarray | int]:
@@ -73,7 +74,7 @@ def code_bounds(zeros: np.ndarray | None, qmax: int) -> tuple[np.ndarray | int, 
     if zeros is None:
         return -qmax, qmax
     z = np.asarray(zeros, np.float32)
-    return -z, ZERO_POINT_LEVELS - z
+    return -z, Q4_TOP_CODE - z
 
 
 def codes_for(w: np.ndarray, scale: np.ndarray, qmax: int, zeros: np.ndarray | None = None) -> np.ndarray:

@@ -16,9 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zoo.format import Q4_TOP_CODE
 from zoo.runtime.reference import alibi_slopes, rope_inv_freq
-
-from .quant import ZERO_POINT_LEVELS
 
 
 def _rope_tables(config: dict, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +69,7 @@ def _codes(weight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | Non
         codes.clamp_(-qmax, qmax)
     else:
         low = -torch.repeat_interleave(zeros, group, dim=1)[:, :cols]
-        high = low + ZERO_POINT_LEVELS
+        high = low + Q4_TOP_CODE
         through = live & (codes >= low) & (codes <= high)
         codes = torch.maximum(torch.minimum(codes, high, out=high), low, out=low)
     codes.masked_fill_(~live, 0.0)
