@@ -7,7 +7,7 @@ import json
 import re
 
 import numpy as np
-from zoo.compress.calibration import calibration_path, calibration_windows
+from zoo.compress.calibration import DEFAULT_TEXTS, calibration_path, calibration_windows
 from zoo.evaluate import CALIBRATION_TEXT, CALIBRATION_TEXTS, DATA_DIR, load_tokenizer, tokenize
 
 
@@ -18,7 +18,7 @@ def _contains(haystack: np.ndarray, needle: np.ndarray) -> bool:
 
 
 def test_one_text_gives_the_windows_it_always_gave(tokenizer_json):
-    single = calibration_windows(tokenizer_json, 6, 32, 5)
+    single = calibration_windows(tokenizer_json, 6, 32, 5, CALIBRATION_TEXT)
     listed = calibration_windows(tokenizer_json, 6, 32, 5, [CALIBRATION_TEXT])
     assert np.array_equal(single.tokens, listed.tokens) and single.card() == listed.card()
     # the windows a seeded generator draws from the whole text, as before several texts existed
@@ -42,6 +42,16 @@ def test_several_texts_share_the_windows_in_order(tokenizer_json, tmp_path):
     assert card["texts"][1] == {"file": "notes.txt", "samples": 2,
                                 "sha256": hashlib.sha256(second.read_bytes()).hexdigest()}
     assert card["file"] == "calibration.txt + notes.txt"
+
+
+def test_the_default_is_austen_and_the_model_written_text_half_each(tokenizer_json):
+    default = calibration_windows(tokenizer_json, 6, 32, 5)
+    named = calibration_windows(tokenizer_json, 6, 32, 5, list(DEFAULT_TEXTS))
+    assert np.array_equal(default.tokens, named.tokens) and default.card() == named.card()
+    assert [(t["file"], t["samples"]) for t in default.card()["texts"]] == [("calibration.txt", 3),
+                                                                             ("smollm2-written.txt", 3)]
+    written = tokenize(load_tokenizer(tokenizer_json), CALIBRATION_TEXTS["smollm2-written"].read_text())
+    assert all(_contains(written, w) for w in default.tokens[3:])
 
 
 def test_shipped_texts_by_name_and_their_digests_in_the_readme():

@@ -38,7 +38,8 @@ def test_sparsegpt_gptq_artifact_and_card(tiny_llama, tmp_path):
     c = card["compression"]
     assert (c["method"], c["sparsity"], c["pattern"], c["profile"], c["bits"], c["group_size"], c["quantizer"]) == \
         ("sparsegpt", 0.9, "unstructured", "uniform", 4, 128, "gptq")
-    assert c["calibration"]["file"] == "calibration.txt" and len(c["calibration"]["sha256"]) == 64
+    assert c["calibration"]["file"] == "calibration.txt + smollm2-written.txt"  # the default mix
+    assert [len(t["sha256"]) for t in c["calibration"]["texts"]] == [64, 64]
     assert (c["calibration"]["samples"], c["calibration"]["seq_len"], c["seed"]) == (4, 48, 0)
     from zoo.convert.source import open_source
 

@@ -110,7 +110,8 @@ def test_zero_points_go_to_the_points_stored_as_plain_q4(tiny_llama, tmp_path):
 def test_at_point_keeps_zero_points_only_where_plain_q4_stores_them():
     zero = Recipe(method="wanda", zero_points=True)
     assert zero.at_point("unstructured", 0.5, 4).validated().zero_points
-    for pattern, sparsity, bits in (("tile4", 0.5, 4), ("unstructured", 0.95, 4), ("unstructured", 0.0, 8), ("2:4", 0.5, 8)):
+    for pattern, sparsity, bits in (("tile4", 0.5, 4), ("unstructured", 0.95, 4), ("unstructured", 0.0, 8),
+                                    ("2:4", 0.5, 8)):
         point = zero.at_point(pattern, sparsity, bits).validated()
         assert not point.zero_points and (point.pattern, point.bits) == (pattern, bits)
     with pytest.raises(CompressError, match="plain q4"):

@@ -77,12 +77,13 @@ def compress_recipe(card: dict, where: str):
     return Recipe(**options).validated()
 
 
-def calibration_text(card: dict, where: str) -> list[Path] | None:
-    """The calibration texts the recipe names (the shipped one by default), each checked against its digest.
+def calibration_text(card: dict, where: str) -> list[Path]:
+    """The calibration texts the recipe names (Austen when it names none), each checked against its digest.
 
     A recipe names one text (`calibration: {text, sha256}`) or several (`calibration: {texts: [{text,
     sha256}, ...]}`, the windows split evenly between them); a name is a shipped text (builtin,
-    smollm2-written) or a path. None: the shipped default alone.
+    smollm2-written) or a path. A recipe without one was calibrated on Austen alone (compress's default
+    before session 16), so it still is.
     """
     from zoo.compress.calibration import calibration_path
 
@@ -102,7 +103,7 @@ def calibration_text(card: dict, where: str) -> list[Path] | None:
                 raise ChecksumError(f"{path}: calibration text sha256 {actual[:16]}… differs from the recipe's "
                                     f"{expected[:16]}… ({where})")
         paths.append(path)
-    return None if len(entries) == 1 and entries[0].get("text", "builtin") == "builtin" else paths
+    return paths
 
 
 def build(target: str | os.PathLike, *, tag: str = "latest", store=None, log: Log | None = None,

@@ -66,7 +66,7 @@ SENS_LAMBDA = typer.Option(None, "--sensitivity-lambda",
                            help="sensitivity: half-width of the per-layer sparsity range (default: Recipe's).")
 CALIB = typer.Option(None, "--calib", help="Calibration text: a file, or a shipped one by name (builtin: Austen; "
                      "smollm2-written: text SmolLM2 wrote itself). Repeat to mix texts: the windows split evenly "
-                     "between them. Default: builtin.")
+                     "between them. Default: builtin and smollm2-written, half each.")
 SAMPLES = typer.Option(128, "--samples", min=1, help="Calibration windows.")
 SEQ_LEN = typer.Option(512, "--seq-len", min=1, help="Tokens per calibration window.")
 SEED = options.seed(0, "Seed for choosing calibration windows.")

@@ -11,6 +11,10 @@ import numpy as np
 from zoo.errors import CompressError
 from zoo.evaluate import CALIBRATION_TEXT, CALIBRATION_TEXTS, load_tokenizer, read_text, tokenize
 
+# the windows' texts when none is named: Austen's prose and text SmolLM2 wrote itself (code, lists, instructions),
+# half each; Austen alone fits one author and costs every other kind of text (docs/compress.md, "Calibration")
+DEFAULT_TEXTS = ("builtin", "smollm2-written")
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -57,13 +61,15 @@ def calibration_path(text: str | Path | None) -> Path:
 def calibration_windows(tokenizer_json: bytes | None, samples: int, seq_len: int, seed: int,
                         text: str | Path | Sequence[str | Path] | None = None,
                         vocab_size: int | None = None) -> Calibration:
-    """`samples` windows of `seq_len` tokens at random offsets of the text (default: the shipped one).
+    """`samples` windows of `seq_len` tokens at random offsets of the text (default: DEFAULT_TEXTS).
 
     Several texts share the windows evenly (the first ones take the remainder), drawn in order from
     one seeded generator, so one text gives exactly the windows it always gave.
     """
     if samples < 0 or seq_len < 2:
         raise CompressError(f"need samples >= 0 and seq_len >= 2, got {samples} and {seq_len}")
+    if text is None:
+        text = DEFAULT_TEXTS
     paths = [calibration_path(t) for t in text] if isinstance(text, (list, tuple)) else [calibration_path(text)]
     if not paths:
         paths = [CALIBRATION_TEXT]

@@ -23,6 +23,7 @@ import yaml
 from zoo.errors import CompressError
 from zoo.untrusted import loads_json
 
+from .calibration import DEFAULT_TEXTS
 from .masks import TILE4_KEEP, parse_nm
 from .pipeline import compress
 from .recipe import Recipe
@@ -82,7 +83,7 @@ class _Tuner:
         work.mkdir(parents=True, exist_ok=True)
         settings = {"source_sha256": self.source.sha256, "eval_ctx": eval_ctx, "eval_windows": eval_windows,
                     "calibration": [str(t) for t in calib_text] if isinstance(calib_text, (list, tuple)) else
-                    str(calib_text) if calib_text else "builtin",
+                    str(calib_text) if calib_text else list(DEFAULT_TEXTS),
                     "recipe": {k: v for k, v in asdict(recipe).items() if k not in ("sparsity", "bits", "pattern")}}
         self.state_path = work / STATE
         state = (loads_json(self.state_path.read_bytes(), str(self.state_path), CompressError)
