@@ -13,8 +13,8 @@ import numpy as np
 
 from zoo.errors import FormatError
 
-from .constants import (DEFAULT_GROUP_SIZE, ENCODINGS, MASK_WORD_BITS, MAX_GROUP_SIZE, Q4_TOP_CODE, TILE_GROUP, TILE_LANE_CHUNK,
-                        TILE_ROWS, bf16_to_f32, f32_to_bf16, n_groups, n_words, tile4_problem)
+from .constants import (DEFAULT_GROUP_SIZE, ENCODINGS, MASK_WORD_BITS, MAX_GROUP_SIZE, Q4_TOP_CODE, TILE_GROUP,
+                        TILE_LANE_CHUNK, TILE_ROWS, bf16_to_f32, f32_to_bf16, n_groups, n_words, tile4_problem)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from zoo.errors import CompressError
 from zoo.evaluate import CALIBRATION_TEXT, CALIBRATION_TEXTS, load_tokenizer, read_text, tokenize
 
 # the windows' texts when none is named: Austen's prose and text SmolLM2 wrote itself (code, lists, instructions),
-# half each; Austen alone fits one author and costs every other kind of text (docs/compress.md, "Calibration")
+# half each; Austen alone fits one author and costs every other kind of text (docs/compress.md, "Shipped texts")
 DEFAULT_TEXTS = ("builtin", "smollm2-written")
 
 
