@@ -58,7 +58,7 @@ ACT_ORDER = typer.Option(True, "--act-order/--no-act-order",
                               "SparseGPT, a second sweep under its mask (--no-act-order: one joint sweep).")
 ZERO_POINTS = typer.Option(False, "--zero-points",
                            help="4 bits stored as plain q4 (in a sweep or tune: the points stored so): a zero point "
-                                "per group, so each group's grid spans its own [min, max] instead of ±absmax: 16 "
+                                "per group, so each group's grid spans its own min to max instead of ±absmax: 16 "
                                 "levels, not 15, where the weights are lopsided.")
 OWL_LAMBDA = typer.Option(None, "--owl-lambda", help="OWL: half-width of the per-layer sparsity range (default: Recipe's).")
 OWL_M = typer.Option(None, "--owl-m", help="OWL: a weight is an outlier above M x its layer's mean Wanda score.")
@@ -82,7 +82,7 @@ RECOVER = typer.Option("none", "--recover",
                        help="none | blockwise: after pruning/quantizing each block, train its kept weights and scales "
                             "(masks fixed) to match the dense block on the calibration windows | distill: train the "
                             "whole compressed model on the dense model's next-token distributions (KL) | both: "
-                            "blockwise, then distill (needs zoo-llm[train]).")
+                            "blockwise, then distill (needs zoo-llm\\[train]).")
 RECOVER_LR = typer.Option(None, "--recover-lr",
                           help="Block-wise recovery's Adam learning rate, in units of each weight's mean quantization "
                                "step (default 0.04, for pruned weights; q4 with zero points, whose one-shot error is "
