@@ -48,6 +48,7 @@ def test_the_default_is_austen_and_the_model_written_text_half_each(tokenizer_js
     default = calibration_windows(tokenizer_json, 6, 32, 5)
     named = calibration_windows(tokenizer_json, 6, 32, 5, list(DEFAULT_TEXTS))
     assert np.array_equal(default.tokens, named.tokens) and default.card() == named.card()
+    assert np.array_equal(calibration_windows(tokenizer_json, 6, 32, 5, []).tokens, default.tokens)  # none named
     assert [(t["file"], t["samples"]) for t in default.card()["texts"]] == [("calibration.txt", 3),
                                                                              ("smollm2-written.txt", 3)]
     written = tokenize(load_tokenizer(tokenizer_json), CALIBRATION_TEXTS["smollm2-written"].read_text())

@@ -68,11 +68,9 @@ def calibration_windows(tokenizer_json: bytes | None, samples: int, seq_len: int
     """
     if samples < 0 or seq_len < 2:
         raise CompressError(f"need samples >= 0 and seq_len >= 2, got {samples} and {seq_len}")
-    if text is None:
+    if text is None or (isinstance(text, (list, tuple)) and not text):
         text = DEFAULT_TEXTS
     paths = [calibration_path(t) for t in text] if isinstance(text, (list, tuple)) else [calibration_path(text)]
-    if not paths:
-        paths = [CALIBRATION_TEXT]
     tokenizer = load_tokenizer(tokenizer_json, "source model")
     rng = np.random.default_rng(seed)
     shares = [samples // len(paths) + (i < samples % len(paths)) for i in range(len(paths))]
