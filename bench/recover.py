@@ -1,12 +1,16 @@
 """Benchmark: what recovery buys on SmolLM2-135M, on the prose and the technical evaluation texts.
 
-Usage: python -P bench/recover.py [--recipes tile50,tile75,q4] [--mode blockwise|distill|both] [--tokens 131072]
-                                  [--samples 32] [--generated 16] [--eval-windows 32] [--out DIR]
+Usage: python -P bench/recover.py [--recipes tile50,tile75,unstr50,q4] [--mode blockwise|distill|both]
+                                  [--tokens 131072] [--samples 32] [--generated 0] [--eval-windows 32] [--out DIR]
+                                  [--unpinned]
 
 Each recipe is compressed once with `--recover MODE`; the card carries the one-shot model's
 perplexity (`before_recovery`, the same recipe and calibration without recovery) beside the recovered
-one and the base's, on both shipped texts, so every ratio comes from one run and one protocol. Prints
-one JSON row per recipe and a Markdown table (append it to bench/results/recover.md with the machine).
+one and the base's, on both shipped texts, so every ratio comes from one run and one protocol. Calibration is
+compress's default (half Austen, half the shipped `smollm2-written` text), or with `--generated N` N windows the
+model writes in the run. `--unpinned` loads torch before zoo, so recovery runs without zoo.blas's byte pin
+(about twice as fast end to end on the AVX-512 Xeon: the figures, not the pinned bytes). Prints one JSON row per
+recipe and a Markdown table (append it to bench/results/recover.md with the machine).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
-RECIPES = {
+RECIPES = {  # tile50 / tile75: the sparse50-int4 / sparse75-int4 cards' recipes (tile75 pins the one sweep)
     "tile50": dict(method="sparsegpt", sparsity=0.5, pattern="tile4", bits=4, quantizer="gptq"),
-    "tile75": dict(method="sparsegpt", sparsity=0.75, pattern="tile4", bits=4, quantizer="gptq"),
+    "tile75": dict(method="sparsegpt", sparsity=0.75, pattern="tile4", bits=4, quantizer="gptq", act_order=False),
+    "unstr50": dict(method="sparsegpt", sparsity=0.5, pattern="unstructured", bits=4, quantizer="gptq"),
     "q4": dict(sparsity=0.0, bits=4, quantizer="rtn"),
     "q4-gptq": dict(sparsity=0.0, bits=4, quantizer="gptq"),
 }
@@ -40,23 +46,32 @@ def main() -> None:
     ap.add_argument("--mode", default="blockwise", choices=["blockwise", "distill", "both"])
     ap.add_argument("--tokens", type=int, default=131072)
     ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--generated", type=int, default=16)
+    ap.add_argument("--generated", type=int, default=0)
     ap.add_argument("--eval-windows", type=int, default=32)
     ap.add_argument("--out", type=Path, default=Path("/tmp/zoo-bench-recover"))
+    ap.add_argument("--unpinned", action="store_true", help="torch's own CPU dispatch: faster, bytes not pinned")
     args = ap.parse_args()
+    if args.unpinned:
+        if "zoo" in sys.modules:
+            raise SystemExit("--unpinned must load torch before zoo")
+        import torch  # noqa: F401  (MKL and ATen read their dispatch now: zoo.blas.pin_torch then leaves them)
     from zoo.compress import Recipe, compress
+    from zoo.evaluate import TECHNICAL_TEXT, perplexity
 
     src = smollm2()
+    base = perplexity(src, None, 512, args.eval_windows)  # once for every recipe: the same protocol compress uses
+    base_technical = perplexity(src, TECHNICAL_TEXT, 512, args.eval_windows)
     rows = []
     for name in args.recipes.split(","):
         recipe = Recipe(**RECIPES[name], samples=args.samples, seq_len=512, calib_generated=args.generated,
                         recover=args.mode, recover_tokens=args.tokens)
         t0 = time.monotonic()
         card = compress(src, args.out / name, recipe, eval_windows=args.eval_windows, overwrite=True,
+                        base_perplexity=base, base_technical=base_technical,
                         progress=lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", flush=True))
         m = card["metrics"]
         row = {"recipe": name, **RECIPES[name], "mode": args.mode, "samples": args.samples, "generated": args.generated,
-               "tokens": args.tokens, "seconds": round(time.monotonic() - t0, 1),
+               "tokens": args.tokens, "pinned": not args.unpinned, "seconds": round(time.monotonic() - t0, 1),
                "recovery_seconds": m["recovery_seconds"], "size_mb": round(m["size_bytes"] / 1e6, 1)}
         for key, label in (("perplexity", "prose"), ("perplexity_technical", "technical")):
             p = m[key]
@@ -66,7 +81,9 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     print(f"\n{platform.processor() or platform.machine()}; {args.eval_windows} windows x 512 of each text\n")
-    print(f"--recover {args.mode}, {args.tokens} tokens, {args.samples} windows ({args.generated} model-written)\n")
+    calib = f"{args.generated} written in the run" if args.generated else "half Austen, half smollm2-written"
+    print(f"--recover {args.mode}, {args.tokens} tokens, {args.samples} windows ({calib}), "
+          f"torch {'unpinned' if args.unpinned else 'pinned'}\n")
     print("| recipe | MB | prose one-shot | prose recovered | technical one-shot | technical recovered | recovery s |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
