@@ -1,6 +1,6 @@
 """Benchmark: what recovery buys on SmolLM2-135M, on the prose and the technical evaluation texts.
 
-Usage: python -P bench/recover.py [--recipes tile50,tile75,unstr50,q4] [--mode blockwise|distill|both]
+Usage: python -P bench/recover.py [--recipes tile50,tile75,unstr50,unstr70,q4] [--mode blockwise|distill|both]
                                   [--tokens 131072] [--samples 32] [--generated 0] [--eval-windows 32] [--out DIR]
                                   [--unpinned]
 
@@ -26,6 +26,7 @@ RECIPES = {  # tile50 / tile75: the sparse50-int4 / sparse75-int4 cards' recipes
     "tile50": dict(method="sparsegpt", sparsity=0.5, pattern="tile4", bits=4, quantizer="gptq"),
     "tile75": dict(method="sparsegpt", sparsity=0.75, pattern="tile4", bits=4, quantizer="gptq", act_order=False),
     "unstr50": dict(method="sparsegpt", sparsity=0.5, pattern="unstructured", bits=4, quantizer="gptq"),
+    "unstr70": dict(method="sparsegpt", sparsity=0.7, pattern="unstructured", bits=4, quantizer="gptq"),
     "q4": dict(sparsity=0.0, bits=4, quantizer="rtn"),
     "q4-gptq": dict(sparsity=0.0, bits=4, quantizer="gptq"),
 }
