@@ -7,8 +7,8 @@ Usage: python -P bench/recover.py [--recipes tile50,tile75,unstr50,unstr70,q4] [
 Each recipe is compressed once with `--recover MODE`; the card carries the one-shot model's
 perplexity (`before_recovery`, the same recipe and calibration without recovery) beside the recovered
 one and the base's, on both shipped texts, so every ratio comes from one run and one protocol. Calibration is
-compress's default (half Austen, half the shipped `smollm2-written` text), or with `--generated N` N windows the
-model writes in the run. `--unpinned` loads torch before zoo, so recovery runs without zoo.blas's byte pin
+compress's default (half Austen, half the shipped `smollm2-written` text); `--generated N` makes N of the windows
+text the model writes in the run. `--unpinned` loads torch before zoo, so recovery runs without zoo.blas's byte pin
 (about twice as fast end to end on the AVX-512 Xeon: the figures, not the pinned bytes). Prints one JSON row per
 recipe and a Markdown table (append it to bench/results/recover.md with the machine).
 """
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -52,9 +51,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/zoo-bench-recover"))
     ap.add_argument("--unpinned", action="store_true", help="torch's own CPU dispatch: faster, bytes not pinned")
     args = ap.parse_args()
-    if args.unpinned:
-        if "zoo" in sys.modules:
-            raise SystemExit("--unpinned must load torch before zoo")
+    if args.unpinned:  # nothing of zoo is loaded yet: this script imports it only below
         import torch  # noqa: F401  (MKL and ATen read their dispatch now: zoo.blas.pin_torch then leaves them)
     from zoo.compress import Recipe, compress
     from zoo.evaluate import TECHNICAL_TEXT, perplexity
@@ -82,7 +79,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     print(f"\n{platform.processor() or platform.machine()}; {args.eval_windows} windows x 512 of each text\n")
-    calib = f"{args.generated} written in the run" if args.generated else "half Austen, half smollm2-written"
+    calib = "half Austen, half smollm2-written" + (f"; {args.generated} written in the run" if args.generated else "")
     print(f"--recover {args.mode}, {args.tokens} tokens, {args.samples} windows ({calib}), "
           f"torch {'unpinned' if args.unpinned else 'pinned'}\n")
     print("| recipe | MB | prose one-shot | prose recovered | technical one-shot | technical recovered | recovery s |")
